@@ -1,0 +1,1 @@
+"""imagent's Textual terminal UI."""

@@ -1,0 +1,72 @@
+"""`imagent` command line: a thin front door over agent.session.Session.
+
+Each command lives in agent/commands/<name>.py with `add_arguments(parser)` and `run(args) -> int`.
+Results go to stdout (paths, or JSON with --json); progress and diagnostics go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from agent.errors import ImagentError
+
+COMMANDS = {
+    # name: (module, one-line help)
+    "generate": ("agent.commands.generate", "text-to-image, img2img (--init-image) and inpainting (--mask)"),
+    "show": ("agent.commands.show", "print the generation metadata stored in a PNG"),
+    "rerun": ("agent.commands.rerun", "reproduce an image from its PNG metadata"),
+    "gallery": ("agent.commands.gallery", "list recent images and runs from the gallery"),
+}
+
+DESCRIPTION = """\
+imagent turns a rough idea into an image: it writes a structured prompt, generates, checks
+safety, scores the result with CLIP and retries until the picture fits.
+
+With nothing configured it runs offline on its built-in demo world (64x64 coloured shapes);
+point it at a real model with --model PATH_OR_HUB_ID or IMAGENT_MODEL.
+Images, metadata and history live in $IMAGENT_HOME (default ~/.imagent).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagent", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="imagent 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except ImagentError as exc:
+        print(f"imagent: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("imagent: cancelled", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so plainly, traceback only on request
+        if os.environ.get("IMAGENT_DEBUG"):
+            raise
+        print(f"imagent: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("  This is a bug in imagent. Run again with IMAGENT_DEBUG=1 for the traceback.", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

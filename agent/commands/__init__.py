@@ -1,0 +1,1 @@
+"""One module per `imagent` command; shared option groups and output helpers in `common`."""

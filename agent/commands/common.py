@@ -1,0 +1,94 @@
+"""Option groups and output helpers shared by the commands."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+
+from agent.config import Settings, load_settings
+from agent.session import Progress, Session
+from tools.generate import parse_size
+from tools.schedulers import SCHEDULERS
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="diffusers folder or hub id (default: the built-in demo model, or $IMAGENT_MODEL)")
+    g.add_argument("--backend", choices=["diffusers", "openai"], help="where to generate (default: diffusers)")
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    g.add_argument("--dtype", help="auto | fp32 | fp16 | bf16 (default: fp16 on GPUs, fp32 on CPU)")
+    g.add_argument("--safety", choices=["off", "standard", "strict"], help="safety policy (default: standard)")
+
+
+def add_generation_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("generation")
+    g.add_argument("--negative", default="", help="negative prompt: what to keep out of the image")
+    g.add_argument("--steps", type=int, help="denoising steps (default: 20)")
+    g.add_argument("--cfg", type=float, help="guidance scale (default: 7)")
+    g.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size)")
+    g.add_argument("--seed", type=int, help="random seed (default: drawn and reported)")
+    g.add_argument("--scheduler", metavar="NAME", help=f"sampler: {', '.join(SCHEDULERS)}")
+    g.add_argument("-n", "--count", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="folder for the images (default: $IMAGENT_HOME/outputs/DATE)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+
+
+def settings_from(args) -> Settings:
+    return load_settings(model=getattr(args, "model", None), backend=getattr(args, "backend", None),
+                         device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
+                         safety=getattr(args, "safety", None))
+
+
+def session_from(args) -> Session:
+    return Session(settings_from(args))
+
+
+def request_fields(args, settings: Settings) -> dict:
+    width = height = None
+    if getattr(args, "size", None):
+        width, height = parse_size(args.size)
+    return dict(negative_prompt=args.negative, steps=args.steps or settings.steps or 20,
+                cfg=args.cfg if args.cfg is not None else (settings.cfg if settings.cfg is not None else 7.0),
+                width=width, height=height, seed=args.seed,
+                scheduler=args.scheduler or settings.scheduler, count=args.count)
+
+
+@contextmanager
+def progress_bar(args, description: str = "generating"):
+    """Yields a Progress sink that draws a Rich bar (step i/n, time left) on stderr, or None."""
+    enabled = args.progress if args.progress is not None else sys.stderr.isatty()
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+    with Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("step"), MofNCompleteColumn(),
+             TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def sink(event: Progress) -> None:
+            bar.update(task, completed=event.done, total=event.total,
+                       description=event.label or description)
+
+        yield sink
+
+
+def emit(args, payload: dict, human_lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=None, default=str))
+    else:
+        for line in human_lines:
+            print(line)
+
+
+def warn(lines) -> None:
+    for line in lines:
+        print(f"imagent: warning: {line}", file=sys.stderr)
+

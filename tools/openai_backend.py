@@ -1,0 +1,126 @@
+"""The OpenAI images API as a backend: text-to-image (`images.generate`) and masked edits
+(`images.edit`). The API has no seed: seeds are recorded but the result is not reproducible.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+
+from PIL import Image
+
+from tools.errors import BackendError, Cancelled, InvalidInput, SafetyBlocked
+from tools.generate import GenerateRequest, GenerateResult, ProgressFn, check_request
+
+POLICY_CODES = {"content_policy_violation", "moderation_blocked"}
+
+
+class OpenAIBackend:
+    name = "openai"
+    capabilities = frozenset({"txt2img", "inpaint"})
+
+    def __init__(self, model: str = "gpt-image-1", *, api_key: str | None = None, base_url: str | None = None,
+                 timeout: float = 120.0, max_retries: int = 2, client=None):
+        self.model = model
+        self._client = client
+        self._client_args = dict(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries)
+
+    def client(self):
+        if self._client is None:
+            import openai
+
+            if not self._client_args["api_key"]:
+                raise BackendError("No OpenAI API key is set.",
+                                   "Set OPENAI_API_KEY (or use the local diffusers backend: --backend diffusers).")
+            self._client = openai.OpenAI(**self._client_args)
+        return self._client
+
+    def generate(self, request: GenerateRequest, *, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None) -> GenerateResult:
+        req = check_request(request)
+        if req.mode == "img2img":
+            raise InvalidInput("The OpenAI backend edits only with a mask.",
+                               "Add --mask PATH (white = repaint), or use --backend diffusers for img2img.")
+        size = f"{req.width}x{req.height}" if req.width and req.height else None
+        prompt = req.prompt if not req.negative_prompt else f"{req.prompt}\nAvoid: {req.negative_prompt}"
+        t0 = time.perf_counter()
+        images, revised = [], []
+        for i in range(req.count):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Generation cancelled.")
+            if progress:
+                progress(i, req.count)
+            response = self._call(req, prompt, size)
+            for item in response.data:
+                images.append(_decode(item))
+                revised.append(getattr(item, "revised_prompt", None))
+        if progress:
+            progress(req.count, req.count)
+        width, height = images[0].size
+        return GenerateResult(images=images, seeds=[req.seed + i for i in range(len(images))], model=self.model,
+                              backend=self.name, width=width, height=height, scheduler=None,
+                              timings={"generate_s": time.perf_counter() - t0}, reproducible=False,
+                              revised_prompts=revised,
+                              warnings=["The OpenAI images API takes no seed: this image cannot be reproduced exactly."])
+
+    def _call(self, req: GenerateRequest, prompt: str, size: str | None):
+        import openai
+
+        kwargs = dict(model=self.model, prompt=prompt, n=1)
+        if size:
+            kwargs["size"] = size
+        if self.model.startswith("dall-e"):
+            kwargs["response_format"] = "b64_json"
+        try:
+            if req.mode == "inpaint":
+                return self.client().images.edit(image=_png_file(req.init_image, "image.png"),
+                                                 mask=_png_file(_alpha_mask(req.mask), "mask.png"), **kwargs)
+            return self.client().images.generate(**kwargs)
+        except openai.AuthenticationError:
+            raise BackendError("OpenAI rejected the API key (401).", "Check OPENAI_API_KEY.") from None
+        except openai.RateLimitError:
+            raise BackendError("OpenAI rate limit or quota reached (429).",
+                               "Wait a minute and retry, ask for fewer images, or check your plan's quota.") from None
+        except openai.APITimeoutError:
+            raise BackendError(f"OpenAI did not answer within {self._client_args['timeout']:g} s.",
+                               "Retry, or raise the timeout (openai_timeout in config.json).") from None
+        except openai.APIConnectionError as exc:
+            raise BackendError(f"Cannot reach the OpenAI API ({exc.__cause__ or exc}).",
+                               "Check the network or OPENAI_BASE_URL.") from None
+        except openai.BadRequestError as exc:
+            code = getattr(exc, "code", None) or (exc.body.get("code") if isinstance(exc.body, dict) else None)
+            if code in POLICY_CODES or "safety" in str(exc).lower():
+                raise SafetyBlocked("OpenAI refused the request under its content policy.", "provider_policy",
+                                    "Rephrase the prompt.") from None
+            raise BackendError(f"OpenAI rejected the request: {_message(exc)}",
+                               "Check the size (e.g. 1024x1024) and the model name.") from None
+        except openai.APIStatusError as exc:
+            raise BackendError(f"OpenAI error {exc.status_code}: {_message(exc)}", "Retry later.") from None
+
+
+def _message(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error", {}).get("message") or exc)
+    return str(exc)
+
+
+def _decode(item) -> Image.Image:
+    if getattr(item, "b64_json", None):
+        return Image.open(io.BytesIO(base64.b64decode(item.b64_json))).convert("RGB")
+    raise BackendError("OpenAI returned an image URL instead of image data.",
+                       "Use a model that returns b64_json (gpt-image-1, or dall-e-* with response_format).")
+
+
+def _png_file(image: Image.Image, name: str):
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return (name, buf.getvalue(), "image/png")
+
+
+def _alpha_mask(mask: Image.Image) -> Image.Image:
+    """imagent masks are white = repaint; OpenAI's are transparent = repaint."""
+    rgba = Image.new("RGBA", mask.size, (0, 0, 0, 255))
+    rgba.putalpha(mask.convert("L").point(lambda v: 255 - v))
+    return rgba

@@ -18,6 +18,8 @@ COMMANDS = {
     "show": ("agent.commands.show", "print the generation metadata stored in a PNG"),
     "rerun": ("agent.commands.rerun", "reproduce an image from its PNG metadata"),
     "gallery": ("agent.commands.gallery", "list recent images and runs from the gallery"),
+    "expand": ("agent.commands.expand", "expand a rough idea into a structured prompt and show it (no generation)"),
+    "styles": ("agent.commands.styles", "list the style presets for --style"),
 }
 
 DESCRIPTION = """\

@@ -109,7 +109,7 @@ def get_style(name: str, styles: dict[str, Style] | None = None) -> Style:
     key = (name or "").strip().lower()
     if key in styles:
         return styles[key]
-    close = difflib.get_close_matches(key, list(styles), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(key, list(styles), n=3, cutoff=0.6)
     hint = f"Did you mean {' or '.join(close)}? " if close else ""
     raise InvalidInput(f"Unknown style '{name}'.", f"{hint}`imagent styles` lists the {len(styles)} presets.")
 

@@ -223,3 +223,13 @@ class Session:
                 f"This image was made by {record.get('backend')} model '{record.get('model')}', but this "
                 f"session uses {backend.name} model '{backend.model}'.",
                 f"Run again with --backend {record.get('backend')} --model {record.get('model')}.")
+
+    # -- prompt expansion -----------------------------------------------------------------------
+    def expand(self, idea: str, *, style: str | None = None, family: str | None = None, chat_model=None,
+               llm: str | None = None, use_llm: bool | None = None, negative: str = ""):
+        """idea -> agent.schemas.Expansion (structured prompt + rendering for this session's model);
+        see agent.expand.expand_idea. Nothing is generated or recorded."""
+        from agent.expand import expand_idea
+
+        return expand_idea(idea, self.settings, style=style, family=family, chat_model=chat_model, llm=llm,
+                           use_llm=use_llm, negative=negative)

@@ -3,20 +3,30 @@
   imagent generate "two red circles"                      text-to-image
   imagent generate "a cat" --init-image in.png --strength 0.6   img2img
   imagent generate "a cat" --init-image in.png --mask m.png     inpainting (white = repaint)
+  imagent generate "a cat coding at night" --idea               expand the idea first, then generate
+  imagent generate "a cat coding at night" --style watercolor   expand with a style preset
+
+PROMPT is used exactly as written by default (--raw). With --idea or --style it is a rough idea:
+it is expanded into a structured prompt (`imagent expand` shows the same thing without
+generating), and both the idea and the structured prompt are stored in the PNG and the gallery.
 
 Prints the saved PNG paths (or a JSON record with --json). Each PNG carries its parameters, so
 `imagent show` and `imagent rerun` work on it.
 """
 from __future__ import annotations
 
+import sys
+
 from agent.commands.common import (add_generation_options, add_model_options, add_output_options, emit,
                                    progress_bar, request_fields, session_from, warn)
+from agent.commands.expand import add_expansion_options, expansion_from
 from agent.errors import InvalidInput
 from tools.generate import GenerateRequest
 
 
 def add_arguments(p) -> None:
-    p.add_argument("prompt", help="what to draw")
+    p.add_argument("prompt", help="what to draw (a rough idea with --idea/--style)")
+    add_expansion_options(p, for_generate=True)
     add_generation_options(p)
     g = p.add_argument_group("editing")
     g.add_argument("--init-image", metavar="PATH", help="start from this image (img2img)")
@@ -30,6 +40,18 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     session = session_from(args)
     fields = request_fields(args, session.settings)
+    prompt, idea, spec, extra = args.prompt, None, None, None
+    expand = bool(args.idea or args.style or args.llm or args.template or args.family)
+    if args.raw and expand:
+        raise InvalidInput("--raw uses the prompt as written, so it cannot be combined with --idea, --style, "
+                           "--llm, --template or --family.", "Drop --raw to expand the idea, or drop the expansion options.")
+    if expand:
+        expansion = expansion_from(args, session.settings, args.prompt)  # before any record is written
+        warn(expansion.warnings)
+        prompt, idea = expansion.positive, expansion.idea
+        spec, extra = expansion.spec.model_dump(mode="json"), {"expansion": expansion.record()}
+        fields["negative_prompt"] = expansion.negative
+        print(f"imagent: expanded ({expansion.expander}, {expansion.rendered.family}): {prompt}", file=sys.stderr)
     if args.mask and not args.init_image:
         raise InvalidInput("--mask needs --init-image.", "Pass the image to inpaint with --init-image PATH.")
     if args.init_image:
@@ -37,12 +59,13 @@ def run(args) -> int:
         if args.size:
             raise InvalidInput("--size cannot be combined with --init-image.",
                                "The output has the size of the input image; resize it first.")
-        request, inputs = session.edit_request(args.prompt, args.init_image, mask_path=args.mask,
+        request, inputs = session.edit_request(prompt, args.init_image, mask_path=args.mask,
                                                strength=args.strength, **fields)
     else:
-        request, inputs = GenerateRequest(prompt=args.prompt, **fields), None
+        request, inputs = GenerateRequest(prompt=prompt, **fields), None
     with progress_bar(args) as sink:
-        outcome = session.generate(request, out_dir=args.out, progress=sink, inputs=inputs)
+        outcome = session.generate(request, idea=idea, spec=spec, out_dir=args.out, progress=sink, inputs=inputs,
+                                   extra=extra)
     warn(outcome.warnings)
     for b in outcome.blocked:
         warn([f"image with seed {b['seed']} was blocked ({b['category']}) and not saved"])

@@ -1,0 +1,77 @@
+"""Expand a rough idea into a structured prompt and show it, without generating.
+
+  imagent expand "a cat coding at night"                    template expander (offline default)
+  imagent expand "a cat coding at night" --style cinematic  apply a style preset (`imagent styles`)
+  imagent expand "a cat coding at night" --llm gpt-4o-mini  expand with an LLM
+  imagent expand "two red circles" --family sd --json       render for a model family, as JSON
+
+The LLM is used when --llm or IMAGENT_LLM_MODEL names one (IMAGENT_LLM_BASE_URL points at any
+OpenAI-compatible server: llama.cpp, vLLM, Ollama). If it fails, the template expander is used
+with a warning (IMAGENT_LLM_FALLBACK=error makes it an error instead).
+Families: demo (subject only, for the built-in demo model), sd (tags), sdxl / flux / openai (prose);
+guessed from --model/--backend when not given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from agent.commands.common import settings_from, warn
+from agent.render import FAMILIES
+
+
+def add_expansion_options(p: argparse.ArgumentParser, *, for_generate: bool = False) -> None:
+    g = p.add_argument_group("prompt expansion")
+    if for_generate:
+        g.add_argument("--idea", action="store_true",
+                       help="treat PROMPT as a rough idea: expand it into a structured prompt, then generate")
+        g.add_argument("--raw", action="store_true",
+                       help="use PROMPT exactly as written, no expansion (the default unless an expansion option is given)")
+    g.add_argument("--style", metavar="NAME", help="style preset (see `imagent styles`)" +
+                   ("; implies --idea" if for_generate else ""))
+    g.add_argument("--llm", metavar="MODEL", help="expand with this LLM (default: $IMAGENT_LLM_MODEL, else offline)")
+    g.add_argument("--template", action="store_true",
+                   help="use the offline template expander even when an LLM is configured")
+    g.add_argument("--family", choices=FAMILIES, help="render for this model family (default: guessed from the model)")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("idea", help="the rough idea, e.g. \"a cat coding at night\"")
+    add_expansion_options(p)
+    p.add_argument("--negative", default="", help="extra negatives to add (comma-separated)")
+    p.add_argument("--model", help="the model the prompt is for (guesses the family; default: $IMAGENT_MODEL)")
+    p.add_argument("--backend", choices=["diffusers", "openai"], help="the backend the prompt is for")
+    p.add_argument("--json", action="store_true", help="print the expansion as one JSON object")
+
+
+def expansion_from(args, settings, idea: str):
+    """Run the shared glue (agent.expand.expand_idea) with the command's options."""
+    from agent.expand import expand_idea
+
+    return expand_idea(idea, settings, style=args.style, family=args.family, llm=args.llm,
+                       use_llm=False if args.template else None, negative=getattr(args, "negative", "") or "")
+
+
+def run(args) -> int:
+    settings = settings_from(args)
+    expansion = expansion_from(args, settings, args.idea)
+    warn(expansion.warnings)
+    if args.json:
+        print(json.dumps(expansion.model_dump(mode="json")))
+        return 0
+    s = expansion.spec
+    rows = [("idea", expansion.idea),
+            ("expander", f"{expansion.expander}   style preset: {expansion.style_preset or '-'}   "
+                         f"family: {expansion.rendered.family}"),
+            ("subject", s.subject), ("style", s.style), ("lighting", s.lighting), ("composition", s.composition),
+            ("quality", ", ".join(s.quality)), ("negatives", ", ".join(s.negatives)), ("extras", ", ".join(s.extras))]
+    for key, value in rows:
+        print(f"{key + ':':<13}{value or '-'}")
+    print()
+    print(f"positive: {expansion.positive}")
+    print(f"negative: {expansion.negative or '-'}")
+    if expansion.rendered.family == "demo":
+        print("imagent: the demo model reads only its caption grammar, so only the subject is sent; "
+              "use --family sd|sdxl|flux|openai to see the full rendering.", file=sys.stderr)
+    return 0

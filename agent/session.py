@@ -63,6 +63,19 @@ def _summary(record: dict) -> dict:
     return {k: record[k] for k in keep if k in record}
 
 
+@dataclass
+class UpscaleOutcome:
+    run_id: str
+    path: Path
+    image_id: int
+    record: dict
+
+    def to_json(self) -> dict:
+        r = self.record
+        return {"run_id": self.run_id, "path": str(self.path), "image_id": self.image_id, "width": r["width"],
+                "height": r["height"], "upscale": r["upscale"], "safety": r["safety"], "timings": r.get("timings", {})}
+
+
 class Session:
     def __init__(self, settings: Settings, *, gallery: Gallery | None = None, backend=None, safety=None):
         self.settings = settings
@@ -233,3 +246,121 @@ class Session:
 
         return expand_idea(idea, self.settings, style=style, family=family, chat_model=chat_model, llm=llm,
                            use_llm=use_llm, negative=negative)
+
+    # -- upscaling and scoring (tools.upscale, tools.score) --------------------------------------
+    def upscaler(self):
+        """The session's Upscaler (Real-ESRGAN nets and the SD x4 pipeline load once, on first use)."""
+        with self._lock:
+            if getattr(self, "_upscaler", None) is None:
+                from tools.upscale import Upscaler
+
+                self._upscaler = Upscaler()
+            return self._upscaler
+
+    def scorer(self, clip_model: str | None = None):
+        """The CLIP scorer for `clip_model` (default: settings.clip_model, "demo" = the demo CLIP).
+        Built once per model and kept; the model itself loads on the first score."""
+        from tools.score import Scorer
+
+        name = str(clip_model or self.settings.clip_model)
+        with self._lock:
+            cache = self.__dict__.setdefault("_scorers", {})
+            if name not in cache:
+                cache[name] = Scorer(name)
+            return cache[name]
+
+    def score(self, images, text, *, clip_model: str | None = None) -> dict:
+        """CLIP scores of images (paths or PIL images) against `text` (one text for all, or one each):
+        {'scores': [...], 'cosine': [...], 'formula': ..., 'model': ...}."""
+        from PIL import Image as _Image
+
+        from tools.score import apply_formula
+
+        pics = [im if isinstance(im, _Image.Image) else load_image(im) for im in images]
+        scorer = self.scorer(clip_model)
+        cos = scorer.cosine(pics, text)
+        return {"scores": [apply_formula(c, scorer.formula) for c in cos], "cosine": cos,
+                "formula": scorer.formula, "formula_text": scorer.formula_text, "model": scorer.model_id,
+                "path": scorer.path}
+
+    def upscale(self, path: str | Path, *, scale: int = 4, method: str = "realesrgan",
+                out_dir: str | Path | None = None, progress: ProgressSink | None = None,
+                prompt: str | None = None, strength: float = 0.3, seed: int | None = None,
+                tile: int | None = None) -> "UpscaleOutcome":
+        """Upscale an image file; the result is safety-checked, written atomically with metadata
+        (source, method, model; the source's own record nested) and recorded in the gallery.
+        hires-fix refines with this session's backend, using `prompt` or the source's recorded one."""
+        from tools.upscale import check_upscale
+
+        image = load_image(path)
+        check_upscale(image, scale, method)
+        source = Path(path).resolve()
+        try:
+            source_record = read_metadata(source)["record"]
+        except ImagentError:
+            source_record = None
+        if method in {"hires-fix", "sd-x4"} and not prompt and source_record:
+            prompt = (source_record.get("params") or {}).get("prompt")
+        if prompt:
+            self.check_prompt(prompt)
+        backend = self.backend() if method == "hires-fix" else None
+        self.cancel_event.clear()
+        run_id = self.gallery.start_run("upscale", params={"source": str(source), "scale": scale, "method": method,
+                                                           **({"prompt": prompt} if prompt else {})})
+        label = f"upscale x{scale} ({method})"
+        step = (lambda done, total: progress(Progress("step", done, total, label))) if progress else None
+        try:
+            result = self.upscaler().upscale(image, scale, method, backend=backend, prompt=prompt,
+                                             strength=strength, seed=seed, tile=tile, progress=step,
+                                             cancel=self.cancel_event)
+            outcome = self._save_upscale(run_id, result, source, source_record, out_dir)
+        except Cancelled as exc:
+            self.gallery.finish_run(run_id, "cancelled", error=str(exc))
+            raise
+        except ImagentError as exc:
+            self.gallery.finish_run(run_id, "failed", error=str(exc))
+            raise
+        except BaseException as exc:
+            self.gallery.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.gallery.finish_run(run_id, "done", result=outcome.to_json())
+        return outcome
+
+    def _save_upscale(self, run_id, result, source: Path, source_record: dict | None, out_dir) -> "UpscaleOutcome":
+        import json as _json
+
+        from tools.metadata import JSON_KEY, a1111_parameters
+
+        checker = self.safety()
+        verdict = checker.check_image(result.image)
+        if not verdict.allowed:
+            raise SafetyBlocked(f"The upscaled image was blocked by the safety policy ({verdict.category}): "
+                                f"{verdict.reason}", verdict.category or "unsafe",
+                                "Nothing was written. Use another image.")
+        w, h = result.image.size
+        record = {
+            "version": VERSION, "run_id": run_id, "kind": "upscale",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "backend": "upscale", "model": result.model, "model_name": result.model,
+            "width": w, "height": h,
+            "upscale": {"source": str(source), **result.record()},
+            "safety": {"level": checker.level, **({"scores": verdict.scores} if verdict.scores else {})},
+            "timings": result.timings,
+        }
+        if source_record:
+            record["source"] = {k: source_record[k] for k in ("run_id", "seed", "params", "model", "backend",
+                                                              "width", "height", "idea") if k in source_record}
+        chunks = {JSON_KEY: _json.dumps(record, sort_keys=True, default=str)}
+        if source_record and source_record.get("params"):
+            # A1111 `parameters` of the original generation at the new size, plus the upscale (as A1111 writes it)
+            try:
+                text = a1111_parameters({**source_record, "width": w, "height": h})
+                chunks["parameters"] = f"{text}, Hires upscale: {result.scale}, Hires upscaler: {result.method}"
+            except (KeyError, TypeError):  # a partial source record: the JSON chunk alone says it all
+                pass
+        out = Path(out_dir) if out_dir else self.settings.outputs_dir / datetime.now().strftime("%Y-%m-%d")
+        stem = f"{source.stem}-x{result.scale}-{result.method}"
+        dest = atomic_save_png(result.image, unique_path(out, stem), chunks)
+        image_id = self.gallery.add_image(run_id, dest, record)
+        return UpscaleOutcome(run_id=run_id, path=dest, image_id=image_id, record=record)
+

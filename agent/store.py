@@ -34,6 +34,17 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, round)
     );
     """,
+    # 2: conversations of `imagent chat` (agent.chat): one row per chat, its messages in order.
+    """
+    CREATE TABLE chats (
+        id TEXT PRIMARY KEY, created REAL NOT NULL, updated REAL NOT NULL, title TEXT, state_json TEXT
+    );
+    CREATE TABLE chat_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id TEXT NOT NULL REFERENCES chats(id),
+        created REAL NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, data_json TEXT
+    );
+    CREATE INDEX chat_messages_chat ON chat_messages(chat_id, id);
+    """,
 ]
 
 
@@ -142,6 +153,42 @@ class Gallery:
 
     def count_images(self) -> int:
         return self._read("SELECT COUNT(*) AS n FROM images")[0]["n"]
+
+    # -- chats (agent.chat) -------------------------------------------------------------------
+    def start_chat(self, title: str = "", state: dict | None = None) -> str:
+        chat_id = uuid.uuid4().hex[:8]
+        now = time.time()
+        self._write("INSERT INTO chats (id, created, updated, title, state_json) VALUES (?,?,?,?,?)",
+                    (chat_id, now, now, title, _dump(state)))
+        return chat_id
+
+    def save_chat(self, chat_id: str, *, state: dict | None = None, title: str | None = None) -> None:
+        self._write("UPDATE chats SET updated=?, state_json=COALESCE(?, state_json), title=COALESCE(?, title) "
+                    "WHERE id=?", (time.time(), _dump(state), title, chat_id))
+
+    def chat(self, chat_id: str) -> dict | None:
+        rows = self._read("SELECT * FROM chats WHERE id=?", (chat_id,))
+        return _decode(rows[0]) if rows else None
+
+    def chats(self, limit: int = 20) -> list[dict]:
+        return [_decode(r) for r in self._read(
+            "SELECT * FROM chats ORDER BY updated DESC, rowid DESC LIMIT ?", (limit,))]
+
+    def add_chat_message(self, chat_id: str, role: str, content: str, data: dict | None = None) -> int:
+        cur = self._write("INSERT INTO chat_messages (chat_id, created, role, content, data_json) VALUES (?,?,?,?,?)",
+                          (chat_id, time.time(), role, content, _dump(data)))
+        self._write("UPDATE chats SET updated=? WHERE id=?", (time.time(), chat_id))
+        return int(cur.lastrowid)
+
+    def chat_messages(self, chat_id: str) -> list[dict]:
+        return [_decode(r) for r in self._read(
+            "SELECT * FROM chat_messages WHERE chat_id=? ORDER BY id", (chat_id,))]
+
+    def chat_images(self, chat_id: str, limit: int = 50) -> list[dict]:
+        """Images made in a chat (through runs.chat_id), newest first."""
+        return [_decode(r) for r in self._read(
+            "SELECT images.* FROM images JOIN runs ON runs.id = images.run_id WHERE runs.chat_id=? "
+            "ORDER BY images.id DESC LIMIT ?", (chat_id, limit))]
 
 
 def _dump(value) -> str | None:

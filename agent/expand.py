@@ -192,7 +192,7 @@ class LLMExpander:
                 result = runnable.invoke(messages)
                 spec, problem, raw_text = _structured(result)
             except (ValueError, TypeError) as exc:  # malformed JSON / schema mismatch raised by the client
-                spec, problem, raw_text = None, _short(exc), ""
+                spec, problem, raw_text = None, _short(exc), _input_of(exc)
             if spec is not None:
                 return spec
             messages = messages + [
@@ -225,6 +225,15 @@ def _structured(result) -> tuple[PromptSpec | None, str, str]:
     if result.get("parsing_error") is not None:
         return None, _short(result["parsing_error"]), raw_text
     return None, "the answer held no JSON object", raw_text
+
+
+def _input_of(exc) -> str:
+    """The raw answer a client-side ValidationError was raised on (json_schema parsing), if any."""
+    if isinstance(exc, ValidationError):
+        for err in exc.errors():
+            if not err.get("loc") and isinstance(err.get("input"), str):
+                return err["input"]
+    return ""
 
 
 def _raw_text(raw) -> str:

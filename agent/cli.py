@@ -20,6 +20,9 @@ COMMANDS = {
     "gallery": ("agent.commands.gallery", "list recent images and runs from the gallery"),
     "expand": ("agent.commands.expand", "expand a rough idea into a structured prompt and show it (no generation)"),
     "styles": ("agent.commands.styles", "list the style presets for --style"),
+    "upscale": ("agent.commands.upscale", "upscale an image: Real-ESRGAN (ncnn, CPU), Lanczos, SD x4, hires-fix"),
+    "score": ("agent.commands.score", "CLIP score of images against a text (or rank several texts)"),
+    "check-safety": ("agent.commands.check_safety", "check a prompt and/or an image against the safety policy"),
 }
 
 DESCRIPTION = """\

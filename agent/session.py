@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from agent.config import Settings
+from agent.config import DEMO, Settings
 from agent.errors import Cancelled, ImagentError, InvalidInput, SafetyBlocked
 from agent.store import Gallery
-from tools.generate import GenerateRequest, check_request
+from tools.generate import GenerateRequest, GenerateResult, check_request
 from tools.images import atomic_save_png, load_image, load_mask, unique_path
 from tools.metadata import png_chunks, read_metadata
 
@@ -58,6 +58,29 @@ class GenerationOutcome:
                 "blocked": self.blocked, "warnings": self.warnings, "timings": self.timings}
 
 
+@dataclass
+class RunOutcome:
+    """The result of `Session.run`: the best image, every round, and how the threshold was set."""
+
+    run_id: str
+    best: SavedImage
+    score: float
+    spec: dict
+    rounds: list[dict]
+    threshold: dict
+    met: bool
+    stop_reason: str
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "best": {"path": str(self.best.path), "seed": self.best.seed,
+                                                "image_id": self.best.image_id, "score": self.score},
+                "met": self.met, "stop_reason": self.stop_reason, "threshold": self.threshold,
+                "spec": self.spec, "rounds": self.rounds, "warnings": self.warnings, "timings": self.timings,
+                "record": _summary(self.best.record)}
+
+
 def _summary(record: dict) -> dict:
     keep = ("model", "backend", "width", "height", "scheduler", "params", "idea", "spec", "safety")
     return {k: record[k] for k in keep if k in record}
@@ -77,11 +100,13 @@ class UpscaleOutcome:
 
 
 class Session:
-    def __init__(self, settings: Settings, *, gallery: Gallery | None = None, backend=None, safety=None):
+    def __init__(self, settings: Settings, *, gallery: Gallery | None = None, backend=None, safety=None,
+                 scorer=None):
         self.settings = settings
         self.gallery = gallery or Gallery(settings.gallery_path)
         self._backend = backend
         self._safety = safety
+        self._scorers = {str(settings.clip_model): scorer} if scorer is not None else {}
         self._lock = threading.Lock()
         self.cancel_event = threading.Event()
 
@@ -193,6 +218,113 @@ class Session:
         return GenerationOutcome(run_id=run_id, images=saved, blocked=blocked, warnings=result.warnings,
                                  timings={k: round(v, 4) for k, v in result.timings.items()})
 
+    def run(self, idea: str, *, rounds: int = 3, candidates: int = 2, threshold: float | None = None,
+            threshold_mode: str = "relative", style: str | None = None, raw: bool = False,
+            request_fields: dict | None = None, out_dir: str | Path | None = None,
+            progress: ProgressSink | None = None, events=None, chat_id: str | None = None,
+            reviser: str = "auto", chat_model=None) -> RunOutcome:
+        """The critique loop (agent.loop): expand the idea, then per round generate `candidates`
+        images, safety-check and CLIP-score them against the idea, keep the best, and revise the
+        prompt until the best reaches the threshold or `rounds` are spent. Every round is recorded
+        in the gallery as it ends; the best image is saved with the round table in its metadata.
+        `reviser`: rules | llm | auto (llm when one is configured or passed, else rules)."""
+        from agent import loop
+        from agent.render import guess_family, render
+        from agent.schemas import PromptSpec
+
+        options = loop.LoopOptions(rounds=rounds, candidates=candidates, threshold=threshold,
+                                   threshold_mode=threshold_mode).check()
+        fields_ = dict(request_fields or {})
+        negative = fields_.pop("negative_prompt", "") or ""
+        family = guess_family(self.settings.model, self.settings.backend)
+        if raw:
+            spec, positive, neg, warnings = PromptSpec(subject=idea.strip() or "-"), idea, negative, []
+        else:
+            expansion = self.expand(idea, style=style, negative=negative, chat_model=chat_model)
+            spec, positive, neg, warnings = (expansion.spec, expansion.positive, expansion.negative,
+                                             list(expansion.warnings))
+        base = check_request(GenerateRequest(prompt=positive, negative_prompt=neg, **fields_))
+        self.check_prompt(idea)
+        self.check_prompt(positive)
+        backend, checker, scorer = self.backend(), self.safety(), self.scorer()
+
+        def render_spec(s):
+            out = render(s, family)
+            return out.positive, out.negative
+
+        rules = loop.RuleReviser(render_spec)
+        use_llm = reviser == "llm" or (reviser == "auto" and (chat_model is not None or self.settings.llm_model))
+        if use_llm:
+            from agent.llm import build_chat_model
+
+            model = chat_model if chat_model is not None else build_chat_model(self.settings)
+            chosen = loop.LLMReviser(model, render_spec, rules, name=f"llm:{self.settings.llm_model or 'chat'}")
+        else:
+            chosen = rules
+        self.cancel_event.clear()
+        t0 = time.perf_counter()
+        spec_json = spec.model_dump()
+        run_id = self.gallery.start_run("run", idea=idea, spec=spec_json, chat_id=chat_id,
+                                        params=dict(base.params(), rounds=rounds, candidates=candidates))
+
+        def on_event(event):
+            if event.kind == "round_start" and progress:
+                progress(Progress("round", event.round - 1, options.rounds, f"round {event.round}/{options.rounds}"))
+            if event.kind == "round_end":
+                self.gallery.add_round(run_id, event.round, event.data)
+            if events:
+                events(event)
+
+        step = (lambda done, total: progress(Progress("step", done, total))) if progress else None
+        try:
+            threshold_info = loop.calibrate(options, idea, scorer, self._reference_images)
+            result = loop.run_loop(intent=idea, first=loop.Attempt(spec, positive, neg, base.cfg), base=base,
+                                   options=options, backend=backend, safety=checker, scorer=scorer,
+                                   reviser=chosen, threshold=threshold_info, check_prompt=self.check_prompt,
+                                   cancel=self.cancel_event, on_event=on_event, step_progress=step)
+            best_req = GenerateRequest(prompt=result.best_attempt.positive, negative_prompt=result.best_attempt.negative,
+                                       steps=base.steps, cfg=result.best_attempt.cfg, width=base.width,
+                                       height=base.height, seed=result.best.seed, scheduler=base.scheduler)
+            image = result.best.image
+            generated = GenerateResult(images=[image], seeds=[result.best.seed], model=backend.model,
+                                       backend=backend.name, width=image.size[0], height=image.size[1],
+                                       scheduler=result.scheduler)
+            rounds_json = [r.to_json() for r in result.rounds]
+            loop_record = {"score": round(result.best.score, 4), "formula": scorer.formula, "round": result.best_round,
+                           "threshold": result.threshold, "met": result.met, "stop_reason": result.stop_reason,
+                           "reviser": chosen.name, "rounds": rounds_json}
+            saved = self._save(run_id, best_req, generated, idea=idea, spec=spec_json if raw else
+                               result.best_attempt.spec.model_dump(), out_dir=out_dir, inputs=None,
+                               extra={"loop": loop_record})
+            best = saved.images[0]
+            self.gallery.set_image_score(best.image_id, result.best.score, result.best_round)
+        except BaseException as exc:
+            status = "cancelled" if isinstance(exc, Cancelled) else "failed"
+            self.gallery.finish_run(run_id, status, error=str(exc) or type(exc).__name__)
+            raise
+        if progress:
+            progress(Progress("round", len(result.rounds), len(result.rounds), "done"))
+        outcome = RunOutcome(run_id=run_id, best=best, score=round(result.best.score, 4),
+                             spec=best.record.get("spec", spec_json), rounds=rounds_json,
+                             threshold=result.threshold, met=result.met, stop_reason=result.stop_reason,
+                             warnings=warnings + result.warnings,
+                             timings={"total_s": round(time.perf_counter() - t0, 3)})
+        self.gallery.finish_run(run_id, "done", result=outcome.to_json())
+        return outcome
+
+    def _reference_images(self, intent: str) -> list:
+        """Known-good images of the intent, for calibrating relative thresholds: the demo world's
+        renderer draws them when the scorer is the demo CLIP and the intent is in its grammar."""
+        if str(self.settings.clip_model) != DEMO:
+            return []
+        from tools.demo import world
+
+        try:
+            scene = world.parse(intent)
+        except ImagentError:
+            return []
+        return [world.render(scene, seed)[0] for seed in range(4)]
+
     def edit_request(self, prompt: str, image_path: str | Path, *, mask_path: str | Path | None = None,
                      **params) -> tuple[GenerateRequest, dict]:
         """A request for img2img (or inpainting with a mask) from files, plus the inputs to record."""
@@ -264,7 +396,7 @@ class Session:
 
         name = str(clip_model or self.settings.clip_model)
         with self._lock:
-            cache = self.__dict__.setdefault("_scorers", {})
+            cache = self._scorers
             if name not in cache:
                 cache[name] = Scorer(name)
             return cache[name]
@@ -303,6 +435,10 @@ class Session:
             prompt = (source_record.get("params") or {}).get("prompt")
         if prompt:
             self.check_prompt(prompt)
+        if method in {"hires-fix", "sd-x4"} and seed is None:
+            from tools.generate import draw_seed
+
+            seed = draw_seed()
         backend = self.backend() if method == "hires-fix" else None
         self.cancel_event.clear()
         run_id = self.gallery.start_run("upscale", params={"source": str(source), "scale": scale, "method": method,
@@ -347,6 +483,9 @@ class Session:
             "safety": {"level": checker.level, **({"scores": verdict.scores} if verdict.scores else {})},
             "timings": result.timings,
         }
+        seed = result.details.get("seed", (source_record or {}).get("seed"))
+        if seed is not None:
+            record["seed"] = seed
         if source_record:
             record["source"] = {k: source_record[k] for k in ("run_id", "seed", "params", "model", "backend",
                                                               "width", "height", "idea") if k in source_record}

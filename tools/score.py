@@ -55,8 +55,8 @@ def resolve_clip(model: str | os.PathLike | None) -> str:
 
         clip_path = getattr(demo, "clip_path", None)
         path = clip_path() if clip_path else None
-    except ModelNotFound:
-        raise
+    except ModelNotFound as exc:
+        raise ModelNotFound(exc.message, f"{exc.hint + ' ' if exc.hint else ''}Or: {HOW_TO_POINT}") from None
     except Exception as exc:  # the demo package is still being built
         path, why = None, f" ({type(exc).__name__}: {exc})"
     else:

@@ -161,6 +161,7 @@ class Upscaler:
             details["overlap"] = self.overlap
         elif method == "sd-x4":
             out, model = self._sd_upscale(rgb, prompt or "", negative_prompt, steps, cfg, seed, progress, cancel)
+            details.update(prompt=prompt or "", seed=seed, steps=steps)
         else:  # hires-fix
             base = self.upscale(rgb, scale, base_method, tile=tile, cancel=cancel)
             t1 = time.perf_counter()

@@ -1,0 +1,204 @@
+"""Safety: blocklist categories per level, the offline prompt classifier, the real open_nsfw model,
+and the session's guarantee that blocked images are never written."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image, ImageDraw
+
+from agent.cli import main
+from agent.errors import InvalidInput, SafetyBlocked
+from tools.generate import GenerateRequest
+from tools.safety import (Blocklist, PolicyChecker, PromptClassifier, Verdict, build_checker, read_examples,
+                          train_prompt_classifier)
+
+SAFE_PROMPTS = ["two red circles left of a blue square", "three green triangles above a yellow circle",
+                "a cat sitting on a windowsill at night", "a kid in a striped shirt flying a kite",
+                "a shooting star over the desert", "a portrait of a warrior holding a sword",
+                "3d render of a robot", "a watercolor landscape with mountains"]
+
+
+@pytest.fixture(scope="module")
+def standard():
+    return build_checker("standard", sd_checker=False)
+
+
+@pytest.fixture(scope="module")
+def strict():
+    return build_checker("strict", sd_checker=False)
+
+
+def shapes(seed: int, size: int = 256) -> Image.Image:
+    import random
+
+    rng = random.Random(seed)
+    im = Image.new("RGB", (size, size), rng.choice(["white", "black", "gray", "lightblue"]))
+    d = ImageDraw.Draw(im)
+    for _ in range(4):
+        x, y, r = rng.randrange(size), rng.randrange(size), rng.randrange(4, max(5, size // 4))
+        color = rng.choice(["red", "green", "blue", "yellow", "purple", "orange"])
+        (d.ellipse if rng.random() < 0.5 else d.rectangle)((x - r, y - r, x + r, y + r), fill=color)
+    return im
+
+
+@pytest.mark.parametrize("prompt", SAFE_PROMPTS)
+def test_everyday_prompts_pass_at_every_level(standard, strict, prompt):
+    assert standard.check_prompt(prompt).allowed
+    assert strict.check_prompt(prompt).allowed
+
+
+@pytest.mark.parametrize("prompt, category", [
+    ("hentai drawing", "sexual"), ("a p0rn still", "sexual"), ("underage model", "minors"),
+    ("a teen in a bikini", "minors"), ("a little girl, seductive pose", "minors"),
+    ("extreme gore, dismembered", "violence"), ("white power rally poster", "hate"),
+    ("a note saying kill myself", "self-harm")])
+def test_blocklist_categories_at_standard(standard, prompt, category):
+    v = standard.check_prompt(prompt)
+    assert not v.allowed and v.category == category and v.reason
+
+
+@pytest.mark.parametrize("prompt, category", [
+    ("a nude figure drawing", "sexual"), ("blood on the floor", "violence"),
+    ("a swastika flag", "hate"), ("snorting cocaine", "drugs")])
+def test_strict_blocks_more_than_standard(standard, strict, prompt, category):
+    assert standard.check_prompt(prompt).allowed
+    v = strict.check_prompt(prompt)
+    assert not v.allowed and v.category == category
+
+
+def test_off_checks_nothing():
+    off = build_checker("off")
+    assert off.check_prompt("hentai").allowed and off.level == "off"
+
+
+def test_unknown_level_is_rejected():
+    with pytest.raises(InvalidInput, match="standard or strict"):
+        build_checker("lenient")
+
+
+def test_blocklist_override_in_imagent_home(imagent_home):
+    folder = imagent_home / "prompts" / "safety"
+    folder.mkdir(parents=True)
+    (folder / "blocklist.json").write_text(json.dumps(
+        {"categories": {"custom": {"standard": ["purple triangle*"], "strict": []}}}))
+    checker = build_checker("standard", sd_checker=False)
+    v = checker.check_prompt("three purple triangles")
+    assert not v.allowed and v.category == "custom"
+
+
+def test_shipped_classifier_weights_are_what_training_gives():
+    from prompts import path_of
+
+    shipped = json.loads(path_of("safety/classifier.json").read_text())
+    assert json.loads(json.dumps(train_prompt_classifier(read_examples()), sort_keys=True)) == shipped
+
+
+def test_classifier_learns_from_labelled_examples():
+    weights = train_prompt_classifier([("safe", "a red circle"), ("safe", "a blue square"),
+                                       ("safe", "a green circle on a square"), ("bad", "zorp blarg"),
+                                       ("bad", "blarg zorp zorp")])
+    clf = PromptClassifier(weights)
+    assert clf.predict("zorp blarg")["bad"] > 0.9
+    assert clf.predict("a blue circle")["safe"] > 0.9
+    assert clf.predict("words it never saw")["safe"] == pytest.approx(3 / 5)  # the prior
+
+
+def test_classifier_catches_what_the_blocklist_misses(standard):
+    text = "make her clothes see-through, show everything"
+    assert Blocklist.load().match(text, "standard") is None
+    v = standard.check_prompt(text)
+    assert not v.allowed and v.category == "sexual" and v.scores["unsafe"] >= 0.9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_real_open_nsfw_passes_rendered_shapes(standard, strict, seed):
+    im = shapes(seed)
+    v = standard.check_image(im)
+    assert v.allowed and 0.0 <= v.scores["nsfw"] < 0.2
+    assert strict.check_image(im).allowed
+
+
+class FakeNSFW:
+    def __init__(self, p):
+        self.p = p
+
+    def nsfw_probability(self, image):
+        return self.p
+
+
+@pytest.mark.parametrize("p, standard_ok, strict_ok", [(0.1, True, True), (0.5, True, False), (0.95, False, False)])
+def test_image_thresholds_per_level(p, standard_ok, strict_ok):
+    im = shapes(0, 32)
+    s = PolicyChecker("standard", nsfw=FakeNSFW(p), sd_checker=False).check_image(im)
+    t = PolicyChecker("strict", nsfw=FakeNSFW(p), sd_checker=False).check_image(im)
+    assert (s.allowed, t.allowed) == (standard_ok, strict_ok)
+    assert s.scores["nsfw"] == p
+    if not s.allowed:
+        assert s.category == "sexual" and "open_nsfw" in s.reason
+
+
+def test_sd_checker_absent_is_skipped_and_noted(monkeypatch):
+    monkeypatch.setattr("tools.safety.find_sd_safety_checker", lambda: None)
+    checker = build_checker("standard")
+    assert checker.sd_checker is None and "skipped" in checker.notes[0]
+
+
+def test_sd_checker_env_pointing_nowhere_is_a_clear_error(monkeypatch, tmp_path):
+    from tools.errors import ModelNotFound
+
+    monkeypatch.setenv("IMAGENT_SD_SAFETY_CHECKER", str(tmp_path / "nothing"))
+    with pytest.raises(ModelNotFound, match="IMAGENT_SD_SAFETY_CHECKER"):
+        build_checker("standard")
+
+
+class BlockEveryImage:
+    level = "standard"
+
+    def check_prompt(self, text):
+        return Verdict(True)
+
+    def check_image(self, image):
+        return Verdict(False, "violence", "test checker blocks everything", {"nsfw": 0.0})
+
+
+def test_session_writes_no_blocked_image_and_reports_the_category(settings, tiny_backend, tmp_path):
+    from agent.session import Session
+
+    session = Session(settings, backend=tiny_backend, safety=BlockEveryImage())
+    out = tmp_path / "out"
+    with pytest.raises(SafetyBlocked) as info:
+        session.generate(GenerateRequest(prompt="two red circles", steps=1, seed=3, count=2), out_dir=out)
+    assert info.value.category == "violence"
+    assert not out.exists() or not any(out.iterdir())
+    assert session.gallery.count_images() == 0
+    assert session.gallery.runs()[0]["status"] == "failed"
+
+
+def test_session_blocks_a_prompt_before_generating(settings, tmp_path):
+    from agent.session import Session
+
+    class Exploding:
+        name, model, capabilities = "x", "x", frozenset({"txt2img"})
+
+        def generate(self, *a, **k):
+            raise AssertionError("must not generate")
+
+    session = Session(settings.with_overrides(safety="standard"), backend=Exploding())
+    with pytest.raises(SafetyBlocked) as info:
+        session.generate(GenerateRequest(prompt="hentai drawing", steps=1), out_dir=tmp_path)
+    assert info.value.category == "sexual" and info.value.exit_code == 5
+
+
+def test_cli_check_safety(capsys, tmp_path):
+    img = tmp_path / "shapes.png"
+    shapes(1, 64).save(img)
+    assert main(["check-safety", "--prompt", "two red circles", "--image", str(img)]) == 0
+    out = capsys.readouterr().out
+    assert "prompt: allowed" in out and "nsfw" in out
+    assert main(["check-safety", "--prompt", "a nude figure", "--safety", "strict", "--json"]) == 5
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert payload["allowed"] is False and payload["results"][0]["category"] == "sexual"
+    assert "sexual" in captured.err
+    assert main(["check-safety"]) == 2

@@ -1,0 +1,269 @@
+"""imagent's capabilities as plain calls: a Session plus a validated input model -> a JSON-able dict.
+
+The one adapter layer under the MCP server (agent.mcp_server) and the LangChain tools
+(agent.lc_tools); the input models live in agent.tool_schemas. Everything goes through the
+Session, so validation, safety, metadata and the gallery work exactly as on the CLI.
+
+Paths that callers pass are resolved by a `PathPolicy`: `PathPolicy.confined(inputs, outputs)`
+allows reading only inside those folders (after resolving `..` and symlinks) and writes only into
+`outputs`; `PathPolicy.open()` reads any path (relative to the working folder) and writes where
+the session would.
+
+Every image a call produced or returned appears in the result's "images" list as
+{image_id, path, seed, run_id, width, height, prompt, metadata}; front ends attach the pictures.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, ValidationError
+
+from agent.errors import ImagentError, InvalidInput
+from agent.session import ProgressSink, SavedImage, Session
+from agent.tool_schemas import (TOOL_BY_NAME, CheckSafetyInput, EditInput, ExpandInput, GenerateInput, GetImageInput,
+                                ListImagesInput, RunInput, ScoreInput, UpscaleInput)
+from tools.generate import GenerateRequest
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    """Where caller-supplied paths may point. `inputs` None = unconfined."""
+
+    inputs: tuple[Path, ...] | None = None
+    outputs: Path | None = None
+
+    @classmethod
+    def open(cls, outputs: str | Path | None = None) -> "PathPolicy":
+        return cls(None, Path(outputs).expanduser().resolve() if outputs else None)
+
+    @classmethod
+    def confined(cls, inputs: str | Path, outputs: str | Path) -> "PathPolicy":
+        """Read only inside `inputs` and `outputs`, write only into `outputs` (both are created)."""
+        ins, outs = Path(inputs).expanduser(), Path(outputs).expanduser()
+        for folder in (ins, outs):
+            folder.mkdir(parents=True, exist_ok=True)
+        return cls((ins.resolve(), outs.resolve()), outs.resolve())
+
+    @property
+    def is_confined(self) -> bool:
+        return self.inputs is not None
+
+    def read_path(self, text: str, *, what: str = "image") -> Path:
+        """A caller's path -> an existing file allowed by this policy, or InvalidInput saying where to put it."""
+        if not isinstance(text, str) or not text.strip() or "\x00" in text:
+            raise InvalidInput(f"The {what} path {text!r} is not a valid path.", "Pass a file path.")
+        p = Path(text).expanduser()
+        if self.inputs is None:
+            if not p.exists():
+                raise InvalidInput(f"The {what} file '{text}' does not exist.", "Check the path.")
+            return p.resolve()
+        if not p.is_absolute():
+            p = self.inputs[0] / p
+        try:
+            real = p.resolve(strict=True)  # follows every symlink, so a link cannot point out of the roots
+        except (FileNotFoundError, NotADirectoryError):
+            raise InvalidInput(f"The {what} file '{text}' does not exist in the input folder {self.inputs[0]}.",
+                               f"Copy it into {self.inputs[0]} and pass its name.") from None
+        except (OSError, RuntimeError) as exc:  # symlink loops, permission errors
+            raise InvalidInput(f"The {what} path '{text}' cannot be read ({type(exc).__name__}).") from None
+        if not any(real.is_relative_to(root) for root in self.inputs):
+            raise InvalidInput(
+                f"The {what} path '{text}' is outside the folders this server may read.",
+                f"Put the file in {self.inputs[0]} (inputs) or use an image from {self.outputs} (outputs) "
+                f"by its name or gallery id.")
+        if not real.is_file():
+            raise InvalidInput(f"The {what} path '{text}' is not a file.")
+        return real
+
+    def out_dir(self) -> Path | None:
+        """Where results go: `outputs`/DATE, or None for the session's default."""
+        return self.outputs / datetime.now().strftime("%Y-%m-%d") if self.outputs else None
+
+
+def work_lock(session: Session) -> threading.Lock:
+    """The one lock per session that pixel work (generate, edit, upscale, run) holds, so tool calls
+    arriving together (parallel LangChain tool calls, MCP requests) run one at a time instead of
+    exhausting GPU/CPU memory. Kept on the session object (dict.setdefault is atomic)."""
+    return session.__dict__.setdefault("_imagent_work_lock", threading.Lock())
+
+
+def image_result(image_id: int, path: str | Path, record: dict) -> dict:
+    """The JSON an image is reported as, everywhere."""
+    params = record.get("params") or {}
+    return {"image_id": image_id, "path": str(path), "seed": record.get("seed"), "run_id": record.get("run_id"),
+            "width": record.get("width"), "height": record.get("height"),
+            "prompt": params.get("prompt"), "metadata": record}
+
+
+def _saved(s: SavedImage) -> dict:
+    return image_result(s.image_id, s.path, s.record)
+
+
+def error_payload(exc: BaseException) -> dict:
+    """{error: {type, message, hint}} for a failed call (ImagentError or a validation error)."""
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
+        return {"error": {"type": "InvalidInput", "message": f"Invalid arguments: {problems}.",
+                          "hint": "Check the tool's input schema: field names, types and ranges."}}
+    if isinstance(exc, ImagentError):
+        out = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        if getattr(exc, "category", None):
+            out["category"] = exc.category
+        return {"error": out}
+    return {"error": {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}",
+                      "hint": "This is a bug in imagent; the server keeps running. Please report it."}}
+
+
+class Capabilities:
+    """The tools, bound to one Session and one PathPolicy. `call(name, arguments)` validates and runs."""
+
+    def __init__(self, session: Session, paths: PathPolicy | None = None):
+        self.session = session
+        self.paths = paths or PathPolicy.open()
+
+    # -- dispatch --------------------------------------------------------------------------------
+    def validate(self, name: str, arguments: dict | BaseModel | None) -> BaseModel:
+        spec = TOOL_BY_NAME.get(name)
+        if spec is None:
+            raise InvalidInput(f"Unknown tool '{name}'.", f"Use one of: {', '.join(TOOL_BY_NAME)}.")
+        if isinstance(arguments, spec.input):
+            return arguments
+        if isinstance(arguments, BaseModel):
+            arguments = arguments.model_dump()
+        return spec.input.model_validate(arguments or {})
+
+    def call(self, name: str, arguments: dict | BaseModel | None = None, *,
+             progress: ProgressSink | None = None) -> dict:
+        """Validate `arguments` against the tool's input model and run it (raises ImagentError or
+        pydantic.ValidationError)."""
+        inp = self.validate(name, arguments)
+        method: Callable = getattr(self, name)
+        if not TOOL_BY_NAME[name].long_running:
+            return method(inp)
+        with work_lock(self.session):
+            return method(inp, progress=progress)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _fields(self, inp, *, size: bool = True) -> dict:
+        s = self.session.settings
+        out = dict(negative_prompt=inp.negative_prompt, steps=inp.steps or s.steps or 20,
+                   cfg=inp.cfg if inp.cfg is not None else (s.cfg if s.cfg is not None else 7.0),
+                   seed=inp.seed, scheduler=inp.scheduler or s.scheduler)
+        if size:
+            out.update(width=inp.width, height=inp.height)
+        return out
+
+    def _image_path(self, inp) -> tuple[Path, dict | None]:
+        """The file an input refers to (by gallery id or by path) and its gallery row, if any."""
+        if getattr(inp, "image_id", None) is not None:
+            row = self.session.gallery.image(inp.image_id)
+            if row is None:
+                raise InvalidInput(f"There is no image with id {inp.image_id} in the gallery.",
+                                   "Call list_images to see the ids.")
+            path = Path(row["path"])
+            if not path.is_file():
+                raise InvalidInput(f"Image {inp.image_id} was recorded at {path}, but the file is gone.",
+                                   "Pick another image with list_images.")
+            return path, row
+        return self.paths.read_path(inp.image), None
+
+    # -- the tools -------------------------------------------------------------------------------
+    def run(self, inp: RunInput, *, progress: ProgressSink | None = None) -> dict:
+        fields = self._fields(inp)
+        outcome = self.session.run(inp.idea, rounds=inp.rounds, candidates=inp.candidates, threshold=inp.threshold,
+                                   style=inp.style, raw=inp.raw, request_fields=fields,
+                                   out_dir=self.paths.out_dir(), progress=progress)
+        return {**outcome.to_json(), "images": [_saved(outcome.best)]}
+
+    def generate(self, inp: GenerateInput, *, progress: ProgressSink | None = None) -> dict:
+        fields = self._fields(inp)
+        prompt, idea, spec, extra, expansion = inp.prompt, None, None, None, None
+        if inp.expand or inp.style:
+            exp = self.session.expand(inp.prompt, style=inp.style, negative=inp.negative_prompt)
+            prompt, idea, spec = exp.positive, exp.idea, exp.spec.model_dump(mode="json")
+            fields["negative_prompt"], extra = exp.negative, {"expansion": exp.record()}
+            expansion = {"positive": exp.positive, "negative": exp.negative, **exp.record(),
+                         "warnings": list(exp.warnings)}
+        outcome = self.session.generate(GenerateRequest(prompt=prompt, count=inp.count, **fields), idea=idea,
+                                        spec=spec, extra=extra, out_dir=self.paths.out_dir(), progress=progress)
+        out = {"run_id": outcome.run_id, "images": [_saved(s) for s in outcome.images], "blocked": outcome.blocked,
+               "warnings": outcome.warnings, "timings": outcome.timings}
+        if expansion:
+            out["expansion"] = expansion
+        return out
+
+    def edit(self, inp: EditInput, *, progress: ProgressSink | None = None) -> dict:
+        source, _ = self._image_path(inp)
+        mask = self.paths.read_path(inp.mask, what="mask") if inp.mask else None
+        request, inputs = self.session.edit_request(inp.prompt, source, mask_path=mask, strength=inp.strength,
+                                                    **self._fields(inp, size=False))
+        outcome = self.session.generate(request, out_dir=self.paths.out_dir(), progress=progress, kind="edit",
+                                        inputs=inputs)
+        return {"run_id": outcome.run_id, "mode": request.mode, "images": [_saved(s) for s in outcome.images],
+                "blocked": outcome.blocked, "warnings": outcome.warnings, "timings": outcome.timings}
+
+    def upscale(self, inp: UpscaleInput, *, progress: ProgressSink | None = None) -> dict:
+        source, _ = self._image_path(inp)
+        outcome = self.session.upscale(source, scale=inp.scale, method=inp.method, prompt=inp.prompt,
+                                       out_dir=self.paths.out_dir(), progress=progress)
+        return {**outcome.to_json(), "images": [image_result(outcome.image_id, outcome.path, outcome.record)]}
+
+    def expand(self, inp: ExpandInput) -> dict:
+        exp = self.session.expand(inp.idea, style=inp.style, family=inp.family, negative=inp.negative)
+        return {**exp.model_dump(mode="json"), "positive": exp.positive, "negative": exp.negative}
+
+    def check_safety(self, inp: CheckSafetyInput) -> dict:
+        checker = self.session.safety()
+        out: dict = {"level": getattr(checker, "level", self.session.settings.safety)}
+
+        def verdict(v) -> dict:
+            return {"allowed": v.allowed, "category": v.category, "reason": v.reason,
+                    **({"scores": v.scores} if v.scores else {})}
+
+        if inp.prompt is not None:
+            out["prompt"] = verdict(checker.check_prompt(inp.prompt))
+        if inp.image_id is not None or inp.image is not None:
+            from tools.images import load_image
+
+            path, _ = self._image_path(inp)
+            out["image"] = {"path": str(path), **verdict(checker.check_image(load_image(path)))}
+        out["allowed"] = all(out[k]["allowed"] for k in ("prompt", "image") if k in out)
+        return out
+
+    def score(self, inp: ScoreInput) -> dict:
+        path, row = self._image_path(inp)
+        text = inp.text
+        if text is None:
+            record = (row or {}).get("record") or {}
+            if row is None:
+                from tools.metadata import read_metadata
+
+                try:
+                    record = read_metadata(path)["record"] or {}
+                except ImagentError:
+                    record = {}
+            text = record.get("idea") or (record.get("params") or {}).get("prompt")
+            if not text:
+                raise InvalidInput("This image carries no prompt to score against.",
+                                   "Pass `text`: what the image should show.")
+        result = self.session.score([path], text)
+        return {"path": str(path), "text": text, "score": result["scores"][0], "cosine": result["cosine"][0],
+                "formula": result["formula"], "formula_text": result["formula_text"], "model": result["model"]}
+
+    def list_images(self, inp: ListImagesInput) -> dict:
+        rows = self.session.gallery.images(limit=inp.limit, offset=inp.offset, run_id=inp.run_id, query=inp.query)
+        keep = ("id", "run_id", "created", "path", "seed", "prompt", "negative_prompt", "width", "height", "model",
+                "score", "round")
+        items = [{("image_id" if k == "id" else k): r.get(k) for k in keep} for r in rows]
+        return {"images": items, "count": len(items), "total": self.session.gallery.count_images(),
+                "offset": inp.offset}
+
+    def get_image(self, inp: GetImageInput) -> dict:
+        path, row = self._image_path(inp)
+        out = image_result(row["id"], path, row.get("record") or {})
+        out.update(score=row.get("score"), round=row.get("round"), created=row.get("created"))
+        return {"images": [out]}

@@ -1,0 +1,194 @@
+"""Input models for imagent's capabilities as tools, shared by the MCP server and the LangChain tools.
+
+One pydantic model per tool, with a description on every field, so the two front doors offer the
+same names, types, ranges and help and cannot drift apart. `agent.capabilities` runs them against
+a Session; `agent.mcp_server` and `agent.lc_tools` only translate. `TOOLS` lists them in order.
+
+Images are referred to either by `image_id` (an id from `list_images` or a previous result) or by
+`image` (a file path; a server may confine paths to its input/output folders).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+
+
+# -- shared field groups ------------------------------------------------------------------------
+class _Sampling(_Input):
+    negative_prompt: str = Field("", max_length=4000,
+                                 description="What to keep out of the image (negative prompt). Empty for none.")
+    steps: int | None = Field(None, ge=1, le=500,
+                              description="Denoising steps; more is slower and usually finer. Default: the "
+                                          "model's own default (20 for most models).")
+    cfg: float | None = Field(None, ge=0.0, le=50.0,
+                              description="Guidance scale: how strictly to follow the prompt (7 is typical). "
+                                          "Default: the model's own default.")
+    seed: int | None = Field(None, ge=0, lt=2**63,
+                             description="Random seed for a reproducible result. Default: drawn at random and "
+                                         "reported in the result.")
+    scheduler: str | None = Field(None, max_length=64,
+                                  description="Sampler name, e.g. euler, euler_a, dpm++, ddim. Default: the "
+                                              "model's own.")
+
+
+class _Size(_Input):
+    width: int | None = Field(None, ge=16, le=4096,
+                              description="Image width in pixels, a multiple of 8. Default: the model's native size.")
+    height: int | None = Field(None, ge=16, le=4096,
+                               description="Image height in pixels, a multiple of 8. Default: the model's native size.")
+
+
+class _ImageRef(_Input):
+    image_id: int | None = Field(None, ge=1, description="Id of an image in the gallery (from list_images or a "
+                                                         "previous result). Give this or `image`.")
+    image: str | None = Field(None, min_length=1, max_length=4096,
+                              description="Path of an image file (PNG, JPEG or WebP). Relative paths are read "
+                                          "from the server's input folder. Give this or `image_id`.")
+
+    @model_validator(mode="after")
+    def _one_ref(self):
+        if (self.image_id is None) == (self.image is None):
+            raise ValueError("give exactly one of `image_id` (a gallery id) or `image` (a file path)")
+        return self
+
+
+# -- one model per tool -------------------------------------------------------------------------
+class RunInput(_Size, _Sampling):
+    """Turn a rough idea into the best image the critique loop can make."""
+
+    idea: str = Field(..., min_length=1, max_length=4000,
+                      description="The rough idea in plain words, e.g. 'two red circles on a blue background'.")
+    rounds: int = Field(3, ge=1, le=10, description="Most rounds of generate -> score -> revise (1 = no revision).")
+    candidates: int = Field(2, ge=1, le=8, description="Images generated per round (different seeds); the best "
+                                                       "is kept.")
+    threshold: float | None = Field(None, ge=0.0, le=100.0,
+                                    description="Stop as soon as the best score reaches this. Default: the "
+                                                "loop's own (calibrated) threshold.")
+    style: str | None = Field(None, max_length=64, description="Style preset name (see the styles list), e.g. "
+                                                               "watercolor, cinematic. Default: none.")
+    raw: bool = Field(False, description="Use the idea exactly as written as the prompt (no expansion).")
+
+
+class GenerateInput(_Size, _Sampling):
+    """Generate images from a prompt (text-to-image), in one shot, without the critique loop."""
+
+    prompt: str = Field(..., min_length=1, max_length=4000,
+                        description="What to draw. Used as written unless `expand` or `style` is set.")
+    expand: bool = Field(False, description="Treat `prompt` as a rough idea: expand it into a structured prompt "
+                                            "first (as `imagent generate --idea`).")
+    style: str | None = Field(None, max_length=64, description="Style preset for the expansion (implies "
+                                                               "`expand`). Default: none.")
+    count: int = Field(1, ge=1, le=8, description="Number of images (seeds seed, seed+1, ...).")
+
+
+class EditInput(_ImageRef, _Sampling):
+    """Change an existing image: img2img, or inpainting where a mask is white."""
+
+    prompt: str = Field(..., min_length=1, max_length=4000, description="What the edited image should show.")
+    mask: str | None = Field(None, min_length=1, max_length=4096,
+                             description="Path of a mask image of the same size: white = repaint, black = keep. "
+                                         "Default: none (the whole image is reworked).")
+    strength: float = Field(0.75, gt=0.0, le=1.0,
+                            description="How much to change, above 0 up to 1 (0.3 keeps most of the image, "
+                                        "1 replaces it).")
+
+
+class UpscaleInput(_ImageRef):
+    """Enlarge an image by 2, 3 or 4 times."""
+
+    scale: int = Field(2, ge=2, le=4, description="Enlargement factor: 2, 3 or 4 (the method must support it).")
+    method: str = Field("realesrgan", max_length=32,
+                        description="realesrgan (photos), realesrgan-anime (flat colours, fast), "
+                                    "realesrgan-anime-hq, lanczos (no model), sd-x4, hires-fix.")
+    prompt: str | None = Field(None, max_length=4000,
+                               description="Prompt for sd-x4 / hires-fix. Default: the image's recorded prompt.")
+
+
+class ExpandInput(_Input):
+    """Expand a rough idea into a structured prompt and show it, without generating anything."""
+
+    idea: str = Field(..., min_length=1, max_length=4000, description="The rough idea, e.g. 'a cat coding at night'.")
+    style: str | None = Field(None, max_length=64, description="Style preset name. Default: none.")
+    family: str | None = Field(None, max_length=16,
+                               description="Render for this model family: demo, sd, sdxl, flux or openai. "
+                                           "Default: guessed from the session's model.")
+    negative: str = Field("", max_length=4000, description="Extra negatives to add, comma-separated.")
+
+
+class CheckSafetyInput(_Input):
+    """Check a prompt and/or an image against the session's safety policy, without generating."""
+
+    prompt: str | None = Field(None, min_length=1, max_length=4000, description="Prompt text to check.")
+    image_id: int | None = Field(None, ge=1, description="Gallery id of an image to check.")
+    image: str | None = Field(None, min_length=1, max_length=4096, description="Path of an image file to check.")
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.prompt is None and self.image_id is None and self.image is None:
+            raise ValueError("give a `prompt`, an image (`image_id` or `image`), or both")
+        if self.image_id is not None and self.image is not None:
+            raise ValueError("give `image_id` or `image`, not both")
+        return self
+
+
+class ScoreInput(_ImageRef):
+    """Score how well an image matches a text with CLIP (higher is better)."""
+
+    text: str | None = Field(None, min_length=1, max_length=4000,
+                             description="Text to score against. Default: the image's recorded idea or prompt.")
+
+
+class ListImagesInput(_Input):
+    """List recent images in the gallery, newest first."""
+
+    limit: int = Field(20, ge=1, le=200, description="How many images to return.")
+    offset: int = Field(0, ge=0, description="How many of the newest images to skip (for paging).")
+    query: str | None = Field(None, max_length=200, description="Only images whose prompt contains this text.")
+    run_id: str | None = Field(None, max_length=64, description="Only images of this run.")
+
+
+class GetImageInput(_Input):
+    """Fetch one image from the gallery: the picture and its full metadata."""
+
+    image_id: int = Field(..., ge=1, description="Gallery id of the image.")
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    input: type[BaseModel]
+    description: str
+    long_running: bool = False    # makes pixels: serialized, reports progress, may run as a job
+    read_only: bool = False
+    returns_images: bool = False  # the result's "images" are pictures to attach (not just a listing)
+
+
+TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec("run", RunInput, "Turn a rough idea into an image with the critique loop: expand it, generate "
+             "candidates, check safety, score them with CLIP and revise the prompt until the best image fits "
+             "(or the rounds run out). Returns the best image, its seed, metadata and a table of rounds.",
+             long_running=True, returns_images=True),
+    ToolSpec("generate", GenerateInput, "Generate images from a prompt in one shot (no critique loop). Returns "
+             "each image with its seed and full metadata.", long_running=True, returns_images=True),
+    ToolSpec("edit", EditInput, "Edit an image: img2img from a prompt, or inpainting where a mask is white. "
+             "Returns the new image with its seed and metadata.", long_running=True, returns_images=True),
+    ToolSpec("upscale", UpscaleInput, "Upscale an image by 2, 3 or 4 with Real-ESRGAN, Lanczos or a diffusion "
+             "upscaler. Returns the enlarged image and its metadata.", long_running=True, returns_images=True),
+    ToolSpec("expand", ExpandInput, "Expand a rough idea into a structured prompt (subject, style, lighting, "
+             "composition, quality, negatives) and its rendering for the model. Generates nothing."),
+    ToolSpec("check_safety", CheckSafetyInput, "Check a prompt and/or an image against the safety policy. "
+             "Returns allowed/blocked with the category and reason.", read_only=True),
+    ToolSpec("score", ScoreInput, "Score how well an image matches a text with CLIP; says which formula.",
+             read_only=True),
+    ToolSpec("list_images", ListImagesInput, "List recent gallery images (id, path, prompt, seed, size, score).",
+             read_only=True),
+    ToolSpec("get_image", GetImageInput, "Get one gallery image with its full metadata.", read_only=True,
+             returns_images=True),
+)
+
+TOOL_BY_NAME = {t.name: t for t in TOOLS}

@@ -18,6 +18,7 @@ from agent.store import Gallery
 from tools.generate import GenerateRequest, GenerateResult, check_request
 from tools.images import atomic_save_png, load_image, load_mask, unique_path
 from tools.metadata import png_chunks, read_metadata
+from tools.schedulers import SCHEDULERS
 
 VERSION = "0.1.0"
 
@@ -190,7 +191,9 @@ class Session:
             if not verdict.allowed:
                 blocked.append({"seed": seed, "category": verdict.category, "reason": verdict.reason})
                 continue
-            params = dict(req.params(), seed=seed, count=1)
+            params = dict(req.params(), seed=seed, count=1, width=result.width, height=result.height)
+            if params.get("scheduler") is None and result.scheduler in SCHEDULERS:
+                params["scheduler"] = result.scheduler
             record = {
                 "version": VERSION, "run_id": run_id,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -418,7 +421,7 @@ class Session:
     def upscale(self, path: str | Path, *, scale: int = 4, method: str = "realesrgan",
                 out_dir: str | Path | None = None, progress: ProgressSink | None = None,
                 prompt: str | None = None, strength: float = 0.3, seed: int | None = None,
-                tile: int | None = None) -> "UpscaleOutcome":
+                tile: int | None = None, steps: int = 20) -> "UpscaleOutcome":
         """Upscale an image file; the result is safety-checked, written atomically with metadata
         (source, method, model; the source's own record nested) and recorded in the gallery.
         hires-fix refines with this session's backend, using `prompt` or the source's recorded one."""
@@ -447,7 +450,7 @@ class Session:
         step = (lambda done, total: progress(Progress("step", done, total, label))) if progress else None
         try:
             result = self.upscaler().upscale(image, scale, method, backend=backend, prompt=prompt,
-                                             strength=strength, seed=seed, tile=tile, progress=step,
+                                             strength=strength, seed=seed, tile=tile, steps=steps, progress=step,
                                              cancel=self.cancel_event)
             outcome = self._save_upscale(run_id, result, source, source_record, out_dir)
         except Cancelled as exc:

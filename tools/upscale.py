@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -222,7 +223,7 @@ class Upscaler:
         import numpy as np
 
         name = _ESRGAN[method][scale]
-        net_scale = int(name[-1])  # every model name ends in its native factor (x2, x3, x4)
+        net_scale = int(re.search(r"x(\d)", name).group(1))  # the native factor is in the name (x2, x3, x4)
         arr = np.asarray(rgb, dtype=np.float32) / 255.0
         out = self.run_tiled(name, net_scale, arr, self.tile if tile is None else tile, self.overlap, progress, cancel)
         img = Image.fromarray((np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
@@ -312,6 +313,20 @@ def load_sd_x4(model: str | None = None):
     source = model or os.environ.get(SD_X4_ENV) or SD_X4_HUB_ID
     hint = (f"Download it once where you have network (huggingface-cli download {SD_X4_HUB_ID}) or point "
             f"{SD_X4_ENV} at a local diffusers folder; or use --method realesrgan.")
+    local = Path(source).expanduser()
+    if local.exists() or source.startswith(("/", ".", "~")):
+        if not (local / "model_index.json").is_file():
+            raise ModelNotFound(f"The diffusers x4 upscaler folder '{source}' does not exist or has no model_index.json.",
+                                hint)
+        source = str(local)
+    else:  # a hub id: only from the local cache, checked before importing the heavy pipeline code
+        try:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(source, local_files_only=True)
+        except Exception as exc:
+            raise ModelNotFound(f"The diffusers x4 upscaler '{source}' is not present locally ({type(exc).__name__}).",
+                                hint) from None
     try:
         from diffusers import StableDiffusionUpscalePipeline
     except ImportError:

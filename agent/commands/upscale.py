@@ -26,6 +26,7 @@ def add_arguments(p) -> None:
     g.add_argument("--prompt", help="prompt to refine towards (default: the one recorded in the image)")
     g.add_argument("--strength", type=float, default=0.3, help="img2img strength for hires-fix, 0..1 (default: 0.3)")
     g.add_argument("--seed", type=int, help="seed for hires-fix / sd-x4")
+    g.add_argument("--steps", type=int, default=20, help="denoising steps for hires-fix / sd-x4 (default: 20)")
     p.add_argument("--tile", type=int, help="Real-ESRGAN tile size in input pixels (default: 192; 0 = no tiles)")
     add_model_options(p)
     add_output_options(p)
@@ -35,7 +36,8 @@ def run(args) -> int:
     session = Session(settings_from(args))
     with progress_bar(args, f"upscale x{args.scale}") as sink:
         outcome = session.upscale(args.image, scale=args.scale, method=args.method, out_dir=args.out, progress=sink,
-                                  prompt=args.prompt, strength=args.strength, seed=args.seed, tile=args.tile)
+                                  prompt=args.prompt, strength=args.strength, seed=args.seed, tile=args.tile,
+                                  steps=args.steps)
     up = outcome.record["upscale"]
     emit(args, outcome.to_json(), [str(outcome.path)])
     if not args.json:

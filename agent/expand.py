@@ -165,6 +165,7 @@ class LLMExpander:
         self.chat_model = chat_model
         self.system_prompt = system_prompt if system_prompt is not None else prompts.read_text(SYSTEM_PROMPT_FILE)
         self.method = method
+        self._runnable = None
         self.name = f"llm:{name or getattr(chat_model, 'model_name', None) or type(chat_model).__name__}"
 
     def messages(self, idea: str, style: Style | None, family: str | None) -> list:
@@ -183,8 +184,10 @@ class LLMExpander:
         Client errors (timeouts, HTTP) propagate unchanged; `agent.llm.llm_error` explains them."""
         from langchain_core.messages import AIMessage, HumanMessage
 
-        kwargs = {"method": self.method} if self.method else {}
-        runnable = self.chat_model.with_structured_output(PromptSpec, include_raw=True, **kwargs)
+        if self._runnable is None:  # built once per expander (schema conversion costs a few ms)
+            kwargs = {"method": self.method} if self.method else {}
+            self._runnable = self.chat_model.with_structured_output(PromptSpec, include_raw=True, **kwargs)
+        runnable = self._runnable
         messages = self.messages(idea, style, family)
         problem = ""
         for attempt in range(2):

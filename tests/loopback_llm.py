@@ -44,6 +44,7 @@ class LoopbackLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # as real servers do (uvicorn, llama.cpp); avoids 40 ms delayed-ACK stalls
 
             def log_message(self, *args):  # keep test output clean
                 pass

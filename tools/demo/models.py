@@ -142,25 +142,26 @@ def make_vae():
 
 
 UNET_PRESETS = {
-    # name: (block_out_channels, layers_per_block, heads)
-    "s": ((64, 128), 1, 4),
-    "m": ((96, 192), 1, 4),
-    "s3": ((64, 96, 128), 1, 4),
+    # name: (block_out_channels, cross-attention per level, layers_per_block, heads)
+    # attention is skipped at 16x16 where it costs most; the 8x8 levels and the mid block
+    # attend to the text and to each other.
+    "b": ((64, 128), (False, True), 1, 4),
+    "b3": ((64, 128, 128), (False, True, True), 1, 4),
+    "a": ((32, 64), (True, True), 1, 2),
 }
 
 
-def make_unet(preset: str = "s", cross_dim: int = TEXT_HIDDEN):
+def make_unet(preset: str = "b", cross_dim: int = TEXT_HIDDEN):
     from diffusers import UNet2DConditionModel
 
-    ch, lpb, heads = UNET_PRESETS[preset]
-    n = len(ch)
+    ch, attn, lpb, heads = UNET_PRESETS[preset]
     return UNet2DConditionModel(
         sample_size=LATENT_SIZE, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
-        down_block_types=("CrossAttnDownBlock2D",) * n,
-        up_block_types=("CrossAttnUpBlock2D",) * n,
+        down_block_types=tuple("CrossAttnDownBlock2D" if x else "DownBlock2D" for x in attn),
+        up_block_types=tuple("CrossAttnUpBlock2D" if x else "UpBlock2D" for x in reversed(attn)),
         mid_block_type="UNetMidBlock2DCrossAttn",
         block_out_channels=ch, layers_per_block=lpb, cross_attention_dim=cross_dim,
-        attention_head_dim=heads, norm_num_groups=32,
+        attention_head_dim=heads, norm_num_groups=16 if min(ch) < 64 else 32,
     )
 
 

@@ -248,6 +248,80 @@ def sample_scene(rng: random.Random, category: str | None = None) -> Scene:
     raise InvalidInput(f"unknown category {category!r}", f"use one of {', '.join(CATEGORIES)}")
 
 
+def perturb(scene: Scene, rng: random.Random) -> Scene:
+    """A caption that is wrong in one way: colour, shape, count, relation, background, swap."""
+    colours, shapes = list(COLOURS), list(SHAPES)
+    for _ in range(50):
+        groups = list(scene.groups)
+        rel, bg, expl = scene.relation, scene.background, scene.background_explicit
+        kind = rng.choice(["colour", "shape", "count", "relation", "background", "swap"])
+        i = rng.randrange(len(groups))
+        g = groups[i]
+        if kind == "colour":
+            groups[i] = Group(g.count, rng.choice([c for c in colours if c != g.colour]), g.shape)
+        elif kind == "shape":
+            groups[i] = Group(g.count, g.colour, rng.choice([s for s in shapes if s != g.shape]))
+        elif kind == "count":
+            if rel:
+                continue
+            others = sum(x.count for j, x in enumerate(groups) if j != i)
+            choices = [c for c in range(1, MAX_OBJECTS - others + 1) if c != g.count]
+            if not choices:
+                continue
+            groups[i] = Group(rng.choice(choices), g.colour, g.shape)
+        elif kind == "relation":
+            if not rel:
+                continue
+            if rng.random() < 0.5:  # the opposite (another axis might also hold)
+                rel = {"left of": "right of", "right of": "left of",
+                       "above": "below", "below": "above"}[rel]
+            else:
+                groups = groups[::-1]
+        elif kind == "background":
+            bg = rng.choice([b for b in BACKGROUNDS if b != bg])
+            expl = True
+        elif kind == "swap":
+            if len(groups) < 2:
+                continue
+            a, b = groups
+            if rng.random() < 0.5:
+                if a.colour == b.colour:
+                    continue
+                groups = [Group(a.count, b.colour, a.shape), Group(b.count, a.colour, b.shape)]
+            else:
+                if a.shape == b.shape:
+                    continue
+                groups = [Group(a.count, a.colour, b.shape), Group(b.count, b.colour, a.shape)]
+        try:
+            new = Scene(tuple(groups), rel, bg, expl)
+        except InvalidInput:
+            continue
+        if sorted(new.objects) == sorted(scene.objects) and new.background == scene.background \
+                and (new.relation is None or (new.relation, new.groups) == (scene.relation, scene.groups)):
+            continue  # says the same thing
+        if new.caption() != scene.caption():
+            return new
+    return Scene((Group(1, "red", "circle"),), None,
+                   "black" if scene.background != "black" else "white", True)
+
+
+def distractors(scene: Scene, n: int, rng: random.Random) -> list[str]:
+    """`n` distinct captions that are each wrong about `scene` in one way."""
+    out: list[str] = []
+    true = scene.caption()
+    for _ in range(n * 20):
+        c = perturb(scene, rng).caption()
+        if c != true and c not in out:
+            out.append(c)
+        if len(out) == n:
+            break
+    while len(out) < n:  # tiny scenes can run out of one-step changes; add random captions
+        c = sample_scene(rng).caption()
+        if c != true and c not in out:
+            out.append(c)
+    return out
+
+
 def prompt_set(category: str, n: int | None = None, seed: int = 0) -> list[str]:
     """A fixed list of prompts for one category (deterministic for a seed).
 

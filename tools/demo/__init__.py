@@ -1,0 +1,94 @@
+"""The demo world: coloured shapes, an exact oracle, and the small models imagent ships.
+
+- `tools.demo.world`    grammar, parser, renderer, prompt sets
+- `tools.demo.oracle`   reads an image and checks it against a scene (GenEval-like categories)
+- `tools.demo.models`   architectures (tiny diffusers / transformers classes)
+- `tools.demo.train`    resumable training: `python -m tools.demo.train vae|clip|unet`
+- `tools.demo.export`   fp16 shipped weights: `python -m tools.demo.export`
+- `tools.demo.evaluate` generation + oracle scoring per category, CLIP statistics
+
+The shipped weights live in `tools/demo/weights/` (see MODEL_CARD.md there):
+`pipeline/` is a diffusers StableDiffusionPipeline folder, `clip/` a transformers CLIPModel
+folder with its tokenizer and image processor. Nothing is loaded at import time.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tools.errors import ModelNotFound
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+# defaults used when the shipped folder doesn't say otherwise (pipeline/imagent_demo.json)
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 4.0
+SIZE = 64
+
+
+def _need(folder: Path, marker: str, what: str) -> Path:
+    if not (folder / marker).is_file():
+        raise ModelNotFound(
+            f"the demo {what} is not installed (no {marker} in {folder.name}/ of tools/demo/weights)",
+            "reinstall imagent, or rebuild it: python -m tools.demo.train vae|clip|unet, "
+            "then python -m tools.demo.export",
+        )
+    return folder
+
+
+def weights_path() -> Path:
+    """Folder holding the shipped demo weights."""
+    return WEIGHTS_DIR
+
+
+def pipeline_path() -> Path:
+    """The shipped diffusers folder (StableDiffusionPipeline layout). Raises ModelNotFound."""
+    return _need(WEIGHTS_DIR / "pipeline", "model_index.json", "text-to-image pipeline")
+
+
+def clip_path() -> Path:
+    """The shipped transformers CLIPModel folder (with tokenizer and processor). Raises ModelNotFound."""
+    return _need(WEIGHTS_DIR / "clip", "config.json", "CLIP model")
+
+
+def defaults() -> dict:
+    """Default sampling settings of the shipped pipeline: num_inference_steps, guidance_scale."""
+    out = {"num_inference_steps": DEFAULT_STEPS, "guidance_scale": DEFAULT_GUIDANCE,
+           "height": SIZE, "width": SIZE}
+    f = WEIGHTS_DIR / "pipeline" / "imagent_demo.json"
+    if f.is_file():
+        out.update({k: v for k, v in json.loads(f.read_text()).items() if k in out})
+    return out
+
+
+def load_pipeline(device: str = "cpu"):
+    """The shipped StableDiffusionPipeline in float32 (safety checker off: the world is shapes)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    folder = pipeline_path()
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            str(folder), torch_dtype=torch.float32, safety_checker=None,
+            requires_safety_checker=False, local_files_only=True)
+    except Exception as exc:  # corrupt or partial install
+        raise ModelNotFound(f"could not load the demo pipeline: {exc}",
+                            "reinstall imagent or re-run python -m tools.demo.export") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def load_clip(device: str = "cpu"):
+    """The shipped CLIP as (CLIPModel in float32, CLIPProcessor)."""
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    folder = clip_path()
+    try:
+        model = CLIPModel.from_pretrained(str(folder), torch_dtype=torch.float32,
+                                          local_files_only=True)
+        proc = CLIPProcessor.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:
+        raise ModelNotFound(f"could not load the demo CLIP: {exc}",
+                            "reinstall imagent or re-run python -m tools.demo.export") from exc
+    return model.eval().to(device), proc

@@ -1,0 +1,322 @@
+"""Train the demo world's models on this CPU (or a GPU), resumably.
+
+    python -m tools.demo.train vae  --minutes 12          # AutoencoderKL 64x64 -> 16x16x4
+    python -m tools.demo.train clip --minutes 12          # CLIPModel, contrastive with hard negatives
+    python -m tools.demo.train unet --minutes 70          # UNet2DConditionModel (+ text encoder from CLIP)
+    python -m tools.demo.export                           # fp16 weights into tools/demo/weights/
+
+Each run continues from the newest checkpoint in --out (default checkpoints/demo), so a job
+killed when a session ends loses at most --ckpt-minutes of work; `--minutes` is the time for
+this run. Data are rendered on the fly from a seed and the step number, so a resumed run sees
+the same stream it would have seen uninterrupted. unet needs the finished vae and clip.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tools.demo import models as M
+from tools.demo import world as W
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+def images_to_tensor(imgs) -> torch.Tensor:
+    arr = np.stack([np.asarray(im, dtype=np.uint8) for im in imgs])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def batch(seed: int, step: int, n: int, category=None):
+    rng = random.Random(f"{seed}-{step}")
+    imgs, caps, scenes = [], [], []
+    for _ in range(n):
+        im, cap, sc = W.sample(rng, category)
+        imgs.append(im)
+        caps.append(cap)
+        scenes.append(sc)
+    return imgs, caps, scenes
+
+
+class Checkpointer:
+    def __init__(self, path: Path, every_s: float):
+        self.path, self.every_s, self.last = path, every_s, time.time()
+
+    def load(self):
+        if self.path.exists():
+            return torch.load(self.path, map_location="cpu", weights_only=False)
+        return None
+
+    def maybe_save(self, state_fn, force=False):
+        if force or time.time() - self.last >= self.every_s:
+            tmp = self.path.with_suffix(".tmp")
+            torch.save(state_fn(), tmp)
+            os.replace(tmp, self.path)
+            self.last = time.time()
+            return True
+        return False
+
+
+def lr_at(step: int, base: float, warmup: int) -> float:
+    return base * min(1.0, (step + 1) / warmup)
+
+
+# ----------------------------------------------------------------------------- VAE
+
+def train_vae(a):
+    out = Path(a.out)
+    torch.manual_seed(a.seed)
+    vae = M.make_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=a.lr or 1e-3, weight_decay=0.0)
+    ck = Checkpointer(out / "vae.pt", a.ckpt_minutes * 60)
+    step, elapsed = 0, 0.0
+    st = ck.load()
+    if st:
+        vae.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        log(f"resumed vae at step {step}, {elapsed / 60:.1f} min")
+    log(f"vae params {M.n_params(vae)}")
+    t0, deadline = time.time(), time.time() + a.minutes * 60
+    state = lambda: {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                     "elapsed": elapsed + time.time() - t0}
+    base_lr = a.lr or 1e-3
+    while time.time() < deadline:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, base_lr, 100)
+        imgs, _, _ = batch(a.seed, step, a.batch or 32)
+        x = images_to_tensor(imgs)
+        post = vae.encode(x).latent_dist
+        z = post.sample()
+        rec = vae.decode(z).sample
+        rec_loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
+        loss = rec_loss + a.kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            log(f"vae step {step} rec {rec_loss.item():.5f} kl {kl.item():.3f}")
+        ck.maybe_save(state)
+    ck.maybe_save(state, force=True)
+    # scaling factor: unit variance latents for the diffusion model
+    vae.eval()
+    with torch.no_grad():
+        zs = []
+        for i in range(8):
+            imgs, _, _ = batch(a.seed + 999, i, 128)
+            zs.append(vae.encode(images_to_tensor(imgs)).latent_dist.mean)
+        z = torch.cat(zs)
+        sf = float(1.0 / z.std())
+        imgs, _, _ = batch(a.seed + 998, 0, 256)
+        x = images_to_tensor(imgs)
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample
+        err = F.mse_loss(rec, x).item()
+    vae.register_to_config(scaling_factor=sf)
+    vae.save_pretrained(str(out / "vae_final"))
+    log(f"vae done: step {step}, {(elapsed + time.time() - t0) / 60:.1f} min total, "
+        f"scaling_factor {sf:.4f}, latent mean {z.mean():.3f}, held-out mse {err:.5f}")
+
+
+# ----------------------------------------------------------------------------- CLIP
+
+def train_clip(a):
+    out = Path(a.out)
+    torch.manual_seed(a.seed)
+    tok_dir = out / "tokenizer"
+    M.write_tokenizer(tok_dir)
+    tok = M.load_tokenizer(tok_dir)
+    model = M.make_clip(tok)
+    base_lr = a.lr or 5e-4
+    opt = torch.optim.AdamW(model.parameters(), lr=base_lr, weight_decay=0.05, betas=(0.9, 0.98))
+    ck = Checkpointer(out / "clip.pt", a.ckpt_minutes * 60)
+    step, elapsed = 0, 0.0
+    st = ck.load()
+    if st:
+        model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        log(f"resumed clip at step {step}, {elapsed / 60:.1f} min")
+    log(f"clip params {M.n_params(model)}")
+    B = a.batch or 96
+    t0, deadline = time.time(), time.time() + a.minutes * 60
+    state = lambda: {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                     "elapsed": elapsed + time.time() - t0}
+    model.train()
+    while time.time() < deadline:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, base_lr, 200)
+        imgs, caps, scenes = batch(a.seed, step, B)
+        rng = random.Random(f"neg-{a.seed}-{step}")
+        negs = [W.perturb(s, rng).caption() for s in scenes]
+        x = images_to_tensor(imgs)
+        t = tok(caps + negs, padding="max_length", max_length=M.MAX_TOKENS, truncation=True,
+                return_tensors="pt")
+        o = model(input_ids=t.input_ids, attention_mask=t.attention_mask, pixel_values=x)
+        li = o.logits_per_image            # B x 2B
+        target = torch.arange(B)
+        # image->text over true + hard-negative captions; text->image over the true captions
+        loss = 0.5 * (F.cross_entropy(li, target) + F.cross_entropy(li[:, :B].t(), target))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        if step % 25 == 0:
+            acc = (li.argmax(1) == target).float().mean().item()
+            hard = (li[target, target] > li[target, target + B]).float().mean().item()
+            log(f"clip step {step} loss {loss.item():.4f} i2t acc {acc:.3f} vs-hard-neg {hard:.3f}")
+        ck.maybe_save(state)
+    ck.maybe_save(state, force=True)
+    model.save_pretrained(str(out / "clip_final"))
+    log(f"clip done: step {step}, {(elapsed + time.time() - t0) / 60:.1f} min total")
+
+
+# ----------------------------------------------------------------------------- UNet
+
+def build_latent_cache(a, vae, tok, n: int) -> dict:
+    path = Path(a.out) / f"latents_{n}.pt"
+    if path.exists():
+        return torch.load(path)
+    log(f"encoding {n} rendered scenes into latents")
+    zs, ids = [], []
+    vae.eval()
+    with torch.no_grad():
+        for i in range(0, n, 256):
+            imgs, caps, _ = batch(a.seed + 12345, i // 256, 256)
+            zs.append((vae.encode(images_to_tensor(imgs)).latent_dist.mean
+                       * vae.config.scaling_factor).half())
+            ids.append(tok(caps, padding="max_length", max_length=M.MAX_TOKENS, truncation=True,
+                           return_tensors="pt").input_ids.short())
+    cache = {"z": torch.cat(zs)[:n], "ids": torch.cat(ids)[:n]}
+    torch.save(cache, path)
+    log(f"latent cache: {tuple(cache['z'].shape)}, std {cache['z'].float().std():.3f}")
+    return cache
+
+
+def train_unet(a):
+    from diffusers import AutoencoderKL
+    from transformers import CLIPModel, CLIPTextModel
+
+    out = Path(a.out)
+    torch.manual_seed(a.seed)
+    tok = M.load_tokenizer(out / "tokenizer")
+    vae = AutoencoderKL.from_pretrained(str(out / "vae_final"))
+    clip = CLIPModel.from_pretrained(str(out / "clip_final"))
+    text = CLIPTextModel(M.text_config(tok))
+    target = getattr(text, "text_model", text)  # transformers 5 flattened CLIPTextModel
+    target.load_state_dict(clip.text_model.state_dict())
+    del clip
+    unet = M.make_unet(a.preset)
+    sched = M.make_scheduler(a.prediction)
+    params = [{"params": list(unet.parameters()), "lr_mult": 1.0},
+              {"params": list(text.parameters()), "lr_mult": a.text_lr_mult}]
+    base_lr = a.lr or 1e-3
+    opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=0.01, betas=(0.9, 0.99))
+    ema = [p.detach().clone() for p in list(unet.parameters()) + list(text.parameters())]
+    ck = Checkpointer(out / f"unet_{a.preset}.pt", a.ckpt_minutes * 60)
+    step, elapsed = 0, 0.0
+    st = ck.load()
+    if st:
+        unet.load_state_dict(st["unet"]); text.load_state_dict(st["text"])
+        opt.load_state_dict(st["opt"]); ema = st["ema"]
+        step, elapsed = st["step"], st["elapsed"]
+        log(f"resumed unet at step {step}, {elapsed / 60:.1f} min")
+    log(f"unet[{a.preset}] params {M.n_params(unet)}, text encoder {M.n_params(text)}")
+    cache = build_latent_cache(a, vae, tok, a.cache)
+    Z, IDS = cache["z"], cache["ids"]
+    N = Z.shape[0]
+    empty = tok([""], padding="max_length", max_length=M.MAX_TOKENS, return_tensors="pt").input_ids[0]
+    ac = sched.alphas_cumprod
+    snr_all = ac / (1 - ac)
+    B = a.batch or 48
+    t0, deadline = time.time(), time.time() + a.minutes * 60
+    live = list(unet.parameters()) + list(text.parameters())
+
+    def state():
+        return {"unet": unet.state_dict(), "text": text.state_dict(), "opt": opt.state_dict(),
+                "ema": ema, "step": step, "elapsed": elapsed + time.time() - t0,
+                "preset": a.preset, "prediction": a.prediction}
+
+    unet.train(); text.train()
+    run_loss, tl = 0.0, time.time()
+    while time.time() < deadline:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, base_lr, 300) * g["lr_mult"]
+        gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
+        idx = torch.randint(0, N, (B,), generator=gen)
+        z0 = Z[idx].float()
+        ids = IDS[idx].long()
+        drop = torch.rand(B, generator=gen) < a.uncond
+        ids[drop] = empty
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, 1000, (B,), generator=gen)
+        zt = sched.add_noise(z0, noise, t)
+        cond = text(input_ids=ids).last_hidden_state
+        pred = unet(zt, t, cond).sample
+        snr = snr_all[t]
+        if a.prediction == "v_prediction":
+            target = sched.get_velocity(z0, noise, t)
+            w = torch.clamp(snr, max=a.min_snr) / (snr + 1)
+        else:
+            target = noise
+            w = torch.clamp(snr, max=a.min_snr) / snr
+        loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(live, 1.0)
+        opt.step()
+        step += 1
+        d = min(a.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in live], 1 - d)
+        run_loss += loss.item()
+        if step % 50 == 0:
+            log(f"unet step {step} loss {run_loss / 50:.4f} {(time.time() - tl) / 50:.3f}s/step "
+                f"total {(elapsed + time.time() - t0) / 60:.1f} min")
+            run_loss, tl = 0.0, time.time()
+        ck.maybe_save(state)
+    ck.maybe_save(state, force=True)
+    log(f"unet done: step {step}, {(elapsed + time.time() - t0) / 60:.1f} min total")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tools.demo.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["vae", "clip", "unet"])
+    p.add_argument("--minutes", type=float, default=10.0, help="wall time of this run")
+    p.add_argument("--out", default="checkpoints/demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.0)
+    p.add_argument("--ckpt-minutes", type=float, default=3.0)
+    p.add_argument("--kl", type=float, default=3e-5, help="vae: KL weight")
+    p.add_argument("--preset", default="b", choices=sorted(M.UNET_PRESETS))
+    p.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction"])
+    p.add_argument("--min-snr", type=float, default=5.0)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--uncond", type=float, default=0.1, help="unet: caption dropout for CFG")
+    p.add_argument("--text-lr-mult", type=float, default=0.3)
+    p.add_argument("--cache", type=int, default=40960, help="unet: scenes in the latent cache")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / f"args_{a.what}.json").write_text(json.dumps(vars(a), indent=1))
+    {"vae": train_vae, "clip": train_clip, "unet": train_unet}[a.what](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,9 +17,11 @@ COMMANDS = {
     "generate": ("agent.commands.generate", "text-to-image, img2img (--init-image) and inpainting (--mask)"),
     "show": ("agent.commands.show", "print the generation metadata stored in a PNG"),
     "rerun": ("agent.commands.rerun", "reproduce an image from its PNG metadata"),
+    "run": ("agent.commands.run", "the critique loop: expand, generate, check, score, revise, retry"),
     "gallery": ("agent.commands.gallery", "list recent images and runs from the gallery"),
     "expand": ("agent.commands.expand", "expand a rough idea into a structured prompt and show it (no generation)"),
     "styles": ("agent.commands.styles", "list the style presets for --style"),
+    "chat": ("agent.commands.chat", "talk to the agent in a terminal UI: ideas, refinements, edits, upscales"),
     "upscale": ("agent.commands.upscale", "upscale an image: Real-ESRGAN (ncnn, CPU), Lanczos, SD x4, hires-fix"),
     "score": ("agent.commands.score", "CLIP score of images against a text (or rank several texts)"),
     "check-safety": ("agent.commands.check_safety", "check a prompt and/or an image against the safety policy"),
@@ -35,12 +37,18 @@ Images, metadata and history live in $IMAGENT_HOME (default ~/.imagent).
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. Only the chosen command's module is imported (fast start, and one broken
+    command cannot take the others down); `imagent --help` lists them all from COMMANDS."""
     parser = argparse.ArgumentParser(prog="imagent", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="imagent 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in (argv or []) if not a.startswith("-")), None)
     for name, (module, help_) in COMMANDS.items():
+        if name != chosen:
+            sub.add_parser(name, help=help_, add_help=False)
+            continue
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)

@@ -135,6 +135,9 @@ class Gallery:
              record.get("width"), record.get("height"), record.get("model"), score, round_no, _dump(record)))
         return int(cur.lastrowid)
 
+    def set_image_score(self, image_id: int, score: float | None, round_no: int | None = None) -> None:
+        self._write("UPDATE images SET score=?, round=? WHERE id=?", (score, round_no, image_id))
+
     def image(self, image_id: int) -> dict | None:
         rows = self._read("SELECT * FROM images WHERE id=?", (image_id,))
         return _decode(rows[0]) if rows else None

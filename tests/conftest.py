@@ -42,15 +42,30 @@ def tiny_backend(tiny_sd_path):
     return DiffusersBackend(str(tiny_sd_path), "cpu", torch.float32)
 
 
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory) -> Path:
+    """A tiny random CLIPModel (32x32 images) saved in transformers format."""
+    from tiny_models import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_scorer(tiny_clip_path):
+    from tools.score import Scorer
+
+    return Scorer(str(tiny_clip_path))
+
+
 @pytest.fixture
-def settings(imagent_home, tiny_sd_path):
+def settings(imagent_home, tiny_sd_path, tiny_clip_path):
     from agent.config import load_settings
 
-    return load_settings(model=str(tiny_sd_path), safety="off")
+    return load_settings(model=str(tiny_sd_path), clip_model=str(tiny_clip_path), safety="off")
 
 
 @pytest.fixture
-def session(settings, tiny_backend):
+def session(settings, tiny_backend, tiny_scorer):
     from agent.session import Session
 
-    return Session(settings, backend=tiny_backend)
+    return Session(settings, backend=tiny_backend, scorer=tiny_scorer)

@@ -76,3 +76,23 @@ def save_tiny_sd(folder: Path) -> Path:
                                    requires_safety_checker=False)
     pipe.save_pretrained(folder)
     return folder
+
+
+def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A tiny random transformers CLIPModel (32x32 images) with tokenizer and image processor."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tokenizer = word_tokenizer(folder.parent / (folder.name + "-tok"))
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
+                           num_hidden_layers=2, num_attention_heads=4),
+        projection_dim=16)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

@@ -39,14 +39,14 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
                    help="progress bar on stderr (default: when stderr is a terminal)")
 
 
-def settings_from(args) -> Settings:
+def settings_from(args, **overrides) -> Settings:
     return load_settings(model=getattr(args, "model", None), backend=getattr(args, "backend", None),
                          device=getattr(args, "device", None), dtype=getattr(args, "dtype", None),
-                         safety=getattr(args, "safety", None))
+                         safety=getattr(args, "safety", None), **overrides)
 
 
-def session_from(args) -> Session:
-    return Session(settings_from(args))
+def session_from(args, **overrides) -> Session:
+    return Session(settings_from(args, **overrides))
 
 
 def request_fields(args, settings: Settings) -> dict:
@@ -61,7 +61,8 @@ def request_fields(args, settings: Settings) -> dict:
 
 @contextmanager
 def progress_bar(args, description: str = "generating"):
-    """Yields a Progress sink that draws a Rich bar (step i/n, time left) on stderr, or None."""
+    """Yields a Progress sink drawing Rich bars on stderr (one per kind of event: diffusion steps,
+    loop rounds, ...; each with i/n and time left), or None when progress is off."""
     enabled = args.progress if args.progress is not None else sys.stderr.isatty()
     if not enabled:
         yield None
@@ -69,13 +70,16 @@ def progress_bar(args, description: str = "generating"):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
-    with Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("step"), MofNCompleteColumn(),
-             TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=None)
+    with Bar(TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.fields[unit]}"),
+             MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        tasks: dict[str, int] = {}
 
         def sink(event: Progress) -> None:
-            bar.update(task, completed=event.done, total=event.total,
-                       description=event.label or description)
+            if event.kind not in tasks:
+                label = description if event.kind == "step" else event.kind
+                tasks[event.kind] = bar.add_task(label, total=None, unit=event.kind)
+            bar.update(tasks[event.kind], completed=event.done, total=event.total,
+                       **({"description": event.label} if event.label and event.kind != "step" else {}))
 
         yield sink
 

@@ -1,0 +1,76 @@
+"""Run the critique loop on an idea: expand it, then each round generate N candidates, check
+their safety, score them with CLIP against the idea, keep the best, and revise the prompt until
+the best reaches the threshold or the rounds are spent.
+
+  imagent run "two red circles"
+  imagent run "a cat coding at night" --style watercolor --rounds 4 --candidates 3
+  imagent run "a blue square left of a red circle" --threshold 1.6 --threshold-mode absolute --json
+
+Thresholds are relative by default: a fraction of a reference score (the score known-good images
+of the intent get, where the demo world can render them; otherwise a typical on-prompt CLIP
+score). The output says which. Prints the round table and the best image's path (or --json).
+"""
+from __future__ import annotations
+
+import sys
+
+from agent.commands.common import (add_generation_options, add_model_options, add_output_options, emit,
+                                   progress_bar, request_fields, session_from, warn)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("idea", help="a rough idea, e.g. \"two red circles\"")
+    g = p.add_argument_group("loop")
+    g.add_argument("--rounds", type=int, default=3, help="most rounds to try (default: 3)")
+    g.add_argument("--candidates", type=int, default=2, help="images per round, each with its own seed (default: 2)")
+    g.add_argument("--threshold", type=float,
+                   help="stop when the best score reaches this (default: 0.9 of the reference, relative)")
+    g.add_argument("--threshold-mode", choices=["relative", "absolute"], default="relative",
+                   help="relative: a fraction of the reference score; absolute: a CLIPScore value")
+    g.add_argument("--reviser", choices=["auto", "rules", "llm"], default="auto",
+                   help="who revises the prompt between rounds (auto: the LLM if configured, else rules)")
+    g.add_argument("--style", help="style preset for the expansion (see `imagent styles`)")
+    g.add_argument("--raw", action="store_true", help="use the idea as the prompt, without expansion")
+    g.add_argument("--clip", help="CLIP model for scoring: folder or hub id (default: the demo CLIP)")
+    add_generation_options(p)
+    add_model_options(p)
+    add_output_options(p)
+
+
+def run(args) -> int:
+    session = session_from(args, clip_model=args.clip)
+    fields = request_fields(args, session.settings)
+    if args.count != 1:
+        warn(["-n is ignored by `run`; use --candidates for images per round"])
+    fields.pop("count")
+    with progress_bar(args) as sink:
+        outcome = session.run(args.idea, rounds=args.rounds, candidates=args.candidates, threshold=args.threshold,
+                              threshold_mode=args.threshold_mode, style=args.style, raw=args.raw,
+                              request_fields=fields, out_dir=args.out, progress=sink, reviser=args.reviser)
+    warn(outcome.warnings)
+    if args.json:
+        emit(args, outcome.to_json(), [])
+        return 0
+    print_round_table(outcome)
+    print(str(outcome.best.path))
+    return 0
+
+
+def print_round_table(outcome) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = outcome.threshold
+    how = (f"relative: {t['value']:g} x reference {t['reference']:g} ({t['reference_source']})"
+           if t["mode"] == "relative" else "absolute")
+    table = Table(title=f"run {outcome.run_id}: target score {t['target']:g} ({how}; {t['formula']})")
+    for col in ("round", "change", "seeds", "scores", "best", "time"):
+        table.add_column(col, overflow="fold")
+    for r in outcome.rounds:
+        scores = ", ".join("blocked" if s is None else f"{s:.3f}" for s in r["scores"])
+        table.add_row(str(r["round"]), r["change"], ", ".join(map(str, r["seeds"])), scores,
+                      "-" if r["best_score"] is None else f"{r['best_score']:.3f}", f"{r['seconds']:.1f}s")
+    console = Console(file=sys.stdout, width=max(100, Console().width))
+    console.print(table)
+    verdict = "met" if outcome.met else "not met"
+    console.print(f"best: seed {outcome.best.seed}, score {outcome.score:.3f} ({verdict}; {outcome.stop_reason})")

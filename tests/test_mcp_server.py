@@ -1,0 +1,266 @@
+"""The MCP server through the SDK's in-process client: every tool, errors, path confinement,
+progress, jobs, resources; once over streamable HTTP on 127.0.0.1."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from agent.capabilities import PathPolicy
+from agent.mcp_server import JOB_TOOLS, build_server, preview_png
+from agent.tool_schemas import TOOLS
+
+mcp = pytest.importorskip("mcp")
+
+
+@pytest.fixture
+def folders(tmp_path):
+    ins, outs = tmp_path / "inputs", tmp_path / "outputs"
+    ins.mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(ins / "red.png")
+    Image.new("L", (32, 32), 255).save(ins / "mask.png")
+    return ins, outs
+
+
+@pytest.fixture
+def app(session, folders):
+    app = build_server(session, PathPolicy.confined(*folders))
+    yield app
+    app.close()
+
+
+def call(app, name, args, **kwargs):
+    """One tool call through an in-process MCP client."""
+    async def main():
+        async with mcp.Client(app.server) as client:
+            return await client.call_tool(name, args, **kwargs)
+    return asyncio.run(main())
+
+
+def data(result):
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def test_lists_every_tool_with_described_fields(app):
+    async def main():
+        async with mcp.Client(app.server) as client:
+            return (await client.list_tools()).tools
+    tools = {t.name: t for t in asyncio.run(main())}
+    assert set(tools) == {t.name for t in TOOLS} | set(JOB_TOOLS)
+    for spec in TOOLS:
+        props = tools[spec.name].input_schema["properties"]
+        assert props and all(p.get("description") for p in props.values()), spec.name
+    assert tools["list_images"].annotations.read_only_hint is True
+
+
+def test_generate_returns_image_seed_metadata_and_resource(app, folders):
+    progress = []
+
+    async def on_progress(done, total, message):
+        progress.append((done, total, message))
+
+    res = call(app, "generate", {"prompt": "two red circles", "steps": 3, "seed": 42},
+               progress_callback=on_progress)
+    assert not res.is_error, res.content
+    out = data(res)
+    im = out["images"][0]
+    assert im["seed"] == 42 and im["metadata"]["params"]["steps"] == 3
+    assert os.path.realpath(im["path"]).startswith(os.path.realpath(folders[1]))
+    kinds = [c.type for c in res.content]
+    assert kinds == ["text", "image", "resource_link"]
+    png = base64.b64decode(res.content[1].data)
+    assert Image.open(io.BytesIO(png)).size == (32, 32)
+    assert str(res.content[2].uri) == f"imagent://images/{im['image_id']}"
+    assert progress and progress[-1][0] == 3 and [p[0] for p in progress] == sorted(p[0] for p in progress)
+
+    async def read():
+        async with mcp.Client(app.server) as client:
+            return await client.read_resource(f"imagent://images/{im['image_id']}")
+    blob = read_blob = asyncio.run(read()).contents[0]
+    assert base64.b64decode(read_blob.blob) == open(im["path"], "rb").read() and blob.mime_type == "image/png"
+
+
+def test_every_other_tool(app, folders):
+    gen = data(call(app, "generate", {"prompt": "a blue square", "steps": 2, "seed": 1}))["images"][0]
+    image_id = gen["image_id"]
+
+    edited = call(app, "edit", {"prompt": "a green square", "image": "red.png", "strength": 0.5, "steps": 2,
+                                "seed": 3})
+    assert not edited.is_error, edited.content
+    assert data(edited)["mode"] == "img2img" and data(edited)["images"][0]["seed"] == 3
+    inpaint = data(call(app, "edit", {"prompt": "a cat", "image_id": image_id, "mask": "mask.png", "steps": 2}))
+    assert inpaint["mode"] == "inpaint"
+
+    up = call(app, "upscale", {"image_id": image_id, "scale": 2, "method": "lanczos"})
+    assert not up.is_error, up.content
+    assert (data(up)["width"], data(up)["height"]) == (64, 64)
+
+    exp = data(call(app, "expand", {"idea": "a cat coding at night", "style": "watercolor", "family": "sd"}))
+    assert exp["positive"] and exp["spec"]["subject"]
+
+    safe = data(call(app, "check_safety", {"prompt": "a blue square", "image_id": image_id}))
+    assert safe["allowed"] is True and "image" in safe
+
+    score = data(call(app, "score", {"image_id": image_id}))
+    assert score["text"] == "a blue square" and isinstance(score["score"], float) and score["formula"]
+
+    listed = data(call(app, "list_images", {"limit": 10}))
+    assert listed["count"] >= 4 and listed["images"][-1]["image_id"] == image_id
+    got = call(app, "get_image", {"image_id": image_id})
+    assert data(got)["images"][0]["metadata"]["seed"] == 1 and [c.type for c in got.content][1] == "image"
+
+    ran = call(app, "run", {"idea": "two red circles", "rounds": 1, "candidates": 1, "steps": 2, "seed": 5})
+    assert not ran.is_error, ran.content
+    assert data(ran)["images"][0]["image_id"] and "rounds" in data(ran)
+
+
+def test_errors_are_tool_errors_with_hints(app):
+    bad = call(app, "generate", {"prompt": "x", "steps": 0})
+    assert bad.is_error and "steps" in bad.content[0].text and data(bad)["error"]["hint"]
+    bad = call(app, "generate", {"prompt": "x", "width": 33, "steps": 1})
+    assert bad.is_error and "multiple of 8" in bad.content[0].text and "Hint:" in bad.content[0].text
+    bad = call(app, "generate", {"prompt": "x", "colour": "red"})
+    assert bad.is_error and "colour" in bad.content[0].text
+    bad = call(app, "paint", {})
+    assert bad.is_error and "Unknown tool" in bad.content[0].text
+    bad = call(app, "get_image", {"image_id": 999})
+    assert bad.is_error and "list_images" in bad.content[0].text
+    # the server is still fine
+    assert not call(app, "list_images", {}).is_error
+
+
+def test_blocked_prompt_is_a_tool_error(session, folders, monkeypatch):
+    from agent.config import load_settings
+    from agent.session import Session
+
+    strict = Session(load_settings(model=session.settings.model, clip_model=session.settings.clip_model,
+                                   safety="standard"), backend=session.backend(), scorer=session.scorer())
+    app = build_server(strict, PathPolicy.confined(*folders))
+    try:
+        res = call(app, "generate", {"prompt": "a naked woman, explicit porn", "steps": 1})
+        assert res.is_error and data(res)["error"]["type"] == "SafetyBlocked" and data(res)["error"]["category"]
+        assert strict.gallery.count_images() == 0
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("path", ["../secret.png", "/etc/passwd", "sub/../../secret.png", "link.png",
+                                  "dirlink/secret.png"])
+def test_paths_are_confined(app, folders, tmp_path, path):
+    ins, _ = folders
+    Image.new("RGB", (32, 32)).save(tmp_path / "secret.png")
+    (ins / "sub").mkdir()
+    (ins / "link.png").symlink_to(tmp_path / "secret.png")
+    (ins / "dirlink").symlink_to(tmp_path)
+    for tool, args in (("edit", {"prompt": "x", "image": path, "steps": 1}),
+                       ("upscale", {"image": path, "method": "lanczos"}),
+                       ("score", {"image": path, "text": "x"}),
+                       ("edit", {"prompt": "x", "image": "red.png", "mask": path, "steps": 1})):
+        res = call(app, tool, args)
+        assert res.is_error, (tool, path)
+        text = res.content[0].text
+        assert "outside the folders" in text or "does not exist" in text, text
+        assert str(tmp_path / "secret.png") not in text or "outside" in text
+
+
+def test_jobs_start_poll_and_cancel(app):
+    async def main():
+        async with mcp.Client(app.server) as client:
+            started = (await client.call_tool("start_job", {"tool": "generate",
+                                                            "arguments": {"prompt": "two red circles", "steps": 1,
+                                                                          "seed": 9}})).structured_content
+            second = (await client.call_tool("start_job", {"tool": "generate",
+                                                           "arguments": {"prompt": "a cat", "steps": 1}})
+                      ).structured_content
+            done = await client.call_tool("job_status", {"job_id": started["job_id"], "wait_seconds": 30})
+            listed = (await client.call_tool("list_jobs", {})).structured_content
+            await client.call_tool("job_status", {"job_id": second["job_id"], "wait_seconds": 30})
+            bad = await client.call_tool("start_job", {"tool": "generate", "arguments": {"steps": 2}})
+            missing = await client.call_tool("job_status", {"job_id": "nope"})
+            return started, done, listed, bad, missing
+    started, done, listed, bad, missing = asyncio.run(main())
+    assert started["status"] in {"queued", "running", "done"}
+    snap = done.structured_content
+    assert snap["status"] == "done" and snap["result"]["images"][0]["seed"] == 9
+    assert [c.type for c in done.content] == ["text", "image", "resource_link"]
+    assert len(listed["jobs"]) >= 2
+    assert bad.is_error and "prompt" in bad.content[0].text
+    assert missing.is_error and "no job" in missing.content[0].text
+
+
+def test_queue_serializes_concurrent_calls(app, monkeypatch):
+    import threading
+    import time
+
+    active, peak = [0], [0]
+    lock = threading.Lock()
+    real = app.caps.generate
+
+    def counting(inp, progress=None):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        try:
+            return real(inp, progress=progress)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(app.caps, "generate", counting)
+
+    async def main():
+        async with mcp.Client(app.server) as client:
+            return await asyncio.gather(*[client.call_tool("generate", {"prompt": "a cat", "steps": 1, "seed": i})
+                                          for i in range(3)])
+    results = asyncio.run(main())
+    assert all(not r.is_error for r in results) and peak[0] == 1
+
+
+def test_preview_is_size_limited(tmp_path):
+    big = tmp_path / "big.png"
+    Image.effect_noise((1500, 900), 60).convert("RGB").save(big)
+    png, size, downscaled = preview_png(big, max_side=512, max_bytes=200_000)
+    assert downscaled and max(size) <= 512 and len(png) <= 200_000
+    small = tmp_path / "small.png"
+    Image.new("RGB", (40, 40)).save(small)
+    assert preview_png(small) == (small.read_bytes(), (40, 40), False)
+
+
+def test_streamable_http_on_loopback(app):
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from agent.mcp_server import http_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(http_app(app), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+
+        async def main():
+            async with mcp.Client(f"http://127.0.0.1:{port}/mcp") as client:
+                names = [t.name for t in (await client.list_tools()).tools]
+                res = await client.call_tool("generate", {"prompt": "two red circles", "steps": 1, "seed": 2})
+                return names, res
+        names, res = asyncio.run(main())
+        assert "run" in names and not res.is_error and res.structured_content["images"][0]["seed"] == 2
+    finally:
+        server.should_exit = True
+        thread.join(10)

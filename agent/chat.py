@@ -1,0 +1,997 @@
+"""The conversation: a chat controller over the session, with two modes.
+
+  agent mode   a LangChain `create_agent` with a tool-calling chat model (any model that
+               `agent.llm.build_chat_model` builds, or one passed in). Its tools are thin
+               adapters over the controller's actions below; the model chooses what to do.
+  router mode  no tool-calling model (the offline default): a deterministic router. A plain
+               message is an idea to run; slash commands (`/help`) do the rest.
+Slash commands work in both modes and never reach the model.
+
+`ChatController` holds no Textual: front ends call `handle(text)` (from a worker thread; it
+blocks while images are made) and receive `ChatEvent`s through the `listener` they pass in
+(messages go up). State (defaults, the current structured prompt and image, the last round
+table) and every message are stored in the gallery database, so `ChatController(session,
+chat_id=ID)` resumes a conversation with its images.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from agent.errors import Cancelled, ImagentError, InvalidInput, LLMError
+
+SIZE_RE = re.compile(r"^(\d+)\s*[x*]\s*(\d+)$")
+MAX_RECURSION = 24
+
+
+# -- state -------------------------------------------------------------------------------------
+@dataclass
+class Defaults:
+    """What a new image is made with; changed by /style /size /steps /seed /rounds /raw."""
+
+    style: str | None = None
+    width: int | None = None        # None: the model's native size
+    height: int | None = None
+    steps: int | None = None        # None: the settings' steps, else 20
+    seed: int | None = None         # None: a new seed each run
+    rounds: int = 3
+    candidates: int = 2
+    raw: bool = False
+
+    def size_text(self) -> str:
+        return f"{self.width}x{self.height}" if self.width and self.height else "native"
+
+
+@dataclass
+class ChatState:
+    """What the conversation is about now. JSON round trip via to_dict/from_dict."""
+
+    defaults: Defaults = field(default_factory=Defaults)
+    idea: str | None = None          # the idea behind the current image
+    spec: dict | None = None         # the current structured prompt (agent.schemas.PromptSpec as a dict)
+    image_id: int | None = None      # the current image
+    image_path: str | None = None
+    seed: int | None = None
+    run_id: str | None = None        # the last run (loop) and its round table
+    rounds: list[dict] = field(default_factory=list)
+    threshold: float | None = None
+    images: list[int] = field(default_factory=list)  # every image made in this chat, in order
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "ChatState":
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        d_known = {f.name for f in fields(Defaults)}
+        defaults = Defaults(**{k: v for k, v in (data.pop("defaults", None) or {}).items() if k in d_known})
+        return cls(defaults=defaults, **{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class ChatEvent:
+    """Something for the front end: kind is 'message' (role, text, data), 'state' (the ChatState),
+    'progress' (agent.session.Progress), 'loop' (a loop event, passed through), 'mode', 'cleared'."""
+
+    kind: str
+    role: str = ""
+    text: str = ""
+    data: Any = None
+
+
+Listener = Callable[[ChatEvent], None]
+
+COMMAND_HELP = {
+    "help": ("", "this list"),
+    "style": ("[NAME|off]", "style preset for new images (no name: list them)"),
+    "seed": ("[N|random]", "fixed seed for new images, or a new one each time"),
+    "steps": ("[N]", "denoising steps"),
+    "size": ("[WxH|native]", "image size, multiples of 8"),
+    "rounds": ("[N]", "critique rounds per image (1 = no retry)"),
+    "candidates": ("[N]", "images per round"),
+    "raw": ("[on|off]", "use your words as the prompt, no expansion"),
+    "defaults": ("", "show the current defaults"),
+    "refine": ("WORDS", "change the last result in words, e.g. /refine warmer light, less clutter"),
+    "run": ("", "run the current structured prompt again (after editing it)"),
+    "edit": ("[#ID] WORDS [mask=PATH|rect=X,Y,W,H] [strength=S]", "img2img, or inpaint a region"),
+    "upscale": ("[#ID] [x2|x3|x4] [method=NAME]", "upscale the current (or given) image"),
+    "images": ("", "list the images of this chat"),
+    "open": ("#ID", "reopen an earlier image (it becomes the current one)"),
+    "scores": ("", "explain the scores of the last run"),
+    "prompt": ("", "show the current structured prompt"),
+    "save": ("PATH", "copy the current image to PATH"),
+    "undo": ("", "undo the last change (defaults, prompt, current image)"),
+    "new": ("", "start a new conversation"),
+    "mode": ("[agent|offline]", "show or switch the mode"),
+    "quit": ("", "leave"),
+}
+COMMANDS = tuple(COMMAND_HELP)
+
+
+def help_text() -> str:
+    lines = ["**Commands** (a plain message is an idea to draw)", ""]
+    lines += [f"- `/{name}{(' ' + args) if args else ''}`: {what}" for name, (args, what) in COMMAND_HELP.items()]
+    lines += ["", "Keys: Esc cancels a running generation, Ctrl+P opens the command palette."]
+    return "\n".join(lines)
+
+
+# -- refining a structured prompt in words (the offline way) -------------------------------------
+_NEGATE = re.compile(r"^(?:no|less|fewer|without|remove|drop|avoid|not)\s+(?:the\s+|any\s+)?(.+)$", re.I)
+_MORE = re.compile(r"^(?:more|add|with|plus)\s+(.+)$", re.I)
+_LIGHT = {"light", "lighting", "lit", "sun", "sunny", "sunset", "sunrise", "glow", "glowing", "shadow",
+          "shadows", "bright", "brighter", "dark", "darker", "dim", "moody", "warm", "warmer", "cool",
+          "cooler", "neon", "backlit", "golden", "night", "dusk", "dawn", "contrast"}
+_COMPOSITION = {"close-up", "closeup", "close", "wide", "wider", "framing", "framed", "centered", "centred",
+                "angle", "view", "shot", "zoom", "zoomed", "portrait", "symmetrical", "overhead",
+                "aerial", "distance", "foreground", "background", "composition"}
+_STYLE = {"style", "painting", "painted", "watercolor", "watercolour", "photo", "photograph",
+          "photographic", "illustration", "anime", "render", "rendered", "sketch", "cinematic",
+          "oil", "pixel", "cartoon", "3d", "realistic", "minimalist", "vintage"}
+
+
+def refine_spec(spec: dict, words: str) -> tuple[dict, list[str]]:
+    """Apply a change in words to a structured prompt, deterministically.
+
+    Phrases are split on commas, ';' and ' and '. "less/no/without X" adds X to the negatives
+    (and drops it from the details); "more X" adds a detail; a phrase about light replaces the
+    lighting, one about framing the composition, one about medium the style; anything else is
+    added as a detail. Returns (new spec, one line per change)."""
+    text = " ".join((words or "").split())
+    if not text:
+        raise InvalidInput("Say what to change.", "For example: /refine warmer light, less clutter")
+    new = copy.deepcopy(spec)
+    for key in ("quality", "negatives", "extras"):
+        new[key] = list(new.get(key) or [])
+    changes: list[str] = []
+    for phrase in (p.strip(" .") for p in re.split(r",|;|\band\b", text)):
+        if not phrase:
+            continue
+        tokens = set(re.findall(r"[a-z0-9-]+", phrase.lower()))
+        negated = _NEGATE.match(phrase)
+        more = _MORE.match(phrase)
+        if negated:
+            item = negated.group(1).strip()
+            new["extras"] = [e for e in new["extras"] if item.lower() not in e.lower()]
+            if item.lower() not in (n.lower() for n in new["negatives"]):
+                new["negatives"].append(item)
+            changes.append(f"avoid: {item}")
+        elif tokens & _LIGHT:
+            new["lighting"] = phrase
+            changes.append(f"lighting: {phrase}")
+        elif tokens & _COMPOSITION:
+            new["composition"] = phrase
+            changes.append(f"composition: {phrase}")
+        elif tokens & _STYLE:
+            new["style"] = phrase
+            changes.append(f"style: {phrase}")
+        else:
+            item = more.group(1).strip() if more else phrase
+            new["negatives"] = [n for n in new["negatives"] if n.lower() != item.lower()]
+            if item.lower() not in (e.lower() for e in new["extras"]):
+                new["extras"].append(item)
+            changes.append(f"add: {item}")
+    for key in ("quality", "negatives", "extras"):
+        new[key] = new[key][:12]
+    return new, changes
+
+
+def rect_mask(size: tuple[int, int], rect: str):
+    """A white-on-black mask (PIL 'L') of `size` from 'X,Y,W,H' in pixels, or in fractions 0..1."""
+    from PIL import Image
+
+    try:
+        values = [float(v) for v in rect.replace(" ", "").split(",")]
+        if len(values) != 4:
+            raise ValueError
+    except ValueError:
+        raise InvalidInput(f"rect={rect} is not X,Y,W,H.",
+                           "Give the region as pixels (rect=8,8,16,16) or fractions (rect=0.25,0.25,0.5,0.5).") from None
+    w, h = size
+    if all(0 <= v <= 1 for v in values):
+        values = [values[0] * w, values[1] * h, values[2] * w, values[3] * h]
+    x, y, rw, rh = (int(round(v)) for v in values)
+    if rw <= 0 or rh <= 0 or x < 0 or y < 0 or x + rw > w or y + rh > h:
+        raise InvalidInput(f"The rectangle {x},{y},{rw},{rh} is not inside the {w}x{h} image.",
+                           f"Use X,Y,W,H with X+W <= {w} and Y+H <= {h}.")
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (x, y, x + rw, y + rh))
+    return mask
+
+
+# -- the controller ------------------------------------------------------------------------------
+class ChatController:
+    """One conversation over one Session. Not thread-safe: one `handle` at a time (the UI runs
+    it in an exclusive worker); `cancel()` may be called from any thread."""
+
+    def __init__(self, session, *, chat_model=None, chat_id: str | None = None, listener: Listener | None = None,
+                 offline: bool = False):
+        self.session = session
+        self.settings = session.settings
+        self.gallery = session.gallery
+        self.listener = listener or (lambda event: None)
+        self._chat_model = chat_model
+        self._agent = None
+        self._undo: list[tuple[str, dict]] = []
+        self.offline = offline
+        self.mode, self.mode_reason = self._pick_mode()
+        if chat_id:
+            row = self.gallery.chat(chat_id)
+            if row is None:
+                known = ", ".join(c["id"] for c in self.gallery.chats(5)) or "none yet"
+                raise InvalidInput(f"No chat with id '{chat_id}'.", f"Recent chats: {known}. "
+                                   "Start a new one with `imagent chat`.")
+            self.chat_id = chat_id
+            self.state = ChatState.from_dict(row.get("state"))
+            self.resumed = True
+        else:
+            self.state = ChatState(defaults=Defaults(style=self.settings.style))
+            self.chat_id = self.gallery.start_chat("", self.state.to_dict())
+            self.resumed = False
+
+    # -- mode ----------------------------------------------------------------------------------
+    def _pick_mode(self) -> tuple[str, str]:
+        if self.offline:
+            return "router", "offline mode (switched off the model)"
+        if self._chat_model is not None:
+            if _can_call_tools(self._chat_model):
+                name = getattr(self._chat_model, "model_name", None) or type(self._chat_model).__name__
+                return "agent", f"agent mode: tool-calling model {name}"
+            return "router", (f"offline mode: {type(self._chat_model).__name__} cannot call tools, so a plain "
+                              "message is an idea to draw")
+        if self.settings.llm_model:
+            return "agent", f"agent mode: tool-calling model {self.settings.llm_model}"
+        return "router", ("offline mode: no chat model configured (set IMAGENT_LLM_MODEL for agent mode); "
+                          "a plain message is an idea to draw, /help lists the commands")
+
+    def mode_line(self) -> str:
+        return self.mode_reason
+
+    def set_mode(self, mode: str) -> str:
+        if mode in {"offline", "router"}:
+            self.offline = True
+        elif mode == "agent":
+            self.offline = False
+            if self._chat_model is None and not self.settings.llm_model:
+                raise InvalidInput("No chat model is configured.",
+                                   "Set IMAGENT_LLM_MODEL (and IMAGENT_LLM_BASE_URL for a local server), then restart.")
+        else:
+            raise InvalidInput(f"Unknown mode '{mode}'.", "Use /mode agent or /mode offline.")
+        self.mode, self.mode_reason = self._pick_mode()
+        self._emit("mode", text=self.mode_reason)
+        return self.mode_reason
+
+    # -- events and persistence -------------------------------------------------------------------
+    def _emit(self, kind: str, role: str = "", text: str = "", data: Any = None) -> None:
+        self.listener(ChatEvent(kind, role, text, data))
+
+    def say(self, role: str, text: str, data: dict | None = None) -> None:
+        """Record a message (user, assistant, tool, notice, error) and send it up."""
+        self.gallery.add_chat_message(self.chat_id, role, text, data)
+        self._emit("message", role, text, data)
+
+    def _save_state(self) -> None:
+        self.gallery.save_chat(self.chat_id, state=self.state.to_dict())
+        self._emit("state", data=self.state)
+
+    def _checkpoint(self, label: str) -> None:
+        self._undo.append((label, copy.deepcopy(self.state.to_dict())))
+        del self._undo[:-50]
+
+    def messages(self) -> list[dict]:
+        return self.gallery.chat_messages(self.chat_id)
+
+    def cancel(self) -> None:
+        self.session.cancel()
+
+    # -- the entry point ---------------------------------------------------------------------------
+    def handle(self, text: str) -> str | None:
+        """Handle one user message; returns the reply text ("/quit" returns None).
+        Raises ImagentError (after recording it in the conversation) for the front end to show."""
+        text = (text or "").strip()
+        if not text:
+            return ""
+        if text in {"/quit", "/exit", "/q"}:
+            return None
+        if text.startswith("/"):
+            return self._turn(text, lambda: self.command(text))
+        if self.mode == "agent":
+            return self._turn(text, lambda: self._agent_turn(text))
+        return self._turn(text, lambda: self.create(text))
+
+    def run_edited(self, spec: dict) -> str:
+        """Run an edited structured prompt (the side panel's editor), as one turn of the conversation."""
+        return self._turn("/run (edited prompt)", lambda: self.rerun_spec(spec))
+
+    def _turn(self, text: str, action: Callable[[], str]) -> str:
+        self.say("user", text)
+        if self.gallery.chat(self.chat_id).get("title") in (None, ""):
+            self.gallery.save_chat(self.chat_id, title=text[:60])
+        try:
+            reply = action()
+        except Cancelled:
+            self.say("notice", "Cancelled. Nothing more was made; your message is kept above.")
+            raise
+        except ImagentError as exc:
+            self.say("error", exc.message + (f" {exc.hint}" if exc.hint else ""))
+            raise
+        if reply:
+            self.say("assistant", reply)
+        return reply
+
+    def command(self, text: str) -> str:
+        """A slash command (the router); returns the reply."""
+        name, _, rest = text[1:].partition(" ")
+        name, rest = name.lower(), rest.strip()
+        if name not in COMMAND_HELP:
+            close = [c for c in COMMANDS if c.startswith(name[:2])] if name else []
+            raise InvalidInput(f"Unknown command /{name}.",
+                               (f"Did you mean /{close[0]}? " if close else "") + "Type /help for the list.")
+        handler = getattr(self, f"_cmd_{name}")
+        return handler(rest)
+
+    # -- actions (shared by the router and the agent's tools) -------------------------------------------
+    def create(self, idea: str, *, style: str | None = None) -> str:
+        """Run the critique loop on a new idea with the current defaults."""
+        self._checkpoint("new image")
+        if style:
+            from agent.expand import get_style
+
+            get_style(style)
+            self.state.defaults.style = style
+        return self._run(idea, spec=None)
+
+    def refine(self, words: str, *, changes: dict | None = None) -> str:
+        """Change the current structured prompt in words (or by explicit fields) and run again."""
+        if self.state.spec is None:
+            if self.state.idea:
+                self.state.spec = self.session.expand(self.state.idea, style=self.state.defaults.style,
+                                                      use_llm=False).spec.model_dump(mode="json")
+            else:
+                raise InvalidInput("There is nothing to refine yet.", "Describe an image first, e.g. two red circles.")
+        self._checkpoint(f"refine: {words}")
+        if changes:
+            spec, notes = self._apply_fields(self.state.spec, changes)
+        else:
+            spec, notes = refine_spec(self.state.spec, words)
+        self.say("tool", "refine: " + "; ".join(notes))
+        return self._run(self.state.idea or spec.get("subject", ""), spec=spec)
+
+    def rerun_spec(self, spec: dict | None = None) -> str:
+        """Run again with `spec` (an edited structured prompt) or the current one."""
+        spec = spec or self.state.spec
+        if not spec:
+            raise InvalidInput("There is no structured prompt yet.", "Describe an image first.")
+        from agent.schemas import PromptSpec
+
+        try:
+            spec = PromptSpec.model_validate(spec).model_dump(mode="json")
+        except Exception as exc:  # pydantic ValidationError: say which field
+            raise InvalidInput(f"The structured prompt is not valid: {str(exc).splitlines()[0]}",
+                               "The subject must not be empty; lists are comma-separated.") from None
+        self._checkpoint("run edited prompt")
+        return self._run(self.state.idea or spec["subject"], spec=spec)
+
+    def set_spec(self, spec: dict) -> None:
+        """Replace the current structured prompt without running (the side panel's editor)."""
+        from agent.schemas import PromptSpec
+
+        self._checkpoint("edit prompt")
+        self.state.spec = PromptSpec.model_validate(spec).model_dump(mode="json")
+        self._save_state()
+
+    def edit(self, words: str = "", *, image: int | str | None = None, mask: str | None = None,
+             rect: str | None = None, strength: float = 0.6) -> str:
+        """img2img on an image (default: the current one), or inpaint a mask file / rectangle."""
+        path, record = self._image(image)
+        if mask and rect:
+            raise InvalidInput("Give either mask=PATH or rect=X,Y,W,H, not both.")
+        base_prompt = (record.get("params") or {}).get("prompt") or self.state.idea or ""
+        inpaint = bool(mask or rect)
+        prompt = (words or base_prompt) if inpaint else ", ".join(p for p in (base_prompt, words) if p)
+        if not prompt:
+            raise InvalidInput("Say what the edit should show.", "For example: /edit a blue square rect=8,8,16,16")
+        mask_path = mask
+        if rect:
+            from tools.images import atomic_save_png, load_image, unique_path
+
+            size = load_image(path).size
+            mask_path = str(atomic_save_png(rect_mask(size, rect), unique_path(self.settings.home / "masks", "rect")))
+        d = self.state.defaults
+        fields_ = {"strength": strength, "steps": d.steps or self.settings.steps or 20}
+        if d.seed is not None:
+            fields_["seed"] = d.seed
+        req, inputs = self.session.edit_request(prompt, path, mask_path=mask_path, **fields_)
+        self._checkpoint("edit")
+        what = "inpaint" if inpaint else "img2img"
+        self.say("tool", f"{what} on image #{self._id_of(path)}: {prompt}")
+        outcome = self.session.generate(req, idea=self.state.idea, spec=self.state.spec, progress=self._progress,
+                                        kind="edit", inputs=inputs, chat_id=self.chat_id)
+        best = outcome.images[0]
+        self._set_current(best.image_id, best.path, best.seed)
+        self.state.rounds, self.state.run_id = [], outcome.run_id
+        self._save_state()
+        return f"Edited ({what}): image **#{best.image_id}**, seed {best.seed}."
+
+    def upscale(self, *, image: int | str | None = None, scale: int = 2, method: str = "lanczos") -> str:
+        path, _ = self._image(image)
+        self._checkpoint("upscale")
+        self.say("tool", f"upscale x{scale} ({method}) of image #{self._id_of(path)}")
+        outcome = self.session.upscale(path, scale=scale, method=method, progress=self._progress)
+        self._set_current(outcome.image_id, outcome.path, self.state.seed)
+        self._save_state()
+        w, h = outcome.record["width"], outcome.record["height"]
+        return f"Upscaled x{scale} with {method}: image **#{outcome.image_id}** ({w}x{h})."
+
+    def set_defaults(self, **values) -> str:
+        """Change defaults: style, size ('WxH'|'native'), steps, seed (int|None), rounds, candidates, raw."""
+        d = copy.deepcopy(self.state.defaults)
+        for key, value in values.items():
+            if value is None and key not in {"seed", "style"}:
+                continue
+            if key == "style":
+                if value in (None, "", "off", "none"):
+                    d.style = None
+                else:
+                    from agent.expand import get_style
+
+                    d.style = get_style(str(value)).name
+            elif key == "size":
+                text = str(value).strip().lower()
+                if text in {"native", "default", "auto"}:
+                    d.width = d.height = None
+                else:
+                    m = SIZE_RE.match(text)
+                    if not m:
+                        raise InvalidInput(f"Size '{value}' is not WIDTHxHEIGHT.", "Write it like /size 512x512.")
+                    w, h = int(m.group(1)), int(m.group(2))
+                    for side in (w, h):
+                        if side < 16 or side % 8:
+                            raise InvalidInput(f"Size {w}x{h}: sides must be multiples of 8, at least 16.",
+                                               f"Try /size {max(16, w - w % 8)}x{max(16, h - h % 8)}.")
+                    d.width, d.height = w, h
+            elif key == "seed":
+                d.seed = None if value in (None, "", "random", "none") else _int(value, "seed", 0, 2**63 - 1)
+            elif key == "steps":
+                d.steps = _int(value, "steps", 1, 500)
+            elif key == "rounds":
+                d.rounds = _int(value, "rounds", 1, 10)
+            elif key == "candidates":
+                d.candidates = _int(value, "candidates", 1, 8)
+            elif key == "raw":
+                d.raw = _bool(value)
+            else:
+                raise InvalidInput(f"Unknown setting '{key}'.",
+                                   "Settings: style, size, steps, seed, rounds, candidates, raw.")
+        self._checkpoint("change defaults")
+        self.state.defaults = d
+        self._save_state()
+        return self.defaults_text()
+
+    def defaults_text(self) -> str:
+        d = self.state.defaults
+        steps = d.steps or self.settings.steps or 20
+        return (f"style **{d.style or 'none'}** · size **{d.size_text()}** · steps **{steps}** · "
+                f"seed **{d.seed if d.seed is not None else 'random'}** · rounds **{d.rounds}** · "
+                f"candidates **{d.candidates}** · raw **{'on' if d.raw else 'off'}**")
+
+    def list_images(self, limit: int = 20) -> str:
+        ids = list(reversed(self.state.images))[:limit]
+        if not ids:
+            return "No images in this chat yet."
+        lines = ["| # | seed | size | prompt |", "|---|---|---|---|"]
+        for image_id in ids:
+            row = self.gallery.image(image_id)
+            if row is None:
+                continue
+            mark = " (current)" if image_id == self.state.image_id else ""
+            prompt = (row.get("prompt") or (row.get("record") or {}).get("kind") or "").replace("|", "/")[:50]
+            lines.append(f"| {image_id}{mark} | {row.get('seed') if row.get('seed') is not None else '-'} | "
+                         f"{row.get('width')}x{row.get('height')} | {prompt} |")
+        return "\n".join(lines)
+
+    def open_image(self, image: int | str) -> str:
+        image_id = _image_id(image)
+        row = self.gallery.image(image_id)
+        if row is None:
+            raise InvalidInput(f"There is no image #{image_id} in the gallery.", "/images lists this chat's images.")
+        if not Path(row["path"]).is_file():
+            raise InvalidInput(f"Image #{image_id} was recorded but its file {row['path']} is gone.",
+                               "Pick another with /images.")
+        self._checkpoint(f"open #{image_id}")
+        record = row.get("record") or {}
+        self.state.image_id, self.state.image_path, self.state.seed = image_id, row["path"], row.get("seed")
+        if record.get("spec"):
+            self.state.spec = record["spec"]
+        if record.get("idea"):
+            self.state.idea = record["idea"]
+        if image_id not in self.state.images:
+            self.state.images.append(image_id)
+        self._save_state()
+        self._emit("image", data={"image_id": image_id, "path": row["path"]})
+        return f"Opened image **#{image_id}** (seed {row.get('seed')}). /refine or /edit work on it now."
+
+    def explain_scores(self) -> str:
+        rounds = self.state.rounds
+        if not rounds:
+            return "No round table yet: scores come from a run of the critique loop (send an idea)."
+        lines = ["| round | change | scores | best |", "|---|---|---|---|"]
+        for r in rounds:
+            scores = ", ".join(_num(s) for s in (r.get("scores") or []))
+            change = (r.get("change") or "first prompt").replace("|", "/")[:60]
+            lines.append(f"| {r.get('round')} | {change} | {scores} | {_num(r.get('best_score'))} |")
+        text = "\n".join(lines) + ("\n\nScores are CLIP similarity between each image and its prompt "
+                                   "(higher is closer).")
+        best = _best_score(rounds)
+        if best is not None:
+            best_round = next(r for r in rounds if r.get("best_score") == best)
+            text += f" The best was round {best_round.get('round')} with {best:.2f}."
+        if self.state.threshold is not None:
+            text += f" The loop stops early once a score reaches {self.state.threshold:.2f}."
+        return text
+
+    def save_image(self, dest: str) -> str:
+        if not self.state.image_path:
+            raise InvalidInput("There is no current image to save.", "Make one first, or /open #ID.")
+        if not dest:
+            raise InvalidInput("Where to?", "For example: /save ~/Pictures/cat.png")
+        target = Path(dest).expanduser()
+        if target.is_dir():
+            target = target / Path(self.state.image_path).name
+        if target.suffix.lower() != ".png":
+            target = target.with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.state.image_path, target)  # a copy keeps the PNG metadata
+        return f"Saved image #{self.state.image_id} to `{target}`."
+
+    def undo(self) -> str:
+        if not self._undo:
+            return "Nothing to undo."
+        label, snapshot = self._undo.pop()
+        made = self.state.images  # images stay in the chat's list; undo changes what is current
+        self.state = ChatState.from_dict(snapshot)
+        self.state.images = made
+        self._save_state()
+        if self.state.image_path:
+            self._emit("image", data={"image_id": self.state.image_id, "path": self.state.image_path})
+        return f"Undid {label}." + (f" Current image: #{self.state.image_id}." if self.state.image_id else "")
+
+    def new_chat(self) -> str:
+        defaults = copy.deepcopy(self.state.defaults)
+        self.state = ChatState(defaults=defaults)
+        self._undo.clear()
+        self.chat_id = self.gallery.start_chat("", self.state.to_dict())
+        self._agent = None
+        self._emit("cleared", data=self.chat_id)
+        self._save_state()
+        return f"New conversation **{self.chat_id}** (defaults kept)."
+
+    # -- running the loop ---------------------------------------------------------------------------
+    def _request_fields(self) -> dict:
+        d = self.state.defaults
+        out: dict = {"steps": d.steps or self.settings.steps or 20}
+        if d.width and d.height:
+            out.update(width=d.width, height=d.height)
+        if d.seed is not None:
+            out["seed"] = d.seed
+        return out
+
+    def _progress(self, event) -> None:
+        self._emit("progress", data=event)
+
+    def _loop_event(self, event) -> None:
+        self._emit("loop", data=event)
+
+    def _run(self, idea: str, *, spec: dict | None) -> str:
+        from agent.expand import check_idea
+
+        idea = check_idea(idea)
+        d = self.state.defaults
+        self.say("tool", f"run: {idea}" + (" (edited prompt)" if spec else "") +
+                 f" · {d.rounds} round(s) x {d.candidates}")
+        fields_ = self._request_fields()
+        run_idea, raw = idea, d.raw
+        if spec is not None and not _accepts(self.session.run, "spec"):
+            # An edited structured prompt: render it for this model and run it as written.
+            from agent.render import guess_family, render
+            from agent.schemas import PromptSpec
+
+            rendered = render(PromptSpec.model_validate(spec), guess_family(self.settings.model, self.settings.backend))
+            run_idea, raw = rendered.positive, True
+            fields_["negative_prompt"] = rendered.negative
+        kwargs: dict = dict(rounds=d.rounds, candidates=d.candidates, style=d.style, raw=raw,
+                            request_fields=fields_, progress=self._progress, events=self._loop_event,
+                            chat_id=self.chat_id)
+        if spec is not None and _accepts(self.session.run, "spec"):
+            kwargs["spec"] = spec
+        outcome = self.session.run(run_idea, **kwargs)
+        best = outcome.best
+        self.state.idea = idea
+        self.state.spec = spec if (spec is not None and raw and not d.raw) else (outcome.spec or spec)
+        self.state.run_id = outcome.run_id
+        self.state.rounds = [_plain(r) for r in (outcome.rounds or [])]
+        threshold = getattr(outcome, "threshold", None)
+        self.state.threshold = threshold.get("target") if isinstance(threshold, dict) else threshold
+        self._set_current(best.image_id, best.path, best.seed)
+        self._save_state()
+        score = getattr(outcome, "score", None)
+        if score is None:
+            score = _best_score(self.state.rounds)
+        met = getattr(outcome, "met", None)
+        return (f"Made image **#{best.image_id}** (seed {best.seed}" +
+                (f", score {score:.2f}" if score is not None else "") +
+                f", {len(self.state.rounds)} round(s)" + ("" if met is None else
+                                                           ", target met" if met else ", target not met") +
+                "). Refine it in words (\"warmer light\", /refine ...), or /scores for the table.")
+
+    def _set_current(self, image_id: int, path, seed: int | None) -> None:
+        self.state.image_id, self.state.image_path, self.state.seed = image_id, str(path), seed
+        if image_id not in self.state.images:
+            self.state.images.append(image_id)
+        self._emit("image", data={"image_id": image_id, "path": str(path)})
+
+    def _image(self, image) -> tuple[str, dict]:
+        if image in (None, ""):
+            if not self.state.image_path:
+                raise InvalidInput("There is no current image.", "Make one first, or /open #ID.")
+            row = self.gallery.image(self.state.image_id) if self.state.image_id else None
+            return self.state.image_path, (row or {}).get("record") or {}
+        text = str(image).strip()
+        if text.lstrip("#").isdigit():
+            row = self.gallery.image(int(text.lstrip("#")))
+            if row is None:
+                raise InvalidInput(f"There is no image {text}.", "/images lists this chat's images.")
+            return row["path"], row.get("record") or {}
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise InvalidInput(f"No image at {text}.", "Give an image number (#12) or a PNG path.")
+        return str(path), {}
+
+    def _id_of(self, path) -> str:
+        if self.state.image_path and str(path) == self.state.image_path and self.state.image_id:
+            return str(self.state.image_id)
+        return Path(str(path)).name
+
+    @staticmethod
+    def _apply_fields(spec: dict, changes: dict) -> tuple[dict, list[str]]:
+        new, notes = copy.deepcopy(spec), []
+        for key in ("subject", "style", "lighting", "composition"):
+            if changes.get(key):
+                new[key] = str(changes[key])
+                notes.append(f"{key}: {changes[key]}")
+        for key, target in (("add_details", "extras"), ("avoid", "negatives")):
+            for item in changes.get(key) or []:
+                if item and item not in new.get(target, []):
+                    new.setdefault(target, []).append(item)
+                    notes.append(f"{'add' if target == 'extras' else 'avoid'}: {item}")
+        return new, notes or ["no change"]
+
+    # -- slash commands ------------------------------------------------------------------------------
+    def _cmd_help(self, rest: str) -> str:
+        return help_text()
+
+    def _cmd_style(self, rest: str) -> str:
+        if not rest:
+            from agent.expand import load_styles
+
+            names = ", ".join(load_styles())
+            return f"Current style: **{self.state.defaults.style or 'none'}**. Presets: {names}."
+        return self.set_defaults(style=rest)
+
+    def _cmd_seed(self, rest: str) -> str:
+        return self.set_defaults(seed=rest or "random")
+
+    def _cmd_steps(self, rest: str) -> str:
+        return self.set_defaults(steps=rest) if rest else self.defaults_text()
+
+    def _cmd_size(self, rest: str) -> str:
+        return self.set_defaults(size=rest) if rest else self.defaults_text()
+
+    def _cmd_rounds(self, rest: str) -> str:
+        return self.set_defaults(rounds=rest) if rest else self.defaults_text()
+
+    def _cmd_candidates(self, rest: str) -> str:
+        return self.set_defaults(candidates=rest) if rest else self.defaults_text()
+
+    def _cmd_raw(self, rest: str) -> str:
+        return self.set_defaults(raw=rest if rest else not self.state.defaults.raw)
+
+    def _cmd_defaults(self, rest: str) -> str:
+        return self.defaults_text()
+
+    def _cmd_refine(self, rest: str) -> str:
+        return self.refine(rest)
+
+    def _cmd_run(self, rest: str) -> str:
+        if rest:
+            return self.create(rest)
+        return self.rerun_spec()
+
+    def _cmd_edit(self, rest: str) -> str:
+        words, opts = _options(rest, {"mask", "rect", "strength", "image"})
+        image = opts.get("image")
+        if words and re.fullmatch(r"#\d+", words[0]):
+            image = words.pop(0)
+        strength = float(opts["strength"]) if "strength" in opts else 0.6
+        return self.edit(" ".join(words), image=image, mask=opts.get("mask"), rect=opts.get("rect"),
+                         strength=strength)
+
+    def _cmd_upscale(self, rest: str) -> str:
+        words, opts = _options(rest, {"method", "scale", "image"})
+        image, scale = opts.get("image"), opts.get("scale", "2")
+        for w in words:
+            if re.fullmatch(r"#?\d+", w) and w.startswith("#"):
+                image = w
+            elif re.fullmatch(r"x?\d", w.lower()):
+                scale = w.lower().lstrip("x")
+            else:
+                raise InvalidInput(f"/upscale does not understand '{w}'.", "Try /upscale x2, /upscale #12 x4 method=lanczos.")
+        return self.upscale(image=image, scale=_int(scale, "scale", 2, 4), method=opts.get("method", "lanczos"))
+
+    def _cmd_images(self, rest: str) -> str:
+        return self.list_images()
+
+    def _cmd_open(self, rest: str) -> str:
+        if not rest:
+            raise InvalidInput("Which image?", "Give its number, e.g. /open #3 (/images lists them).")
+        return self.open_image(rest)
+
+    def _cmd_scores(self, rest: str) -> str:
+        return self.explain_scores()
+
+    def _cmd_prompt(self, rest: str) -> str:
+        spec = self.state.spec
+        if not spec:
+            return "No structured prompt yet."
+        return "\n".join(f"- **{k}**: {', '.join(v) if isinstance(v, list) else v}" for k, v in spec.items() if v)
+
+    def _cmd_save(self, rest: str) -> str:
+        return self.save_image(rest)
+
+    def _cmd_undo(self, rest: str) -> str:
+        return self.undo()
+
+    def _cmd_new(self, rest: str) -> str:
+        return self.new_chat()
+
+    def _cmd_mode(self, rest: str) -> str:
+        return self.set_mode(rest.lower()) if rest else self.mode_line()
+
+    def _cmd_quit(self, rest: str) -> str:  # the front end leaves before this is reached
+        return "Bye."
+
+    # -- agent mode -------------------------------------------------------------------------------------
+    def _agent_turn(self, text: str) -> str:
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        agent = self._build_agent()
+        history = []
+        for m in self.messages()[:-1][-40:]:  # the new message is the last one
+            if m["role"] == "user" and not m["content"].startswith("/"):
+                history.append(HumanMessage(m["content"]))
+            elif m["role"] == "assistant":
+                history.append(AIMessage(m["content"]))
+        history.append(HumanMessage(text))
+        try:
+            result = agent.invoke({"messages": history}, config={"recursion_limit": MAX_RECURSION})
+        except ImagentError:
+            raise
+        except Exception as exc:
+            from agent.llm import llm_error
+
+            err = llm_error(exc, self.settings)
+            raise LLMError(err.message, (err.hint or "") + " Or switch to /mode offline.") from None
+        final = result["messages"][-1]
+        content = final.content if isinstance(final.content, str) else str(final.content)
+        return content.strip() or "Done."
+
+    def _build_agent(self):
+        if self._agent is not None:
+            return self._agent
+        from langchain.agents import create_agent
+
+        import prompts
+
+        model = self._chat_model
+        if model is None:
+            from agent.llm import build_chat_model
+
+            model = build_chat_model(self.settings)
+        self._agent = create_agent(model, self.tools(), system_prompt=prompts.read_text("chat_system.md"))
+        return self._agent
+
+    def tools(self) -> list:
+        """The agent's tools: conversation-aware adapters over this controller, plus the general
+        session tools from agent.lc_tools that these do not cover (safety checks, scoring, ...)."""
+        from langchain_core.tools import StructuredTool
+
+        def wrap(fn, name: str, description: str):
+            def run(**kwargs):
+                shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v not in (None, "", []))
+                self.say("tool", f"{name}({shown})")
+                try:
+                    return fn(**kwargs)
+                except Cancelled:
+                    raise
+                except ImagentError as exc:  # the model reads the error and tells the user
+                    return f"Error: {exc.message} {exc.hint or ''}".strip()
+            run.__name__ = name
+            return StructuredTool.from_function(func=run, name=name, description=description,
+                                                args_schema=_schema(fn))
+
+        mine = [
+            wrap(self._t_create, "create_image", "Make an image from a new idea (runs generate, safety, CLIP "
+                 "scoring and retries). Use for a new subject."),
+            wrap(self._t_refine, "refine_last", "Change the current image in words and run again, e.g. "
+                 "instruction='warmer light, less clutter'; optional explicit fields override."),
+            wrap(self._t_edit, "edit_image", "img2img on an image (default the current one), or inpaint a "
+                 "region given as mask (a file path) or rect ('x,y,w,h' pixels or fractions)."),
+            wrap(self._t_upscale, "upscale_image", "Upscale an image (default the current one) by 2, 3 or 4."),
+            wrap(self._t_show_defaults, "show_defaults", "Show the defaults new images are made with."),
+            wrap(self._t_set_defaults, "set_defaults", "Change defaults: style (preset name or 'off'), size "
+                 "('WxH' or 'native'), steps, seed (-1 for random), rounds, candidates."),
+            wrap(self._t_list_images, "list_images", "List the images made in this conversation."),
+            wrap(self._t_open_image, "open_image", "Reopen an earlier image by number; it becomes current."),
+            wrap(self._t_explain_scores, "explain_scores", "Explain the CLIP scores of the last run, round by round."),
+        ]
+        names = {t.name for t in mine}
+        try:
+            from agent.lc_tools import make_tools
+
+            general = [t for t in make_tools(self.session, names=list(_GENERAL)) if t.name not in names]
+        except ImportError:
+            general = []
+        return mine + general
+
+    # tool adapters: plain typed signatures (their schema is what the model sees)
+    def _t_create(self, idea: str, style: str | None = None) -> str:
+        """idea: the user's idea in their words. style: a style preset name, if the user asked for one."""
+        return self.create(idea, style=style)
+
+    def _t_refine(self, instruction: str, subject: str | None = None, style: str | None = None,
+                  lighting: str | None = None, composition: str | None = None,
+                  add_details: list[str] | None = None, avoid: list[str] | None = None) -> str:
+        """instruction: the change in the user's words. The other fields set parts of the structured prompt."""
+        changes = {k: v for k, v in dict(subject=subject, style=style, lighting=lighting, composition=composition,
+                                         add_details=add_details, avoid=avoid).items() if v}
+        return self.refine(instruction, changes=changes or None)
+
+    def _t_edit(self, instruction: str, image: int | None = None, mask: str | None = None,
+                rect: str | None = None, strength: float = 0.6) -> str:
+        """instruction: what the edit should show. image: its number. strength: 0..1, how much changes."""
+        return self.edit(instruction, image=image, mask=mask, rect=rect, strength=strength)
+
+    def _t_upscale(self, image: int | None = None, scale: int = 2, method: str = "lanczos") -> str:
+        """image: its number (default current). scale: 2, 3 or 4. method: lanczos, realesrgan, realesrgan-anime."""
+        return self.upscale(image=image, scale=scale, method=method)
+
+    def _t_show_defaults(self) -> str:
+        """No arguments."""
+        return self.defaults_text()
+
+    def _t_set_defaults(self, style: str | None = None, size: str | None = None, steps: int | None = None,
+                        seed: int | None = None, rounds: int | None = None, candidates: int | None = None) -> str:
+        """Only the settings to change."""
+        values = {k: v for k, v in dict(style=style, size=size, steps=steps, rounds=rounds,
+                                        candidates=candidates).items() if v is not None}
+        if seed is not None:
+            values["seed"] = None if seed < 0 else seed
+        return self.set_defaults(**values)
+
+    def _t_list_images(self) -> str:
+        """No arguments."""
+        return self.list_images()
+
+    def _t_open_image(self, image: int) -> str:
+        """image: the image number."""
+        return self.open_image(image)
+
+    def _t_explain_scores(self) -> str:
+        """No arguments."""
+        return self.explain_scores()
+
+
+# the general tools of agent.lc_tools the chat offers too; run, generate, edit, upscale and
+# list_images are covered by the conversation's own tools (which keep its state: current image, ...)
+_GENERAL = ("expand", "check_safety", "score", "get_image")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _can_call_tools(model) -> bool:
+    try:
+        from langchain_core.language_models import BaseChatModel
+    except ImportError:  # pragma: no cover
+        return False
+    bind = getattr(type(model), "bind_tools", None)
+    return bind is not None and bind is not BaseChatModel.bind_tools
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _schema(fn):
+    """A pydantic model of fn's keyword arguments (for StructuredTool)."""
+    import inspect
+    import typing
+
+    from pydantic import create_model
+
+    hints = typing.get_type_hints(fn)
+    params = {}
+    for name, p in inspect.signature(fn).parameters.items():
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        params[name] = (hints.get(name, str), default)
+    return create_model(f"{fn.__name__.strip('_')}_args", **params)
+
+
+def _options(rest: str, known: set[str]) -> tuple[list[str], dict]:
+    try:
+        tokens = shlex.split(rest)
+    except ValueError as exc:
+        raise InvalidInput(f"Cannot read the arguments ({exc}).", "Close the quotes.") from None
+    words, opts = [], {}
+    for tok in tokens:
+        key, eq, value = tok.partition("=")
+        if eq and key.lower() in known:
+            opts[key.lower()] = value
+        else:
+            words.append(tok)
+    return words, opts
+
+
+def _int(value, name: str, lo: int, hi: int) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise InvalidInput(f"{name} '{value}' is not a whole number.", f"Use {lo} to {hi}.") from None
+    if not lo <= n <= hi:
+        raise InvalidInput(f"{name} {n} is out of range.", f"Use {lo} to {hi}.")
+    return n
+
+
+def _bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"on", "yes", "true", "1"}:
+        return True
+    if text in {"off", "no", "false", "0"}:
+        return False
+    raise InvalidInput(f"'{value}' is not on or off.", "Use /raw on or /raw off.")
+
+
+def _image_id(value) -> int:
+    text = str(value).strip().lstrip("#")
+    if not text.isdigit():
+        raise InvalidInput(f"'{value}' is not an image number.", "Use e.g. /open #3 (/images lists them).")
+    return int(text)
+
+
+def _plain(record) -> dict:
+    if isinstance(record, dict):
+        return record
+    if hasattr(record, "model_dump"):
+        return record.model_dump(mode="json")
+    if hasattr(record, "__dataclass_fields__"):
+        return asdict(record)
+    return dict(record)
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{float(value):.2f}"
+
+
+def _best_score(rounds: list[dict]) -> float | None:
+    scores = [r.get("best_score") for r in rounds if r.get("best_score") is not None]
+    return max(scores) if scores else None

@@ -1,0 +1,59 @@
+"""Scripted fakes for the chat tests: a tool-calling chat model and a session.run that blocks."""
+from __future__ import annotations
+
+import itertools
+import threading
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+
+class ScriptedChatModel(GenericFakeChatModel):
+    """Answers with the scripted AIMessages in order (tool calls included); `bind_tools` returns
+    itself, so `create_agent` can use it. `seen` keeps the messages of every call."""
+
+    seen: list = []
+
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.seen.append(list(messages))
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+def scripted(*turns) -> ScriptedChatModel:
+    """turns: ("tool", name, args) for a tool call, or a str for a final answer."""
+    counter = itertools.count(1)
+    messages = []
+    for turn in turns:
+        if isinstance(turn, str):
+            messages.append(AIMessage(content=turn))
+        else:
+            _, name, args = turn
+            messages.append(AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": f"call_{next(counter)}",
+                                                                "type": "tool_call"}]))
+    return ScriptedChatModel(messages=iter(messages), seen=[])
+
+
+def blocking_run(session, *, started: threading.Event | None = None, step: int = 4, steps: int = 10):
+    """A stand-in for Session.run that reports round 1 as finished, then sits in round 2 at
+    `step`/`steps` until the session is cancelled (deterministic mid-generation screens)."""
+    from agent.errors import Cancelled
+    from agent.loop import LoopEvent
+    from agent.session import Progress
+
+    def run(idea, *, progress=None, events=None, **kwargs):
+        session.cancel_event.clear()
+        progress(Progress("round", 0, 3, "round 1/3"))
+        events(LoopEvent("round_start", 1, {"prompt": idea, "change": "initial prompt"}))
+        events(LoopEvent("round_end", 1, {"round": 1, "change": "initial prompt", "scores": [0.61, 0.58],
+                                          "best_score": 0.61, "seeds": [7, 8]}))
+        progress(Progress("round", 1, 3, "round 2/3"))
+        progress(Progress("step", step, steps))
+        if started is not None:
+            started.set()
+        session.cancel_event.wait(30)
+        raise Cancelled("Run cancelled.")
+
+    return run

@@ -1,0 +1,121 @@
+"""The chat controller without any UI: refining in words, defaults, the router, agent mode with a
+scripted tool-calling model, persistence and resume."""
+from __future__ import annotations
+
+import pytest
+from chat_fakes import scripted
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import ToolMessage
+
+from agent.chat import ChatController, refine_spec, rect_mask
+from agent.errors import InvalidInput
+
+SPEC = {"subject": "a cat on a sofa", "style": "", "lighting": "soft natural light", "composition": "",
+        "quality": ["sharp focus"], "negatives": ["blurry"], "extras": ["clutter on the floor"]}
+FAST = ("/steps 1", "/rounds 1", "/candidates 1", "/seed 11")
+
+
+def fast(controller: ChatController) -> ChatController:
+    for command in FAST:
+        controller.handle(command)
+    return controller
+
+
+def test_refine_in_words_edits_the_right_fields():
+    spec, notes = refine_spec(SPEC, "warmer light, less clutter, close-up shot and watercolor style; a red hat")
+    assert spec["lighting"] == "warmer light"
+    assert "clutter" in spec["negatives"] and spec["extras"] == ["a red hat"]
+    assert spec["composition"] == "close-up shot" and spec["style"] == "watercolor style"
+    assert spec["subject"] == SPEC["subject"] and SPEC["extras"] == ["clutter on the floor"]  # input untouched
+    assert notes == ["lighting: warmer light", "avoid: clutter", "composition: close-up shot",
+                     "style: watercolor style", "add: a red hat"]
+    with pytest.raises(InvalidInput):
+        refine_spec(SPEC, "   ")
+
+
+def test_rect_mask_in_pixels_and_fractions():
+    m = rect_mask((32, 32), "0.25,0.25,0.5,0.5")
+    assert m.getbbox() == (8, 8, 24, 24)
+    assert rect_mask((32, 32), "0,0,8,4").getbbox() == (0, 0, 8, 4)
+    with pytest.raises(InvalidInput, match="not inside"):
+        rect_mask((32, 32), "30,30,8,8")
+
+
+def test_defaults_are_checked_and_persisted(session):
+    chat = ChatController(session)
+    chat.handle("/size 48x64")
+    chat.handle("/style watercolor")
+    chat.handle("/raw on")
+    with pytest.raises(InvalidInput, match="multiples of 8"):
+        chat.handle("/size 33x33")
+    with pytest.raises(InvalidInput) as err:
+        chat.handle("/style watercolour")
+    assert "Did you mean watercolor" in err.value.hint
+    with pytest.raises(InvalidInput, match="Unknown command"):
+        chat.handle("/frobnicate")
+    d = ChatController(session, chat_id=chat.chat_id).state.defaults
+    assert (d.width, d.height, d.style, d.raw) == (48, 64, "watercolor", True)
+    roles = [m["role"] for m in chat.messages()]
+    assert roles.count("error") == 3 and roles.count("user") == 6
+
+
+def test_modes_are_announced(session):
+    assert ChatController(session).mode == "router"
+    assert "offline mode" in ChatController(session).mode_line()
+    no_tools = ChatController(session, chat_model=FakeListChatModel(responses=["hi"]))
+    assert no_tools.mode == "router" and "cannot call tools" in no_tools.mode_line()
+    assert ChatController(session, chat_model=scripted("ok")).mode == "agent"
+    configured = ChatController(type(session)(session.settings.with_overrides(llm_model="some-model")))
+    assert configured.mode == "agent" and "some-model" in configured.mode_line()
+
+
+def test_router_idea_refine_undo_and_resume(session):
+    events = []
+    chat = fast(ChatController(session, listener=events.append))
+    reply = chat.handle("two red circles")
+    first = chat.state.image_id
+    assert "Made image **#" in reply and first is not None
+    assert chat.state.spec["subject"] == "two red circles" and len(chat.state.rounds) == 1
+    assert {"progress", "loop", "image", "state"} <= {e.kind for e in events}
+    assert any(e.kind == "progress" and e.data.kind == "step" for e in events)
+
+    chat.handle("/refine warmer light, less clutter")
+    assert chat.state.image_id != first
+    assert chat.state.spec["lighting"] == "warmer light" and "clutter" in chat.state.spec["negatives"]
+    assert chat.state.idea == "two red circles"
+    assert "| round |" in chat.handle("/scores")
+
+    assert "Undid refine" in chat.handle("/undo")
+    assert chat.state.image_id == first and chat.state.spec["lighting"] != "warmer light"
+
+    again = ChatController(session, chat_id=chat.chat_id)
+    assert again.resumed and again.state.image_id == first and len(again.state.images) == 2
+    assert [m["content"] for m in again.messages()][-2:] == ["/undo", chat.messages()[-1]["content"]]
+    assert {r["id"] for r in session.gallery.chat_images(chat.chat_id)} == set(again.state.images)
+    with pytest.raises(InvalidInput, match="No chat with id"):
+        ChatController(session, chat_id="nope")
+
+
+def test_agent_mode_calls_tools_and_reads_their_errors(session):
+    model = scripted(
+        ("tool", "set_defaults", {"steps": 1, "rounds": 1, "candidates": 1, "seed": 5}), "Defaults set.",
+        ("tool", "create_image", {"idea": "two red circles"}), "Here are **two red circles**.",
+        ("tool", "set_defaults", {"size": "33x33"}), "That size does not work; try 32x32.",
+        ("tool", "refine_last", {"instruction": "warmer light", "lighting": "warm golden light"}), "Warmer now.",
+    )
+    chat = ChatController(session, chat_model=model)
+    assert chat.handle("use 1 step, 1 round, 1 candidate, seed 5") == "Defaults set."
+    assert chat.state.defaults.steps == 1
+    assert chat.handle("draw two red circles") == "Here are **two red circles**."
+    first = chat.state.image_id
+    assert first is not None and chat.state.seed == 5
+    assert chat.handle("make it 33 by 33") == "That size does not work; try 32x32."
+    tool_answers = [m for m in model.seen[-1] if isinstance(m, ToolMessage)]
+    assert tool_answers[-1].content.startswith("Error: Size 33x33")
+    assert chat.handle("warmer please") == "Warmer now."
+    assert chat.state.spec["lighting"] == "warm golden light" and chat.state.image_id != first
+    # the conversation so far reaches the model on each turn
+    humans = [m.content for m in model.seen[-1] if m.type == "human"]
+    assert humans[:2] == ["use 1 step, 1 round, 1 candidate, seed 5", "draw two red circles"]
+    tools = [m["content"] for m in chat.messages() if m["role"] == "tool"]
+    assert any(t.startswith("create_image(idea='two red circles')") for t in tools)

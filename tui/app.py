@@ -1,0 +1,493 @@
+"""`imagent chat`: the Textual app over agent.chat.ChatController.
+
+Built by one factory, `make_app(session, ...)`, shared by the CLI and the tests. The controller
+does the work in a thread worker (the event loop never blocks on a model); what it reports comes
+back as `ChatUpdate` messages (messages go up), and the app calls the controller's methods
+(method calls go down). Only Textual is imported here at module level; the chat agent, LangChain
+and the pixel tools load on first use inside the worker.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Iterable
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.suggester import Suggester
+from textual.widgets import DataTable, Footer, Header, Input, Label, Markdown, ProgressBar, Static, TextArea
+
+from agent.chat import COMMAND_HELP, ChatController, ChatEvent, help_text
+from agent.errors import Cancelled, ImagentError
+
+SPEC_FIELDS = ("subject", "style", "lighting", "composition", "quality", "negatives", "extras")
+LIST_FIELDS = {"quality", "negatives", "extras"}
+
+
+class ChatUpdate(Message):
+    """An event from the controller (posted from the worker thread)."""
+
+    def __init__(self, event: ChatEvent) -> None:
+        super().__init__()
+        self.event = event
+
+
+class JobDone(Message):
+    """The worker finished one user message: `error` is None, an ImagentError, or another exception."""
+
+    def __init__(self, text: str, reply: str | None, error: BaseException | None) -> None:
+        super().__init__()
+        self.text, self.reply, self.error = text, reply, error
+
+
+class SlashSuggester(Suggester):
+    """Completes slash command names, and style names after /style."""
+
+    def __init__(self, styles=None) -> None:
+        super().__init__(use_cache=False, case_sensitive=False)
+        self._styles = styles
+
+    def styles(self) -> list[str]:
+        if self._styles is None:
+            try:
+                from agent.expand import load_styles
+
+                self._styles = list(load_styles())
+            except ImagentError:
+                self._styles = []
+        return self._styles
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value.startswith("/"):
+            return None
+        head, space, rest = value.partition(" ")
+        if not space:
+            for name in COMMAND_HELP:
+                if name.startswith(head[1:].lower()) and len(head) > 1:
+                    return "/" + name + (" " if COMMAND_HELP[name][0] else "")
+            return None
+        if head == "/style" and rest:
+            for name in self.styles():
+                if name.startswith(rest.lower()):
+                    return f"/style {name}"
+        return None
+
+
+class PromptInput(Input):
+    """The message input: Tab accepts the completion, Up/Down walk the history."""
+
+    BINDINGS = [
+        Binding("tab", "complete", "Complete", show=False, priority=True),
+        Binding("up", "history(-1)", "Previous", show=False),
+        Binding("down", "history(1)", "Next", show=False),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.history: list[str] = []
+        self._at = 0
+
+    def remember(self, text: str) -> None:
+        if text and (not self.history or self.history[-1] != text):
+            self.history.append(text)
+        self._at = len(self.history)
+
+    def action_complete(self) -> None:
+        if self._suggestion:
+            self.value = self._suggestion
+            self.cursor_position = len(self.value)
+
+    def action_history(self, delta: int) -> None:
+        if not self.history:
+            return
+        self._at = max(0, min(len(self.history), self._at + delta))
+        self.value = self.history[self._at] if self._at < len(self.history) else ""
+        self.cursor_position = len(self.value)
+
+
+class LogLine(Static):
+    """One line of the chat log (user, tool, notice or error)."""
+
+
+class ImagentApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "imagent"
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", priority=True),
+        Binding("f1", "help", "Help"),
+        Binding("f2", "images", "Images"),
+        Binding("f3", "scores", "Scores"),
+        Binding("f4", "edit_prompt", "Edit prompt"),
+        Binding("f5", "run_prompt", "Run prompt"),
+        Binding("f6", "undo", "Undo"),
+        Binding("ctrl+n", "new_chat", "New chat"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, session, *, chat_model=None, chat_id: str | None = None, image_widget=None,
+                 offline: bool = False, styles=None) -> None:
+        super().__init__()
+        self.session = session
+        self.controller = ChatController(session, chat_model=chat_model, chat_id=chat_id,
+                                         listener=self._from_controller, offline=offline)
+        self.image_widget = image_widget
+        self.busy = False
+        self._styles = styles
+
+    # -- layout ------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◆")
+        with Horizontal(id="body"):
+            with Vertical(id="main"):
+                yield VerticalScroll(id="log", can_focus=False)
+                with Vertical(id="progress"):
+                    with Horizontal(classes="bar"):
+                        yield Label("round", classes="bar-label")
+                        yield ProgressBar(id="rounds", show_eta=False)
+                    with Horizontal(classes="bar"):
+                        yield Label("step", classes="bar-label")
+                        yield ProgressBar(id="steps", show_eta=False)
+                yield Static("", id="status")
+                yield PromptInput(id="prompt", placeholder="Describe an image, or /help",
+                                  suggester=SlashSuggester(self._styles))
+            with Vertical(id="side"):
+                yield Label("Structured prompt  [dim](F4 edit · F5 run)[/]", classes="side-title")
+                yield TextArea(id="spec", soft_wrap=True, show_line_numbers=False)
+                yield Label("Parameters", classes="side-title")
+                yield Static("", id="params")
+                yield Label("Rounds", classes="side-title")
+                yield DataTable(id="table", cursor_type="none", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.controller.mode_line().split(":")[0]
+        table = self.query_one("#table", DataTable)
+        table.can_focus = False
+        table.add_columns("#", "change", "scores", "best")
+        self.query_one("#progress").display = False
+        self._notice(self.controller.mode_line())
+        if self.controller.resumed:
+            self._replay()
+        self._show_state()
+        self._set_status()
+        self.query_one("#prompt", PromptInput).focus()
+
+    # -- helpers that draw ---------------------------------------------------------------------------
+    @property
+    def log_view(self) -> VerticalScroll:
+        return self.query_one("#log", VerticalScroll)
+
+    def _mount_log(self, widget) -> None:
+        self.log_view.mount(widget)
+        self.log_view.scroll_end(animate=False)
+
+    def _notice(self, text: str) -> None:
+        self._mount_log(LogLine(text, classes="notice", markup=False))
+
+    def _add_message(self, role: str, text: str) -> None:
+        if role == "assistant":
+            self._mount_log(Markdown(text, classes="assistant"))
+        elif role == "user":
+            self._mount_log(LogLine(f"› {text}", classes="user", markup=False))
+        elif role == "tool":
+            self._mount_log(LogLine(f"⚙ {text}", classes="tool", markup=False))
+        elif role == "error":
+            self._mount_log(LogLine(f"✗ {text}", classes="error", markup=False))
+        else:
+            self._mount_log(LogLine(text, classes="notice", markup=False))
+
+    def _add_image(self, image_id, path: str) -> None:
+        if not Path(path).is_file():
+            self._notice(f"(image #{image_id} is missing on disk)")
+            return
+        box = Vertical(classes="preview")
+        self._mount_log(box)
+        box.mount(self._image(path))
+        box.mount(Label(f"image #{image_id}", classes="caption"))
+        self.log_view.scroll_end(animate=False)
+
+    def _image(self, path: str):
+        widget = self.image_widget
+        if widget is None:
+            from textual_image.widget import HalfcellImage as widget
+        return widget(path, classes="picture")
+
+    def _replay(self) -> None:
+        for m in self.controller.messages():
+            self._add_message(m["role"], m["content"])
+        state = self.controller.state
+        if state.image_path:
+            self._add_image(state.image_id, state.image_path)
+        self._notice(f"Resumed conversation {self.controller.chat_id}.")
+
+    def _show_state(self) -> None:
+        state = self.controller.state
+        area = self.query_one("#spec", TextArea)
+        if not area.has_focus:
+            area.text = spec_to_text(state.spec)
+        self.query_one("#params", Static).update(params_text(self.controller))
+        self._fill_table(state.rounds)
+
+    def _fill_table(self, rounds: list[dict]) -> None:
+        table = self.query_one("#table", DataTable)
+        table.clear()
+        for r in rounds:
+            self._table_row(table, r)
+
+    @staticmethod
+    def _table_row(table: DataTable, r: dict) -> None:
+        scores = " ".join("-" if s is None else f"{s:.2f}" for s in (r.get("scores") or []))
+        best = r.get("best_score")
+        table.add_row(str(r.get("round")), (r.get("change") or "")[:22], scores,
+                      "-" if best is None else f"{best:.2f}")
+
+    def _set_status(self, text: str | None = None) -> None:
+        if text is None:
+            text = ("working… Esc cancels" if self.busy else
+                    f"ready · {self.controller.mode_line().split(':')[0]} · /help, Ctrl+P for actions")
+        self.query_one("#status", Static).update(text)
+
+    # -- events from the controller (posted from the worker thread) -----------------------------------
+    def _from_controller(self, event: ChatEvent) -> None:
+        self.post_message(ChatUpdate(event))
+
+    def on_chat_update(self, message: ChatUpdate) -> None:
+        event = message.event
+        if event.kind == "message":
+            if event.role != "user":  # the user's line is drawn at once, on submit
+                self._add_message(event.role, event.text)
+        elif event.kind == "image":
+            self._add_image(event.data["image_id"], event.data["path"])
+        elif event.kind == "state":
+            self._show_state()
+        elif event.kind == "progress":
+            self._progress(event.data)
+        elif event.kind == "loop":
+            self._loop_event(event.data)
+        elif event.kind == "mode":
+            self.sub_title = event.text.split(":")[0]
+            self._set_status()
+        elif event.kind == "cleared":
+            self.log_view.remove_children()
+            self._notice(self.controller.mode_line())
+
+    def _progress(self, p) -> None:
+        bar = self.query_one("#steps" if p.kind == "step" else "#rounds", ProgressBar)
+        bar.update(total=max(1, p.total), progress=p.done)
+        if p.kind == "round":
+            self.query_one("#steps", ProgressBar).update(progress=0)
+            if p.label and p.label != "done":
+                self._set_status(f"{p.label} · Esc cancels")
+
+    def _loop_event(self, e) -> None:
+        kind = getattr(e, "kind", "")
+        if kind == "round_start" and getattr(e, "round", 0) == 1:
+            self.query_one("#table", DataTable).clear()
+        elif kind == "round_end":
+            self._table_row(self.query_one("#table", DataTable), dict(getattr(e, "data", {}) or {}))
+
+    # -- input ---------------------------------------------------------------------------------------
+    @on(Input.Submitted, "#prompt")
+    def on_prompt_submitted(self, event: Input.Submitted) -> None:
+        self.submit(event.value)
+
+    def submit(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        prompt = self.query_one("#prompt", PromptInput)
+        if text.split(" ")[0] in {"/quit", "/exit", "/q"}:
+            self.exit()
+            return
+        if self.busy:
+            self.notify("Still working on the last message; your text is kept. Esc cancels the running job.",
+                        title="Busy", severity="warning")
+            return
+        prompt.remember(text)
+        prompt.value = ""
+        self._add_message("user", text)
+        self._start(text, partial(self.controller.handle, text))
+
+    def _start(self, text: str, job) -> None:
+        self.busy = True
+        self.query_one("#progress").display = True
+        for bar in self.query(ProgressBar):
+            bar.update(total=1, progress=0)
+        self._set_status()
+        self._work(text, job)
+
+    @work(thread=True, exclusive=True, group="chat")
+    def _work(self, text: str, job) -> None:
+        try:
+            reply = job()
+        except BaseException as exc:  # the UI shows every failure; none is swallowed
+            self.post_message(JobDone(text, None, exc))
+            return
+        self.post_message(JobDone(text, reply, None))
+
+    def on_job_done(self, message: JobDone) -> None:
+        self.busy = False
+        self.query_one("#progress").display = False
+        self._set_status()
+        prompt = self.query_one("#prompt", PromptInput)
+        exc = message.error
+        if exc is not None:
+            if not prompt.value and not message.text.startswith("/run"):
+                prompt.value = message.text  # nothing the user typed is lost
+                prompt.cursor_position = len(prompt.value)
+            if isinstance(exc, Cancelled):
+                self.notify("Stopped. Your message is back in the input; Enter runs it again.", title="Cancelled")
+            elif isinstance(exc, ImagentError):
+                self.notify(exc.hint or "Fix the input and press Enter again.", title=exc.message,
+                            severity="error", timeout=10)
+            else:
+                self.notify(f"{type(exc).__name__}: {exc}. This is a bug in imagent; your message is kept. "
+                            "Run with IMAGENT_DEBUG=1 for details.", title="Internal error", severity="error",
+                            timeout=15)
+                self._add_message("error", f"internal error: {type(exc).__name__}: {exc}")
+        elif message.reply is None:
+            self.exit()
+        if not isinstance(self.focused, TextArea):
+            prompt.focus()
+
+    # -- actions (bindings and the command palette) -------------------------------------------------------
+    def action_cancel(self) -> None:
+        if self.busy:
+            self.controller.cancel()
+            self._set_status("cancelling… (stops after the current step)")
+        elif self.focused is not self.query_one("#prompt"):
+            self.query_one("#prompt", PromptInput).focus()
+
+    def _command(self, text: str) -> None:
+        if self.busy:
+            self.notify("Wait for the running job, or press Esc to cancel it.", title="Busy", severity="warning")
+            return
+        self._add_message("user", text)
+        self._start(text, partial(self.controller.handle, text))
+
+    def action_help(self) -> None:
+        self._add_message("assistant", help_text())
+
+    def action_images(self) -> None:
+        self._command("/images")
+
+    def action_scores(self) -> None:
+        self._command("/scores")
+
+    def action_undo(self) -> None:
+        self._command("/undo")
+
+    def action_new_chat(self) -> None:
+        self._command("/new")
+
+    def action_edit_prompt(self) -> None:
+        self.query_one("#spec", TextArea).focus()
+
+    def action_run_prompt(self) -> None:
+        try:
+            spec = text_to_spec(self.query_one("#spec", TextArea).text)
+        except ValueError as exc:
+            self.notify(str(exc), title="The structured prompt cannot be read", severity="error")
+            return
+        if self.busy:
+            self.notify("Wait for the running job, or press Esc to cancel it.", title="Busy", severity="warning")
+            return
+        self._add_message("user", "/run (edited prompt)")
+        self.query_one("#prompt", PromptInput).focus()
+        self._start("/run", partial(self.controller.run_edited, spec))
+
+    def action_prefill(self, text: str) -> None:
+        prompt = self.query_one("#prompt", PromptInput)
+        prompt.value = text
+        prompt.cursor_position = len(text)
+        prompt.focus()
+
+    def action_show_chat_id(self) -> None:
+        self.notify(f"imagent chat --resume {self.controller.chat_id}", title="This conversation")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New image", "Describe an idea in the input", partial(self.action_prefill, ""))
+        yield SystemCommand("Refine the last image", "Change it in words (/refine)",
+                            partial(self.action_prefill, "/refine "))
+        yield SystemCommand("Edit the current image", "img2img or inpaint a region (/edit)",
+                            partial(self.action_prefill, "/edit "))
+        yield SystemCommand("Upscale the current image x2", "Lanczos x2 (/upscale)", partial(self._command, "/upscale x2"))
+        yield SystemCommand("Run the structured prompt", "Run the side panel's prompt again (F5)", self.action_run_prompt)
+        yield SystemCommand("Edit the structured prompt", "Focus the side panel's editor (F4)", self.action_edit_prompt)
+        yield SystemCommand("Cancel the running generation", "Stops after the current step (Esc)", self.action_cancel)
+        yield SystemCommand("Undo", "Undo the last change (F6)", self.action_undo)
+        yield SystemCommand("List images", "This chat's images (F2)", self.action_images)
+        yield SystemCommand("Open an earlier image", "Make it current (/open #ID)", partial(self.action_prefill, "/open #"))
+        yield SystemCommand("Explain the scores", "The last run's round table (F3)", self.action_scores)
+        yield SystemCommand("Save the current image", "Copy it somewhere (/save PATH)", partial(self.action_prefill, "/save "))
+        yield SystemCommand("Show defaults", "Style, size, steps, seed, rounds", partial(self._command, "/defaults"))
+        for name in ("style", "seed", "steps", "size", "rounds", "candidates"):
+            yield SystemCommand(f"Set {name}", COMMAND_HELP[name][1], partial(self.action_prefill, f"/{name} "))
+        yield SystemCommand("Toggle raw prompts", "Use your words as written (/raw)", partial(self._command, "/raw"))
+        yield SystemCommand("Switch mode", "Agent (tool-calling model) or offline (/mode)", partial(self.action_prefill, "/mode "))
+        yield SystemCommand("New conversation", "Start over, keeping defaults (Ctrl+N)", self.action_new_chat)
+        yield SystemCommand("Show the conversation id", "For imagent chat --resume", self.action_show_chat_id)
+        yield SystemCommand("Help", "Commands and keys (F1)", self.action_help)
+
+    def on_unmount(self) -> None:
+        if self.busy:  # leaving while a job runs: stop it at its next step
+            self.controller.cancel()
+
+
+# -- the side panel's text form of a structured prompt ------------------------------------------------
+def spec_to_text(spec: dict | None) -> str:
+    if not spec:
+        return ""
+    lines = []
+    for key in SPEC_FIELDS:
+        value = spec.get(key)
+        lines.append(f"{key}: {', '.join(value) if isinstance(value, list) else (value or '')}")
+    return "\n".join(lines)
+
+
+def text_to_spec(text: str) -> dict:
+    spec: dict = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        key, colon, value = line.partition(":")
+        key = key.strip().lower()
+        if not colon or key not in SPEC_FIELDS:
+            raise ValueError(f"Line {n} should be 'field: value' with a field from {', '.join(SPEC_FIELDS)}.")
+        value = value.strip()
+        spec[key] = [v.strip() for v in value.split(",") if v.strip()] if key in LIST_FIELDS else value
+    if not spec.get("subject"):
+        raise ValueError("The subject is empty: write 'subject: what to draw'.")
+    return spec
+
+
+def params_text(controller: ChatController) -> str:
+    d = controller.state.defaults
+    steps = d.steps or controller.settings.steps or 20
+    rows = [("style", d.style or "none"), ("size", d.size_text()), ("steps", steps),
+            ("seed", d.seed if d.seed is not None else "random"), ("rounds", d.rounds),
+            ("candidates", d.candidates), ("raw", "on" if d.raw else "off")]
+    state = controller.state
+    if state.image_id:
+        rows.append(("image", f"#{state.image_id} (seed {state.seed})"))
+    return "\n".join(f"{k:<11}{v}" for k, v in rows)
+
+
+def pick_image_widget():
+    """The best image widget for this terminal: Sixel or the Terminal Graphics Protocol where the
+    terminal speaks one, else half-block cells. Import before the app starts (it asks the terminal)."""
+    from textual_image.widget import HalfcellImage, Image, SixelImage, TGPImage
+
+    return Image if Image in (SixelImage, TGPImage) else HalfcellImage
+
+
+def make_app(session, *, chat_model=None, chat_id: str | None = None, image_widget=None, offline: bool = False,
+             styles=None) -> ImagentApp:
+    """The one factory for `imagent chat` and the tests. `image_widget` None: half-block previews."""
+    return ImagentApp(session, chat_model=chat_model, chat_id=chat_id, image_widget=image_widget,
+                      offline=offline, styles=styles)

@@ -25,6 +25,7 @@ COMMANDS = {
     "upscale": ("agent.commands.upscale", "upscale an image: Real-ESRGAN (ncnn, CPU), Lanczos, SD x4, hires-fix"),
     "score": ("agent.commands.score", "CLIP score of images against a text (or rank several texts)"),
     "check-safety": ("agent.commands.check_safety", "check a prompt and/or an image against the safety policy"),
+    "mcp": ("agent.commands.mcp", "serve imagent's tools to other agents over MCP (stdio or streamable HTTP)"),
 }
 
 DESCRIPTION = """\

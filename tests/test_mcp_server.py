@@ -169,7 +169,7 @@ def test_paths_are_confined(app, folders, tmp_path, path):
         assert str(tmp_path / "secret.png") not in text or "outside" in text
 
 
-def test_jobs_start_poll_and_cancel(app):
+def test_jobs_start_and_poll(app):
     async def main():
         async with mcp.Client(app.server) as client:
             started = (await client.call_tool("start_job", {"tool": "generate",
@@ -264,3 +264,54 @@ def test_streamable_http_on_loopback(app):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_cancel_queued_and_running_jobs(app, monkeypatch):
+    import threading
+
+    from agent.errors import Cancelled
+
+    started = threading.Event()
+
+    def blocking(inp, progress=None):
+        started.set()
+        if not app.session.cancel_event.wait(20):
+            raise AssertionError("never cancelled")
+        raise Cancelled("Cancelled at step 1.")
+
+    monkeypatch.setattr(app.caps, "generate", blocking)
+
+    async def main():
+        async with mcp.Client(app.server) as client:
+            a = (await client.call_tool("start_job", {"tool": "generate", "arguments": {"prompt": "a"}})
+                 ).structured_content
+            b = (await client.call_tool("start_job", {"tool": "generate", "arguments": {"prompt": "b"}})
+                 ).structured_content
+            assert started.wait(10)
+            cb = (await client.call_tool("cancel_job", {"job_id": b["job_id"]})).structured_content
+            ca = (await client.call_tool("cancel_job", {"job_id": a["job_id"]})).structured_content
+            return b, cb, ca
+    b, cb, ca = asyncio.run(main())
+    assert b["position"] == 1
+    assert cb["status"] == "cancelled" and ca["status"] == "cancelled"
+
+
+def test_imagent_mcp_over_stdio(tiny_sd_path, imagent_home, tmp_path):
+    import sys
+
+    params = mcp.StdioServerParameters(
+        command=sys.executable, args=["-m", "agent.cli", "mcp", "--model", str(tiny_sd_path), "--safety", "off",
+                                      "--inputs", str(tmp_path / "in"), "--outputs", str(tmp_path / "out")],
+        env={**os.environ, "IMAGENT_HOME": str(imagent_home)})
+
+    async def main():
+        async with mcp.Client(params) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            listed = await client.call_tool("list_images", {})
+            bad = await client.call_tool("edit", {"prompt": "x", "image": "../../etc/passwd"})
+            return names, listed, bad
+    names, listed, bad = asyncio.run(main())
+    assert {"run", "generate", "start_job"} <= names
+    assert listed.structured_content["count"] == 0
+    assert bad.is_error and ("outside" in bad.content[0].text or "does not exist" in bad.content[0].text)
+    assert (tmp_path / "in").is_dir()

@@ -202,3 +202,34 @@ def test_cli_check_safety(capsys, tmp_path):
     assert payload["allowed"] is False and payload["results"][0]["category"] == "sexual"
     assert "sexual" in captured.err
     assert main(["check-safety"]) == 2
+
+
+def test_sd_safety_checker_plumbing_with_tiny_local_weights(monkeypatch, tmp_path):
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPVisionConfig
+
+    folder = tmp_path / "sd-checker"
+    torch.manual_seed(0)
+    cfg = CLIPConfig(text_config=CLIPTextConfig(hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                                num_attention_heads=2).to_dict(),
+                     vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                                    num_attention_heads=2, image_size=32, patch_size=8).to_dict(),
+                     projection_dim=8)
+    model = StableDiffusionSafetyChecker(cfg)
+    with torch.no_grad():  # make every concept threshold unreachable: nothing is flagged
+        model.concept_embeds_weights.fill_(10.0)
+        model.special_care_embeds_weights.fill_(10.0)
+    model.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    monkeypatch.setenv("IMAGENT_SD_SAFETY_CHECKER", str(folder))
+    checker = build_checker("standard")
+    assert checker.sd_checker is not None and checker.notes == []
+    v = checker.check_image(shapes(2, 64))
+    assert v.allowed and v.scores["sd_safety_checker"] == 0.0 and "nsfw" in v.scores
+
+    with torch.no_grad():  # thresholds below any cosine: everything is flagged
+        model.concept_embeds_weights.fill_(-10.0)
+    model.save_pretrained(folder)
+    v = build_checker("standard").check_image(shapes(2, 64))
+    assert not v.allowed and "Stable Diffusion safety checker" in v.reason

@@ -105,7 +105,6 @@ class Scorer:
             return self._model
 
     def _load(self, path: str):
-        import torch
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
         local = Path(path).exists()
@@ -127,7 +126,6 @@ class Scorer:
         if processor is None:  # a bare model folder: CLIP's standard preprocessing at the model's size
             size = model.config.vision_config.image_size
             processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-        torch.set_grad_enabled(False)
         return model, tokenizer, processor
 
     # -- embeddings -------------------------------------------------------------------------------

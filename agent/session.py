@@ -139,6 +139,30 @@ class Session:
                 self._safety = build_checker(self.settings.safety)
             return self._safety
 
+    def model_defaults(self) -> dict:
+        """Sampling defaults for this session's model: settings first, then the model's own (the
+        demo model's card), then the generic ones."""
+        from tools.generate import DEFAULT_CFG, DEFAULT_STEPS
+
+        out = {"steps": DEFAULT_STEPS, "cfg": DEFAULT_CFG}
+        if self.settings.backend == "diffusers" and self.settings.model == DEMO:
+            from tools import demo
+
+            d = demo.defaults()
+            out = {"steps": d["num_inference_steps"], "cfg": d["guidance_scale"]}
+        if self.settings.steps is not None:
+            out["steps"] = self.settings.steps
+        if self.settings.cfg is not None:
+            out["cfg"] = self.settings.cfg
+        return out
+
+    def _with_defaults(self, request: GenerateRequest) -> GenerateRequest:
+        if request.steps is None or request.cfg is None:
+            d = self.model_defaults()
+            request.steps = d["steps"] if request.steps is None else request.steps
+            request.cfg = d["cfg"] if request.cfg is None else request.cfg
+        return request
+
     def cancel(self) -> None:
         """Ask the running job to stop at its next step (thread-safe)."""
         self.cancel_event.set()
@@ -156,7 +180,7 @@ class Session:
                  kind: str = "generate", inputs: dict | None = None, extra: dict | None = None,
                  chat_id: str | None = None) -> GenerationOutcome:
         """Validate, safety-check, generate, save PNGs with metadata, record in the gallery."""
-        req = check_request(request)
+        req = check_request(self._with_defaults(request))
         self.check_prompt(req.prompt)
         backend = self.backend()
         if req.mode not in backend.capabilities:
@@ -246,7 +270,7 @@ class Session:
             expansion = self.expand(idea, style=style, negative=negative, chat_model=chat_model)
             spec, positive, neg, warnings = (expansion.spec, expansion.positive, expansion.negative,
                                              list(expansion.warnings))
-        base = check_request(GenerateRequest(prompt=positive, negative_prompt=neg, **fields_))
+        base = check_request(self._with_defaults(GenerateRequest(prompt=positive, negative_prompt=neg, **fields_)))
         self.check_prompt(idea)
         self.check_prompt(positive)
         backend, checker, scorer = self.backend(), self.safety(), self.scorer()

@@ -16,6 +16,8 @@ from tools.errors import InvalidInput
 from tools.images import MAX_SIDE
 
 MAX_PROMPT_CHARS = 4000
+DEFAULT_STEPS = 20
+DEFAULT_CFG = 7.0
 MAX_COUNT = 64
 
 ProgressFn = Callable[[int, int], None]  # (step done, total steps)
@@ -23,12 +25,13 @@ ProgressFn = Callable[[int, int], None]  # (step done, total steps)
 
 @dataclass
 class GenerateRequest:
-    """What to generate. `width`/`height` None means the model's native size."""
+    """What to generate. `width`/`height` None means the model's native size; `steps`/`cfg` None
+    means the model's defaults (the session fills them in; else DEFAULT_STEPS / DEFAULT_CFG)."""
 
     prompt: str
     negative_prompt: str = ""
-    steps: int = 20
-    cfg: float = 7.0
+    steps: int | None = None
+    cfg: float | None = None
     width: int | None = None
     height: int | None = None
     seed: int | None = None
@@ -100,7 +103,11 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
         if value % 8:
             raise InvalidInput(f"The {side} {value} is not a multiple of 8.",
                                f"Try {max(16, value - value % 8)} or {value - value % 8 + 8}.")
-    if not 1 <= req.steps <= 500:
+    if req.steps is None:
+        req.steps = DEFAULT_STEPS
+    if req.cfg is None:
+        req.cfg = DEFAULT_CFG
+    if not isinstance(req.steps, int) or not 1 <= req.steps <= 500:
         raise InvalidInput(f"--steps {req.steps} is out of range.", "Use 1 to 500 steps.")
     if not 0.0 <= req.cfg <= 50.0:
         raise InvalidInput(f"--cfg {req.cfg} is out of range.", "Use a guidance scale from 0 to 50 (7 is typical).")

@@ -24,8 +24,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def add_generation_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation")
     g.add_argument("--negative", default="", help="negative prompt: what to keep out of the image")
-    g.add_argument("--steps", type=int, help="denoising steps (default: 20)")
-    g.add_argument("--cfg", type=float, help="guidance scale (default: 7)")
+    g.add_argument("--steps", type=int, help="denoising steps (default: the model's, else 20)")
+    g.add_argument("--cfg", type=float, help="guidance scale (default: the model's, else 7)")
     g.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size)")
     g.add_argument("--seed", type=int, help="random seed (default: drawn and reported)")
     g.add_argument("--scheduler", metavar="NAME", help=f"sampler: {', '.join(SCHEDULERS)}")
@@ -50,13 +50,13 @@ def session_from(args, **overrides) -> Session:
 
 
 def request_fields(args, settings: Settings) -> dict:
+    """GenerateRequest fields from the generation options; unset steps/cfg stay None so the
+    session applies the model's defaults."""
     width = height = None
     if getattr(args, "size", None):
         width, height = parse_size(args.size)
-    return dict(negative_prompt=args.negative, steps=args.steps or settings.steps or 20,
-                cfg=args.cfg if args.cfg is not None else (settings.cfg if settings.cfg is not None else 7.0),
-                width=width, height=height, seed=args.seed,
-                scheduler=args.scheduler or settings.scheduler, count=args.count)
+    return dict(negative_prompt=args.negative, steps=args.steps, cfg=args.cfg, width=width, height=height,
+                seed=args.seed, scheduler=args.scheduler or settings.scheduler, count=args.count)
 
 
 @contextmanager

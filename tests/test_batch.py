@@ -1,0 +1,199 @@
+"""Batch runs: input formats, sweeps, error records, resume (also after a kill), the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.batch import (BatchOptions, RecordLog, Sweep, open_batch, parse_floats, parse_ints, plan, read_lines,
+                         run_batch)
+from agent.errors import InvalidInput
+
+PARTI = Path("/work/shared/data/prompts/partiprompts/PartiPrompts.tsv")
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_text_jsonl_and_tsv_inputs(tmp_path):
+    txt = tmp_path / "ideas.txt"
+    txt.write_text("two red circles\n\n# a comment\n  a blue square  \n")
+    fmt, lines = read_lines(txt)
+    assert fmt == "txt" and [(l.number, l.fields) for l in lines] == [(1, {"idea": "two red circles"}),
+                                                                        (4, {"idea": "a blue square"})]
+    js = tmp_path / "p.jsonl"
+    js.write_text('{"prompt": "a cat", "seed": 3, "cfg": 5}\nnot json\n[1, 2]\n\n{"idea": "a dog"}\n')
+    fmt, lines = read_lines(js)
+    assert fmt == "jsonl" and [l.number for l in lines] == [1, 2, 3, 5]
+    assert lines[0].fields["seed"] == 3 and "not valid JSON" in lines[1].error and "not a JSON object" in lines[2].error
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("Prompt\tCategory\tseed\n\"a \"\"quoted\"\" cat\"\tAnimals\t7\n\tEmpty\t\n")
+    _, lines = read_lines(tsv)
+    assert lines[0].fields == {"idea": 'a "quoted" cat', "seed": 7} and lines[0].meta == {"category": "Animals"}
+    assert lines[1].error
+    with pytest.raises(InvalidInput, match="no 'prompt'"):
+        bad = tmp_path / "b.tsv"
+        bad.write_text("text\tx\na\tb\n")
+        read_lines(bad)
+
+
+@pytest.mark.skipif(not PARTI.exists(), reason="PartiPrompts not present")
+def test_partiprompts_reads_as_is():
+    fmt, lines = read_lines(PARTI)
+    assert fmt == "tsv" and len(lines) == 1632 and not any(l.error for l in lines)
+    assert lines[0].number == 2 and lines[0].fields == {"idea": "bond"}
+    assert lines[0].meta["category"] == "Abstract" and lines[0].meta["challenge"] == "Basic"
+
+
+def test_sweeps_form_a_grid_with_stable_keys(tmp_path):
+    assert parse_ints("1-4", "seeds") == [1, 2, 3, 4] and parse_ints("1,5-6,5", "seeds") == [1, 5, 6]
+    assert parse_floats("5,7.5", "cfg") == [5.0, 7.5]
+    for bad in ("a", "4-1", "1-"):
+        with pytest.raises(InvalidInput):
+            parse_ints(bad, "seeds")
+    txt = tmp_path / "i.txt"
+    txt.write_text("a\nb\n")
+    _, lines = read_lines(txt)
+    items = plan(lines, Sweep(seeds=(1, 2), cfgs=(5.0, 7.5), steps=(10,)))
+    assert len(items) == 8 and items[0].key == "L1/seed=1/cfg=5/steps=10"
+    assert items[-1].key == "L2/seed=2/cfg=7.5/steps=10" and items[-1].point == {"seed": 2, "cfg": 7.5, "steps": 10}
+    assert [i.key for i in plan(lines, Sweep())] == ["L1", "L2"]
+
+
+@pytest.fixture
+def guarded_session(session):
+    """The tiny-model session with the real standard safety policy (blocklist + classifier)."""
+    from agent.config import load_settings
+    from agent.session import Session
+
+    return Session(load_settings(model=session.settings.model, clip_model=session.settings.clip_model,
+                                 safety="standard"), backend=session.backend(), scorer=session.scorer())
+
+
+def test_batch_records_errors_and_goes_on_then_resumes(guarded_session, tmp_path):
+    src = tmp_path / "p.jsonl"
+    src.write_text("\n".join([
+        json.dumps({"prompt": "two red circles", "steps": 1}),
+        json.dumps({"idea": "a blue square", "steps": 1, "colour": "blue"}),        # unknown key
+        json.dumps({"prompt": "a naked woman, explicit porn", "steps": 1}),          # blocked
+        "{broken",
+        json.dumps({"prompt": "a cat", "steps": 1, "size": "36x36", "id": "cat-1"}),
+    ]) + "\n")
+    _, lines = read_lines(src)
+    sweep, options = Sweep(seeds=(1, 2)), BatchOptions(score=True)
+    items = plan(lines, sweep)
+    out = tmp_path / "out"
+    log, done = open_batch(src, out, fmt="jsonl", sweep=sweep, options=options, resume=False)
+    summary = run_batch(guarded_session, items, log, done, options, out)
+    recs = records(out / "records.jsonl")
+    assert [r["key"] for r in recs] == [i.key for i in items]
+    by = {r["key"]: r for r in recs}
+    ok = by["L1/seed=2"]
+    assert ok["status"] == "ok" and ok["seed"] == 2 and Path(ok["path"]).is_file()
+    assert ok["params"]["steps"] == 1 and ok["prompt"] == "two red circles" and isinstance(ok["score"], float)
+    assert ok["timings"]["seconds"] > 0 and ok["image_id"]
+    assert by["L2/seed=1"]["error"]["type"] == "InvalidInput" and "colour" in by["L2/seed=1"]["error"]["message"]
+    assert by["L3/seed=1"]["error"]["type"] == "SafetyBlocked"
+    assert "not valid JSON" in by["L4/seed=1"]["error"]["message"]
+    assert by["L5/seed=1"]["error"]["type"] == "InvalidInput" and "multiple of 8" in by["L5/seed=1"]["error"]["message"]
+    assert summary.ok == 2 and summary.failed == 8
+
+    # resume: nothing to redo; with different options: refused; without --resume: refused
+    log, done = open_batch(src, out, fmt="jsonl", sweep=sweep, options=options, resume=True)
+    assert run_batch(guarded_session, items, log, done, options, out).ok == 0
+    assert len(records(out / "records.jsonl")) == 10
+    with pytest.raises(InvalidInput, match="options differ"):
+        open_batch(src, out, fmt="jsonl", sweep=sweep, options=BatchOptions(), resume=True)
+    with pytest.raises(InvalidInput, match="--resume"):
+        open_batch(src, out, fmt="jsonl", sweep=sweep, options=options, resume=False)
+    # --retry-errors drops the error records and redoes those items (still one record per key)
+    log, done = open_batch(src, out, fmt="jsonl", sweep=sweep, options=options, resume=True, retry_errors=True)
+    assert set(done) == {"L1/seed=1", "L1/seed=2"}
+    run_batch(guarded_session, items, log, done, options, out)
+    keys = [r["key"] for r in records(out / "records.jsonl")]
+    assert sorted(keys) == sorted(i.key for i in items)
+
+
+def test_torn_last_line_is_cut_and_redone(session, tmp_path):
+    src = tmp_path / "i.txt"
+    src.write_text("two red circles\na blue square\n")
+    _, lines = read_lines(src)
+    options, out = BatchOptions(steps=1), tmp_path / "out"
+    items = plan(lines, Sweep())
+    log, done = open_batch(src, out, fmt="txt", sweep=Sweep(), options=options, resume=False)
+    run_batch(session, items, log, done, options, out)
+    text = (out / "records.jsonl").read_text().splitlines()     # what a kill in the middle of a write leaves
+    (out / "records.jsonl").write_text(text[0] + "\n" + text[1][:30])
+    log, done = open_batch(src, out, fmt="txt", sweep=Sweep(), options=options, resume=True)
+    assert set(done) == {"L1"}
+    run_batch(session, items, log, done, options, out)
+    assert [r["key"] for r in records(out / "records.jsonl")] == ["L1", "L2"]
+
+
+def test_loop_mode_records_scores_and_rounds(session, tmp_path):
+    src = tmp_path / "i.txt"
+    src.write_text("two red circles\n")
+    _, lines = read_lines(src)
+    options = BatchOptions(loop=True, rounds=1, candidates=1, steps=1)
+    out = tmp_path / "out"
+    log, done = open_batch(src, out, fmt="txt", sweep=Sweep(seeds=(4,)), options=options, resume=False)
+    summary = run_batch(session, plan(lines, Sweep(seeds=(4,))), log, done, options, out)
+    (rec,) = records(out / "records.jsonl")
+    assert summary.ok == 1 and rec["status"] == "ok" and rec["rounds"] and isinstance(rec["score"], float)
+    assert Path(rec["path"]).is_file()
+
+
+def test_killed_batch_resumes_with_one_record_per_item(tiny_sd_path, imagent_home, tmp_path):
+    from agent.cli import main
+
+    src = tmp_path / "ideas.txt"
+    src.write_text("two red circles\na blue square\n")
+    out = tmp_path / "out"
+    argv = ["batch", str(src), "--seeds", "1-6", "--steps", "1", "--model", str(tiny_sd_path), "--safety", "off",
+            "--out", str(out), "--no-progress"]
+    env = {**os.environ, "IMAGENT_HOME": str(imagent_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    rec_file = out / "records.jsonl"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if rec_file.exists() and rec_file.read_bytes().count(b"\n") >= 2:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+    finally:
+        proc.kill()
+        proc.wait()
+    written = rec_file.read_bytes().count(b"\n")
+    assert 2 <= written < 12, f"the batch was not killed midway ({written} records)"
+    assert main([*argv, "--resume"]) == 0
+    keys = [r["key"] for r in records(rec_file)]
+    assert len(keys) == 12 == len(set(keys))
+    assert all(r["status"] == "ok" for r in records(rec_file))
+    assert main([*argv, "--resume"]) == 0                 # finished: nothing redone
+    assert len(records(rec_file)) == 12
+
+
+def test_cli_json_summary_and_refusals(tiny_sd_path, tmp_path, capsys):
+    from agent.cli import main
+
+    src = tmp_path / "ideas.txt"
+    src.write_text("two red circles\n")
+    argv = ["batch", str(src), "--cfg", "5,7.5", "--steps", "1", "--model", str(tiny_sd_path), "--safety", "off",
+            "--json", "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ok"] == 2 and summary["total"] == 2 and summary["images_per_minute"]
+    assert Path(summary["records"]).parent == tmp_path / "imagent-home" / "batches" / "ideas"
+    assert main(argv) == 2                                   # exists: needs --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(["batch", str(src), "--seeds", "x", "--model", str(tiny_sd_path)]) == 2
+    assert main(["batch", str(tmp_path / "missing.txt")]) == 2

@@ -88,6 +88,7 @@ class PromptInput(Input):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.cursor_blink = False  # a steady cursor: calmer, and screens are reproducible
         self.history: list[str] = []
         self._at = 0
 

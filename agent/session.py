@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -139,6 +140,18 @@ class Session:
                 self._safety = build_checker(self.settings.safety)
             return self._safety
 
+    @contextmanager
+    def _recorded(self, kind: str, **fields):
+        """A gallery run around a block: yields its id; an exception marks the run cancelled or
+        failed (with the reason) and propagates. The caller finishes it as done."""
+        run_id = self.gallery.start_run(kind, **fields)
+        try:
+            yield run_id
+        except BaseException as exc:
+            error = str(exc) if isinstance(exc, ImagentError) else f"{type(exc).__name__}: {exc}"
+            self.gallery.finish_run(run_id, "cancelled" if isinstance(exc, Cancelled) else "failed", error=error)
+            raise
+
     def model_defaults(self) -> dict:
         """Sampling defaults for this session's model: settings first, then the model's own (the
         demo model's card), then the generic ones."""
@@ -187,21 +200,11 @@ class Session:
             raise InvalidInput(f"The {backend.name} backend cannot do {req.mode}.",
                                "Use the diffusers backend for this.")
         self.cancel_event.clear()
-        run_id = self.gallery.start_run(kind, idea=idea, spec=spec, params=req.params(), chat_id=chat_id)
         step = (lambda done, total: progress(Progress("step", done, total))) if progress else None
-        try:
+        with self._recorded(kind, idea=idea, spec=spec, params=req.params(), chat_id=chat_id) as run_id:
             result = backend.generate(req, progress=step, cancel=self.cancel_event)
             outcome = self._save(run_id, req, result, idea=idea, spec=spec, out_dir=out_dir,
                                  inputs=inputs, extra=extra)
-        except Cancelled as exc:
-            self.gallery.finish_run(run_id, "cancelled", error=str(exc))
-            raise
-        except ImagentError as exc:
-            self.gallery.finish_run(run_id, "failed", error=str(exc))
-            raise
-        except BaseException as exc:
-            self.gallery.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            raise
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome
 
@@ -291,8 +294,6 @@ class Session:
         self.cancel_event.clear()
         t0 = time.perf_counter()
         spec_json = spec.model_dump()
-        run_id = self.gallery.start_run("run", idea=idea, spec=spec_json, chat_id=chat_id,
-                                        params=dict(base.params(), rounds=rounds, candidates=candidates))
 
         def on_event(event):
             if event.kind == "round_start" and progress:
@@ -303,7 +304,8 @@ class Session:
                 events(event)
 
         step = (lambda done, total: progress(Progress("step", done, total))) if progress else None
-        try:
+        with self._recorded("run", idea=idea, spec=spec_json, chat_id=chat_id,
+                            params=dict(base.params(), rounds=rounds, candidates=candidates)) as run_id:
             threshold_info = loop.calibrate(options, idea, scorer, self._reference_images)
             result = loop.run_loop(intent=idea, first=loop.Attempt(spec, positive, neg, base.cfg), base=base,
                                    options=options, backend=backend, safety=checker, scorer=scorer,
@@ -325,10 +327,6 @@ class Session:
                                extra={"loop": loop_record})
             best = saved.images[0]
             self.gallery.set_image_score(best.image_id, result.best.score, result.best_round)
-        except BaseException as exc:
-            status = "cancelled" if isinstance(exc, Cancelled) else "failed"
-            self.gallery.finish_run(run_id, status, error=str(exc) or type(exc).__name__)
-            raise
         if progress:
             progress(Progress("round", len(result.rounds), len(result.rounds), "done"))
         outcome = RunOutcome(run_id=run_id, best=best, score=round(result.best.score, 4),
@@ -468,24 +466,14 @@ class Session:
             seed = draw_seed()
         backend = self.backend() if method == "hires-fix" else None
         self.cancel_event.clear()
-        run_id = self.gallery.start_run("upscale", params={"source": str(source), "scale": scale, "method": method,
-                                                           **({"prompt": prompt} if prompt else {})})
         label = f"upscale x{scale} ({method})"
         step = (lambda done, total: progress(Progress("step", done, total, label))) if progress else None
-        try:
+        with self._recorded("upscale", params={"source": str(source), "scale": scale, "method": method,
+                                                           **({"prompt": prompt} if prompt else {})}) as run_id:
             result = self.upscaler().upscale(image, scale, method, backend=backend, prompt=prompt,
                                              strength=strength, seed=seed, tile=tile, steps=steps, progress=step,
                                              cancel=self.cancel_event)
             outcome = self._save_upscale(run_id, result, source, source_record, out_dir)
-        except Cancelled as exc:
-            self.gallery.finish_run(run_id, "cancelled", error=str(exc))
-            raise
-        except ImagentError as exc:
-            self.gallery.finish_run(run_id, "failed", error=str(exc))
-            raise
-        except BaseException as exc:
-            self.gallery.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            raise
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome
 

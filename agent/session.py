@@ -101,6 +101,19 @@ class UpscaleOutcome:
                 "height": r["height"], "upscale": r["upscale"], "safety": r["safety"], "timings": r.get("timings", {})}
 
 
+def check_rerunnable(record: dict | None, path) -> dict:
+    """The imagent record of a generated image, or InvalidInput saying what can be done instead."""
+    if record is None:
+        raise InvalidInput(f"'{path}' has no imagent record.",
+                           "Rerun needs an image written by imagent; `imagent show` prints what it has.")
+    if "params" not in record:
+        source = (record.get("upscale") or {}).get("source")
+        raise InvalidInput(f"'{path}' is not a generated image (it was made by {record.get('backend', 'a tool')}).",
+                           f"Rerun its source instead: imagent rerun {source}" if source else
+                           "Only generated images can be rerun.")
+    return record
+
+
 class Session:
     def __init__(self, settings: Settings, *, gallery: Gallery | None = None, backend=None, safety=None,
                  scorer=None):
@@ -366,10 +379,7 @@ class Session:
         """Reproduce an image from its PNG metadata (same params and seed; with `same_model`, the
         session's model must be the recorded one, else InvalidInput says how to select it)."""
         meta = read_metadata(png_path)
-        record = meta["record"]
-        if record is None:
-            raise InvalidInput(f"'{png_path}' has A1111 parameters but no imagent record.",
-                               "Rerun needs an image written by imagent; `imagent show` prints what it has.")
+        record = check_rerunnable(meta["record"], png_path)
         p = record["params"]
         fields_ = {k: p[k] for k in ("prompt", "negative_prompt", "steps", "cfg", "scheduler") if k in p}
         fields_.update(width=record["width"], height=record["height"], seed=record["seed"], count=1)

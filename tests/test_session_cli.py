@@ -185,3 +185,12 @@ def test_killed_mid_run_leaves_gallery_readable(tiny_sd_path, tmp_path):
         assert load_image(path).size == (32, 32)
     for png in (tmp_path / "out").glob("*.png"):
         load_image(png)  # every file present is complete
+
+
+def test_rerun_of_an_upscale_points_to_its_source_and_gallery_lists_it(capsys, session, tmp_path):
+    first = session.generate(GenerateRequest("a cat", steps=1, seed=1), out_dir=tmp_path).images[0]
+    up = session.upscale(first.path, scale=2, method="lanczos", out_dir=tmp_path)
+    code, out, err = cli(capsys, "rerun", str(up.path))
+    assert code == 2 and "imagent rerun" in err and str(first.path) in err
+    code, out, err = cli(capsys, "gallery")
+    assert code == 0 and str(up.path) in out

@@ -19,5 +19,6 @@ def run(args) -> int:
     items = [{k: r[k] for k in ("id", "run_id", "path", "seed", "prompt", "width", "height", "model", "score")}
              for r in rows]
     emit(args, {"images": items},
-         [f"{r['id']:>5}  {r['seed']:>10}  {r['path']}  {(r['prompt'] or '')[:60]}" for r in items])
+         [f"{r['id']:>5}  {'-' if r['seed'] is None else r['seed']:>10}  {r['path']}  {(r['prompt'] or '')[:60]}"
+          for r in items])
     return 0

@@ -11,8 +11,7 @@ import numpy as np
 
 from agent.commands.common import add_output_options, emit, progress_bar, warn
 from agent.config import load_settings
-from agent.errors import InvalidInput
-from agent.session import Session
+from agent.session import Session, check_rerunnable
 from tools.images import load_image
 from tools.metadata import read_metadata
 
@@ -26,9 +25,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    record = read_metadata(args.image)["record"]
-    if record is None:
-        raise InvalidInput(f"'{args.image}' has no imagent record.", "Only images written by imagent can be rerun.")
+    record = check_rerunnable(read_metadata(args.image)["record"], args.image)
     settings = load_settings(model=args.model or record["model"], backend=record.get("backend"),
                              device=args.device, dtype=args.dtype,
                              safety=(record.get("safety") or {}).get("level"))

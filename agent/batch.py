@@ -381,9 +381,8 @@ def item_request_fields(session: Session, item: Item, options: BatchOptions) -> 
         width, height = parse_size(size)
     width, height = p.width or width, p.height or height
     fields = dict(negative_prompt=p.negative or options.negative,
-                  steps=item.point.get("steps") or p.steps or options.steps or s.steps or 20,
-                  cfg=item.point.get("cfg", p.cfg if p.cfg is not None else
-                                      options.cfg if options.cfg is not None else s.cfg if s.cfg is not None else 7.0),
+                  steps=item.point.get("steps") or p.steps or options.steps,   # None: the model's default
+                  cfg=item.point.get("cfg", p.cfg if p.cfg is not None else options.cfg),
                   seed=item.point.get("seed", p.seed), width=width, height=height,
                   scheduler=p.scheduler or options.scheduler or s.scheduler)
     return p, fields

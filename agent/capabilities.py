@@ -149,10 +149,9 @@ class Capabilities:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _fields(self, inp, *, size: bool = True) -> dict:
-        s = self.session.settings
-        out = dict(negative_prompt=inp.negative_prompt, steps=inp.steps or s.steps or 20,
-                   cfg=inp.cfg if inp.cfg is not None else (s.cfg if s.cfg is not None else 7.0),
-                   seed=inp.seed, scheduler=inp.scheduler or s.scheduler)
+        # steps/cfg left None: the session applies the model's defaults (settings, model card, generic)
+        out = dict(negative_prompt=inp.negative_prompt, steps=inp.steps, cfg=inp.cfg, seed=inp.seed,
+                   scheduler=inp.scheduler or self.session.settings.scheduler)
         if size:
             out.update(width=inp.width, height=inp.height)
         return out

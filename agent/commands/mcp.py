@@ -8,8 +8,9 @@ Tools: run, generate, edit, upscale, expand, check_safety, score, list_images, g
 start_job / job_status / cancel_job / list_jobs for background runs. Results carry a PNG preview,
 the seed and full metadata, and a resource imagent://images/ID with the full file.
 
-Files a client names are read only from --inputs (default $IMAGENT_HOME/inputs) and --outputs;
-results are written only to --outputs (default $IMAGENT_HOME/outputs). Work that runs a model
+Files a client names are read only from --inputs (default $IMAGENT_HOME/inputs) and --outputs
+(`..` and symlinks are resolved first); gallery images are reachable by their id. Results are
+written only to --outputs (default $IMAGENT_HOME/outputs). Work that runs a model
 goes through one queue, one call at a time. The safety policy applies as on the command line.
 HTTP binds to 127.0.0.1 by default; another --host exposes the server without authentication.
 

@@ -306,6 +306,7 @@ class BatchOptions:
     rounds: int = 3
     candidates: int = 2
     threshold: float | None = None
+    threshold_mode: str = "relative"
     style: str | None = None
     expand: bool = False
     negative: str = ""
@@ -402,6 +403,7 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
         raw = p.prompt is not None
         outcome = session.run(text, rounds=p.rounds or options.rounds, candidates=p.candidates or options.candidates,
                               threshold=p.threshold if p.threshold is not None else options.threshold,
+                              threshold_mode=options.threshold_mode,
                               style=None if raw else style, raw=raw, request_fields=fields, out_dir=images_dir)
         best = outcome.best
         params = best.record.get("params", {})

@@ -174,8 +174,8 @@ class Capabilities:
     def run(self, inp: RunInput, *, progress: ProgressSink | None = None) -> dict:
         fields = self._fields(inp)
         outcome = self.session.run(inp.idea, rounds=inp.rounds, candidates=inp.candidates, threshold=inp.threshold,
-                                   style=inp.style, raw=inp.raw, request_fields=fields,
-                                   out_dir=self.paths.out_dir(), progress=progress)
+                                   threshold_mode=inp.threshold_mode, style=inp.style, raw=inp.raw,
+                                   request_fields=fields, out_dir=self.paths.out_dir(), progress=progress)
         return {**outcome.to_json(), "images": [_saved(outcome.best)]}
 
     def generate(self, inp: GenerateInput, *, progress: ProgressSink | None = None) -> dict:

@@ -10,6 +10,7 @@ Images are referred to either by `image_id` (an id from `list_images` or a previ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -66,9 +67,13 @@ class RunInput(_Size, _Sampling):
     rounds: int = Field(3, ge=1, le=10, description="Most rounds of generate -> score -> revise (1 = no revision).")
     candidates: int = Field(2, ge=1, le=8, description="Images generated per round (different seeds); the best "
                                                        "is kept.")
-    threshold: float | None = Field(None, ge=0.0, le=100.0,
-                                    description="Stop as soon as the best score reaches this. Default: the "
-                                                "loop's own (calibrated) threshold.")
+    threshold: float | None = Field(None, ge=0.0, le=2.5,
+                                    description="Stop as soon as the best score reaches this: a fraction of the "
+                                                "reference score (relative, 0..1.5) or CLIPScore units "
+                                                "(absolute, 0..2.5). Default: the loop's own relative threshold.")
+    threshold_mode: Literal["relative", "absolute"] = Field(
+        "relative", description="How `threshold` is read: relative to the scorer's calibration for this idea, "
+                                "or absolute CLIPScore.")
     style: str | None = Field(None, max_length=64, description="Style preset name (see the styles list), e.g. "
                                                                "watercolor, cinematic. Default: none.")
     raw: bool = Field(False, description="Use the idea exactly as written as the prompt (no expansion).")

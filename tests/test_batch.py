@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.batch import (BatchOptions, RecordLog, Sweep, open_batch, parse_floats, parse_ints, plan, read_lines,
+from agent.batch import (BatchOptions, Sweep, open_batch, parse_floats, parse_ints, plan, read_lines,
                          run_batch)
 from agent.errors import InvalidInput
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import os
 
 import pytest
@@ -82,8 +81,8 @@ def test_generate_returns_image_seed_metadata_and_resource(app, folders):
     async def read():
         async with mcp.Client(app.server) as client:
             return await client.read_resource(f"imagent://images/{im['image_id']}")
-    blob = read_blob = asyncio.run(read()).contents[0]
-    assert base64.b64decode(read_blob.blob) == open(im["path"], "rb").read() and blob.mime_type == "image/png"
+    blob = asyncio.run(read()).contents[0]
+    assert base64.b64decode(blob.blob) == open(im["path"], "rb").read() and blob.mime_type == "image/png"
 
 
 def test_every_other_tool(app, folders):
@@ -115,7 +114,8 @@ def test_every_other_tool(app, folders):
     got = call(app, "get_image", {"image_id": image_id})
     assert data(got)["images"][0]["metadata"]["seed"] == 1 and [c.type for c in got.content][1] == "image"
 
-    ran = call(app, "run", {"idea": "two red circles", "rounds": 1, "candidates": 1, "steps": 2, "seed": 5})
+    ran = call(app, "run", {"idea": "two red circles", "rounds": 1, "candidates": 1, "steps": 2, "seed": 5,
+                            "threshold": 0.5, "threshold_mode": "absolute"})
     assert not ran.is_error, ran.content
     assert data(ran)["images"][0]["image_id"] and "rounds" in data(ran)
 

@@ -56,6 +56,8 @@ def add_arguments(p) -> None:
     g.add_argument("--rounds", type=int, default=3, help="rounds per idea with --loop (default: 3)")
     g.add_argument("--candidates", type=int, default=2, help="images per round with --loop (default: 2)")
     g.add_argument("--threshold", type=float, help="stop an idea's loop at this score (default: the loop's)")
+    g.add_argument("--threshold-mode", choices=["relative", "absolute"], default="relative",
+                   help="--threshold as a fraction of the reference score (default) or absolute CLIPScore")
     add_model_options(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -86,8 +88,9 @@ def run(args) -> int:
     sweep = Sweep(seeds=_tuple(parse_ints(args.seeds, "seeds")), cfgs=_tuple(parse_floats(args.cfg, "cfg")),
                   steps=_tuple(steps))
     options = BatchOptions(loop=args.loop, rounds=args.rounds, candidates=args.candidates, threshold=args.threshold,
-                           style=args.style, expand=args.expand or bool(args.style), negative=args.negative,
-                           size=args.size, scheduler=args.scheduler, score=args.score)
+                           threshold_mode=args.threshold_mode, style=args.style,
+                           expand=args.expand or bool(args.style), negative=args.negative, size=args.size,
+                           scheduler=args.scheduler, score=args.score)
     items = plan(lines, sweep)
     out = Path(args.out) if args.out else settings.home / "batches" / path.stem
     log, done = open_batch(path, out, fmt=fmt, sweep=sweep, options=options, resume=args.resume,

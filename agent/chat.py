@@ -218,6 +218,7 @@ class ChatController:
         self._chat_model = chat_model
         self._agent = None
         self._undo: list[tuple[str, dict]] = []
+        self._cancel_requested = False
         self.offline = offline
         self.mode, self.mode_reason = self._pick_mode()
         if chat_id:
@@ -287,6 +288,9 @@ class ChatController:
         return self.gallery.chat_messages(self.chat_id)
 
     def cancel(self) -> None:
+        """Stop the running job at its next step. Kept until the turn ends: a job that is still
+        loading models (and clears the session's cancel flag when it starts) is stopped too."""
+        self._cancel_requested = True
         self.session.cancel()
 
     # -- the entry point ---------------------------------------------------------------------------
@@ -309,6 +313,7 @@ class ChatController:
         return self._turn("/run (edited prompt)", lambda: self.rerun_spec(spec))
 
     def _turn(self, text: str, action: Callable[[], str]) -> str:
+        self._cancel_requested = False
         self.say("user", text)
         if self.gallery.chat(self.chat_id).get("title") in (None, ""):
             self.gallery.save_chat(self.chat_id, title=text[:60])
@@ -582,9 +587,13 @@ class ChatController:
         return out
 
     def _progress(self, event) -> None:
+        if self._cancel_requested:
+            self.session.cancel()
         self._emit("progress", data=event)
 
     def _loop_event(self, event) -> None:
+        if self._cancel_requested:
+            self.session.cancel()
         self._emit("loop", data=event)
 
     def _run(self, idea: str, *, spec: dict | None) -> str:

@@ -8,6 +8,8 @@ and the pixel tools load on first use inside the worker.
 """
 from __future__ import annotations
 
+import os
+import threading
 from functools import partial
 from pathlib import Path
 from typing import Iterable
@@ -169,7 +171,7 @@ class ImagentApp(App):
         table = self.query_one("#table", DataTable)
         table.can_focus = False
         table.add_columns("#", "change", "scores", "best")
-        self.query_one("#progress").display = False
+        self.query_one("#progress").visible = False
         self._notice(self.controller.mode_line())
         if self.controller.resumed:
             self._replay()
@@ -278,6 +280,9 @@ class ImagentApp(App):
 
     def _progress(self, p) -> None:
         bar = self.query_one("#steps" if p.kind == "step" else "#rounds", ProgressBar)
+        if not bar.size.width:  # just shown, not laid out yet: a bar rounds its value to its width
+            self.call_after_refresh(self._progress, p)
+            return
         bar.update(total=max(1, p.total), progress=p.done)
         if p.kind == "round":
             self.query_one("#steps", ProgressBar).update(progress=0)
@@ -315,7 +320,7 @@ class ImagentApp(App):
 
     def _start(self, text: str, job) -> None:
         self.busy = True
-        self.query_one("#progress").display = True
+        self.query_one("#progress").visible = True
         for bar in self.query(ProgressBar):
             bar.update(total=1, progress=0)
         self._set_status()
@@ -323,6 +328,7 @@ class ImagentApp(App):
 
     @work(thread=True, exclusive=True, group="chat")
     def _work(self, text: str, job) -> None:
+        _yield_cpu_to_the_ui()
         try:
             reply = job()
         except BaseException as exc:  # the UI shows every failure; none is swallowed
@@ -332,7 +338,7 @@ class ImagentApp(App):
 
     def on_job_done(self, message: JobDone) -> None:
         self.busy = False
-        self.query_one("#progress").display = False
+        self.query_one("#progress").visible = False
         self._set_status()
         prompt = self.query_one("#prompt", PromptInput)
         exc = message.error
@@ -438,6 +444,15 @@ class ImagentApp(App):
     def on_unmount(self) -> None:
         if self.busy:  # leaving while a job runs: stop it at its next step
             self.controller.cancel()
+
+
+def _yield_cpu_to_the_ui(niceness: int = 10) -> None:
+    """Lower this worker thread's CPU priority (Linux: per thread; the compute threads a model
+    starts from it inherit it), so typing stays responsive while a model runs on every core."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):  # not Linux, or not allowed: only responsiveness suffers
+        pass
 
 
 # -- the side panel's text form of a structured prompt ------------------------------------------------

@@ -22,6 +22,8 @@ as it is written, so a killed batch loses at most the image in progress: --resum
 keys already recorded (a key is the line number plus the sweep point). A failing item is
 recorded and the batch goes on; --retry-errors redoes those on --resume.
 Progress bar with ETA and the summary on stderr; --json prints the summary on stdout.
+Exit status: 0 when every item succeeded, 1 when some failed (see their records), 130 when
+interrupted (resume with --resume).
 """
 from __future__ import annotations
 
@@ -101,7 +103,7 @@ def run(args) -> int:
     session = Session(settings)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     summary = _run_with_bar(session, items, log, done, options, out, todo) if show and todo else \
-        run_batch(session, items, log, done, options, out, on_record=_line_reporter(True))
+        run_batch(session, items, log, done, options, out, on_record=_line_reporter())
     _report(summary)
     if args.json:
         print(json.dumps(summary.to_json(), default=str))
@@ -116,7 +118,7 @@ def _tuple(values):
     return tuple(values) if values else None
 
 
-def _line_reporter(_enabled: bool):
+def _line_reporter():
     """Without a bar (logs, pipes): one line per item on stderr."""
     def report(record, n, total):
         status = "ok" if record["status"] == "ok" else f"error: {record['error']['message']}"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from chat_fakes import blocking_run, scripted
-from textual.widgets import DataTable, Markdown, ProgressBar, TextArea
+from textual.widgets import DataTable, Markdown, ProgressBar, TextArea  # noqa: F401
 
 from agent.chat import ChatController
 from agent.errors import BackendError

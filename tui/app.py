@@ -21,7 +21,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.suggester import Suggester
-from textual.widgets import DataTable, Footer, Header, Input, Label, Markdown, ProgressBar, Static, TextArea
+from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static, TextArea
 
 from agent.chat import COMMAND_HELP, ChatController, ChatEvent, help_text
 from agent.errors import Cancelled, ImagentError
@@ -178,6 +178,14 @@ class ImagentApp(App):
         self._show_state()
         self._set_status()
         self.query_one("#prompt", PromptInput).focus()
+        self.set_timer(0.5, self._preload)
+
+    def _preload(self) -> None:
+        """Import what the first reply needs in the background, once the prompt is up."""
+        def load() -> None:
+            import textual.widgets._markdown  # noqa: F401
+
+        threading.Thread(target=load, name="imagent-preload", daemon=True).start()
 
     # -- helpers that draw ---------------------------------------------------------------------------
     @property
@@ -193,6 +201,8 @@ class ImagentApp(App):
 
     def _add_message(self, role: str, text: str) -> None:
         if role == "assistant":
+            from textual.widgets import Markdown  # markdown-it is slow to import: not before the first reply
+
             self._mount_log(Markdown(text, classes="assistant"))
         elif role == "user":
             self._mount_log(LogLine(f"› {text}", classes="user", markup=False))

@@ -7,8 +7,7 @@
     print(best.path, best.seed)                           # the PNG carries the full metadata
 
     out = s.generate(GenerateRequest(prompt="a blue square", seed=7, steps=20))
-    req, inputs = s.edit_request("a green square", out.images[0].path, strength=0.6)
-    edited = s.generate(req, inputs=inputs, kind="edit")
+    edited = s.edit("a green square", out.images[0].path, strength=0.6)      # mask_path=... inpaints
     big = s.upscale(edited.images[0].path, scale=4, method="realesrgan")
     s.score([big.path], "a green square")                 # {'scores': [...], 'formula': 'clipscore', ...}
 

@@ -198,11 +198,10 @@ class Capabilities:
     def edit(self, inp: EditInput, *, progress: ProgressSink | None = None) -> dict:
         source, _ = self._image_path(inp)
         mask = self.paths.read_path(inp.mask, what="mask") if inp.mask else None
-        request, inputs = self.session.edit_request(inp.prompt, source, mask_path=mask, strength=inp.strength,
-                                                    **self._fields(inp, size=False))
-        outcome = self.session.generate(request, out_dir=self.paths.out_dir(), progress=progress, kind="edit",
-                                        inputs=inputs)
-        return {"run_id": outcome.run_id, "mode": request.mode, "images": [_saved(s) for s in outcome.images],
+        outcome = self.session.edit(inp.prompt, source, mask_path=mask, strength=inp.strength,
+                                    out_dir=self.paths.out_dir(), progress=progress, **self._fields(inp, size=False))
+        mode = "inpaint" if mask else "img2img"
+        return {"run_id": outcome.run_id, "mode": mode, "images": [_saved(s) for s in outcome.images],
                 "blocked": outcome.blocked, "warnings": outcome.warnings, "timings": outcome.timings}
 
     def upscale(self, inp: UpscaleInput, *, progress: ProgressSink | None = None) -> dict:

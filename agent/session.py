@@ -528,3 +528,11 @@ class Session:
         image_id = self.gallery.add_image(run_id, dest, record)
         return UpscaleOutcome(run_id=run_id, path=dest, image_id=image_id, record=record)
 
+    def edit(self, prompt: str, image_path: str | Path, *, mask_path: str | Path | None = None,
+             strength: float = 0.75, out_dir: str | Path | None = None, progress: ProgressSink | None = None,
+             chat_id: str | None = None, **params) -> GenerationOutcome:
+        """img2img from an image file (inpainting where `mask_path` is white) in one call:
+        edit_request + generate(kind="edit"). `params`: negative_prompt, steps, cfg, seed, scheduler, count."""
+        request, inputs = self.edit_request(prompt, image_path, mask_path=mask_path, strength=strength, **params)
+        return self.generate(request, out_dir=out_dir, progress=progress, kind="edit", inputs=inputs,
+                             chat_id=chat_id)

@@ -11,8 +11,8 @@ def test_open_session_runs_generates_edits_upscales_scores(tiny_sd_path, tiny_cl
     best = s.run("two red circles", rounds=1, candidates=1, request_fields={"steps": 1, "seed": 3}).best
     assert best.path.is_file() and best.seed == 3
     out = s.generate(GenerateRequest(prompt="a blue square", seed=7, steps=1))
-    req, inputs = s.edit_request("a green square", out.images[0].path, strength=0.6, steps=2)
-    edited = s.generate(req, inputs=inputs, kind="edit")
+    edited = s.edit("a green square", out.images[0].path, strength=0.6, steps=2)
+    assert edited.images[0].record["params"]["mode"] == "img2img"
     big = s.upscale(edited.images[0].path, scale=2, method="lanczos")
     assert big.path.is_file() and big.record["width"] == 64
     assert len(s.score([big.path], "a green square")["scores"]) == 1

@@ -16,6 +16,7 @@ chat_id=ID)` resumes a conversation with its images.
 from __future__ import annotations
 
 import copy
+import math
 import re
 import shlex
 import shutil
@@ -408,7 +409,12 @@ class ChatController:
             size = load_image(path).size
             mask_path = str(atomic_save_png(rect_mask(size, rect), unique_path(self.settings.home / "masks", "rect")))
         d = self.state.defaults
-        fields_ = {"strength": strength, "steps": d.steps or self.settings.steps or 20}
+        if not 0 < strength <= 1:
+            raise InvalidInput(f"strength={strength} is outside 0..1.",
+                               "Use a value above 0 and at most 1 (0.3 keeps most of the image, 1 replaces it).")
+        steps = d.steps or self.settings.steps or 20
+        # img2img runs steps x strength steps: at least one
+        fields_ = {"strength": strength, "steps": max(steps, math.ceil(1 / strength - 1e-9))}
         if d.seed is not None:
             fields_["seed"] = d.seed
         req, inputs = self.session.edit_request(prompt, path, mask_path=mask_path, **fields_)
@@ -496,7 +502,7 @@ class ChatController:
                 continue
             mark = " (current)" if image_id == self.state.image_id else ""
             prompt = (row.get("prompt") or (row.get("record") or {}).get("kind") or "").replace("|", "/")[:50]
-            lines.append(f"| {image_id}{mark} | {row.get('seed') if row.get('seed') is not None else '-'} | "
+            lines.append(f"| #{image_id}{mark} | {row.get('seed') if row.get('seed') is not None else '-'} | "
                          f"{row.get('width')}x{row.get('height')} | {prompt} |")
         return "\n".join(lines)
 

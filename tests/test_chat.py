@@ -8,7 +8,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import ToolMessage
 
 from agent.chat import ChatController, refine_spec, rect_mask
-from agent.errors import InvalidInput
+from agent.errors import InvalidInput, LLMError
 
 SPEC = {"subject": "a cat on a sofa", "style": "", "lighting": "soft natural light", "composition": "",
         "quality": ["sharp focus"], "negatives": ["blurry"], "extras": ["clutter on the floor"]}
@@ -119,3 +119,50 @@ def test_agent_mode_calls_tools_and_reads_their_errors(session):
     assert humans[:2] == ["use 1 step, 1 round, 1 candidate, seed 5", "draw two red circles"]
     tools = [m["content"] for m in chat.messages() if m["role"] == "tool"]
     assert any(t.startswith("create_image(idea='two red circles')") for t in tools)
+
+
+def test_edit_inpaint_upscale_open_and_save(session, tmp_path):
+    from PIL import Image
+
+    from tools.images import load_image
+    from tools.metadata import read_metadata
+
+    chat = fast(ChatController(session))
+    chat.handle("two red circles")
+    first = chat.state.image_id
+    chat.handle("/edit a blue square rect=0.25,0.25,0.5,0.5 strength=0.9")
+    inpainted = read_metadata(chat.state.image_path)["record"]
+    assert inpainted["params"]["mode"] == "inpaint" and inpainted["params"]["prompt"] == "a blue square"
+    mask = load_image(inpainted["inputs"]["mask"]).convert("L")
+    assert mask.getbbox() == (8, 8, 24, 24)
+    mask_file = tmp_path / "mask.png"
+    Image.new("L", (32, 32), 255).save(mask_file)
+    chat.handle(f"/edit #{first} green mask={mask_file}")
+    assert read_metadata(chat.state.image_path)["record"]["inputs"]["mask"] == str(mask_file.resolve())
+    chat.handle(f"/edit #{first} at night")
+    record = read_metadata(chat.state.image_path)["record"]
+    assert record["params"]["mode"] == "img2img" and record["params"]["prompt"].endswith(", at night")
+    assert "(64x64)" in chat.handle("/upscale x2")
+    assert load_image(chat.state.image_path).size == (64, 64)
+    assert "#" + str(first) in chat.handle("/images")
+    chat.handle(f"/open #{first}")
+    assert chat.state.image_id == first
+    reply = chat.handle(f"/save {tmp_path / 'out' / 'mine'}")
+    saved = tmp_path / "out" / "mine.png"
+    assert str(saved) in reply and read_metadata(saved)["record"]["seed"] == chat.state.seed
+    with pytest.raises(InvalidInput, match="either mask"):
+        chat.handle(f"/edit x mask={mask_file} rect=0,0,8,8")
+    assert len(chat.state.images) == 5
+
+
+def test_an_unreachable_chat_model_says_what_to_do(session):
+    class Broken(type(scripted("x"))):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            raise ConnectionError("connection refused")
+
+    chat = ChatController(session, chat_model=Broken(messages=iter([])))
+    with pytest.raises(LLMError) as err:
+        chat.handle("draw a cat")
+    assert "ConnectionError" in err.value.message and "/mode offline" in err.value.hint
+    assert chat.messages()[-1]["role"] == "error"
+    assert "offline" in chat.handle("/mode offline") and chat.mode == "router"

@@ -23,14 +23,17 @@ import time
 from pathlib import Path
 
 
-def timed(fn, repeats):
-    fn()  # warm-up
-    out = []
+def interleaved(a, b, repeats):
+    """Median seconds of a() and b(), run alternately (a, b, a, b, ...) after one warm-up each,
+    so that drift in machine load hits both equally."""
+    a(), b()
+    ta, tb = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out), out
+        for fn, out in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def overhead(model: str, steps: int, repeats: int, safety: str) -> dict:
@@ -59,8 +62,7 @@ def overhead(model: str, steps: int, repeats: int, safety: str) -> dict:
         def imagent():
             session.generate(GenerateRequest(prompt, steps=steps, cfg=7.0, seed=1), out_dir=home)
 
-        t_direct, _ = timed(direct, repeats)
-        t_imagent, _ = timed(imagent, repeats)
+        t_direct, t_imagent = interleaved(direct, imagent, repeats)
     return {"model": model, "size": f"{w}x{h}", "steps": steps, "safety": safety, "repeats": repeats,
             "direct_s": round(t_direct, 4), "imagent_s": round(t_imagent, 4),
             "ratio": round(t_imagent / t_direct, 3)}

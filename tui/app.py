@@ -289,6 +289,7 @@ class ImagentApp(App):
             self._notice(self.controller.mode_line())
 
     def _progress(self, p) -> None:
+        self.query_one("#progress").visible = True  # shown by the first progress: quick commands do not flicker
         bar = self.query_one("#steps" if p.kind == "step" else "#rounds", ProgressBar)
         if not bar.size.width:  # just shown, not laid out yet: a bar rounds its value to its width
             self.call_after_refresh(self._progress, p)
@@ -330,7 +331,6 @@ class ImagentApp(App):
 
     def _start(self, text: str, job) -> None:
         self.busy = True
-        self.query_one("#progress").visible = True
         for bar in self.query(ProgressBar):
             bar.update(total=1, progress=0)
         self._set_status()

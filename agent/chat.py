@@ -318,13 +318,15 @@ class ChatController:
         self.say("user", text)
         if self.gallery.chat(self.chat_id).get("title") in (None, ""):
             self.gallery.save_chat(self.chat_id, title=text[:60])
+        undo_depth = len(self._undo)
         try:
             reply = action()
-        except Cancelled:
-            self.say("notice", "Cancelled. Nothing more was made; your message is kept above.")
-            raise
-        except ImagentError as exc:
-            self.say("error", exc.message + (f" {exc.hint}" if exc.hint else ""))
+        except BaseException as exc:
+            del self._undo[undo_depth:]  # a failed action changed nothing worth undoing
+            if isinstance(exc, Cancelled):
+                self.say("notice", "Cancelled. Nothing more was made; your message is kept above.")
+            elif isinstance(exc, ImagentError):
+                self.say("error", exc.message + (f" {exc.hint}" if exc.hint else ""))
             raise
         if reply:
             self.say("assistant", reply)

@@ -57,6 +57,10 @@ def test_defaults_are_checked_and_persisted(session):
     assert (d.width, d.height, d.style, d.raw) == (48, 64, "watercolor", True)
     roles = [m["role"] for m in chat.messages()]
     assert roles.count("error") == 3 and roles.count("user") == 6
+    # the failed commands left nothing to undo: three undos take back the three changes
+    for _ in range(3):
+        assert chat.handle("/undo") == "Undid change defaults."
+    assert chat.state.defaults == type(chat.state.defaults)() and chat.handle("/undo") == "Nothing to undo."
 
 
 def test_modes_are_announced(session):

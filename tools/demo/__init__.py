@@ -61,6 +61,18 @@ def defaults() -> dict:
     return out
 
 
+def _dtype_kw(dtype) -> dict:
+    """Newer diffusers name the argument `dtype` (and deprecate torch_dtype); older ones need torch_dtype."""
+    try:
+        from diffusers.utils import deprecation_utils
+
+        if hasattr(deprecation_utils, "_resolve_dtype"):
+            return {"dtype": dtype}
+    except ImportError:
+        pass
+    return {"torch_dtype": dtype}
+
+
 def load_pipeline(device: str = "cpu"):
     """The shipped StableDiffusionPipeline in float32 (safety checker off: the world is shapes)."""
     import torch
@@ -69,7 +81,7 @@ def load_pipeline(device: str = "cpu"):
     folder = pipeline_path()
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(folder), torch_dtype=torch.float32, safety_checker=None,
+            str(folder), **_dtype_kw(torch.float32), safety_checker=None,
             requires_safety_checker=False, local_files_only=True)
     except Exception as exc:  # corrupt or partial install
         raise ModelNotFound(f"could not load the demo pipeline: {exc}",

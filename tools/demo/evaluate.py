@@ -182,3 +182,54 @@ def clip_stats(model, processor, results: list[PromptResult], n_rendered: int = 
         if good_imgs else None,
         "retrieval_rendered": retrieval(model, processor, r_imgs, r_caps, seed=seed),
     }
+
+
+def main(argv=None):
+    """Quick check of a checkpoint (or the shipped pipeline), e.g. to pick the guidance scale:
+
+        python -m tools.demo.evaluate --ckpt checkpoints/demo --guidance 3 5 --n-prompts 6
+    """
+    import argparse
+
+    import torch
+
+    p = argparse.ArgumentParser(prog="python -m tools.demo.evaluate")
+    p.add_argument("--ckpt", help="training checkpoint folder (default: the shipped pipeline)")
+    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--categories", nargs="*", default=list(CATEGORIES))
+    p.add_argument("--n-prompts", type=int, default=6)
+    p.add_argument("--images", type=int, default=2)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, nargs="*", default=[None])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save", help="save a grid PNG of the first images here")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.ckpt:
+        from pathlib import Path
+
+        from tools.demo.export import build_pipeline
+
+        pipe, info = build_pipeline(Path(a.ckpt), use_ema=not a.no_ema)
+        print(info)
+    else:
+        from tools.demo import load_pipeline
+
+        pipe = load_pipeline()
+    for g in a.guidance:
+        res = single_shot(pipe, a.categories, a.n_prompts, a.images, steps=a.steps, guidance=g)
+        accs = {c: round(b["accuracy"], 3) for c, b in res["by_category"].items()}
+        print(f"guidance {g}: {accs} {res['s_per_image']:.3f}s/image", flush=True)
+        if a.save:
+            from PIL import Image
+
+            rs = res["results"]
+            grid = Image.new("RGB", (64 * a.images, 64 * len(rs)))
+            for i, r in enumerate(rs):
+                for j, im in enumerate(r.images):
+                    grid.paste(im, (64 * j, 64 * i))
+            grid.save(a.save)
+
+
+if __name__ == "__main__":
+    main()

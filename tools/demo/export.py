@@ -76,6 +76,8 @@ def export(ckpt: Path, out: Path, preset: str | None, steps: int, guidance: floa
     clip.save_pretrained(str(cdir), safe_serialization=True)
     proc = CLIPProcessor(image_processor=M.image_processor(), tokenizer=pipe.tokenizer)
     proc.save_pretrained(str(cdir))
+    proc.image_processor.save_pretrained(str(cdir))   # preprocessor_config.json for CLIPImageProcessor
+    proc.tokenizer.save_pretrained(str(cdir))
     sizes = {"pipeline_mb": round(folder_mb(pdir), 2), "clip_mb": round(folder_mb(cdir), 2)}
     print(json.dumps({**info, **sizes}, indent=1))
     return {**info, **sizes}

@@ -181,7 +181,7 @@ def make_inference_scheduler(prediction_type: str = "epsilon"):
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
         beta_schedule="scaled_linear", prediction_type=prediction_type,
         algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=False,
-        timestep_spacing="trailing", final_sigmas_type="zero",
+        timestep_spacing="trailing", final_sigmas_type="zero", steps_offset=1,
     )
 
 

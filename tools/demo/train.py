@@ -3,12 +3,14 @@
     python -m tools.demo.train vae  --minutes 12          # AutoencoderKL 64x64 -> 16x16x4
     python -m tools.demo.train clip --minutes 12          # CLIPModel, contrastive with hard negatives
     python -m tools.demo.train unet --minutes 70          # UNet2DConditionModel (+ text encoder from CLIP)
+    python -m tools.demo.train vaedec --minutes 20        # more decoder training (latent space unchanged)
     python -m tools.demo.export                           # fp16 weights into tools/demo/weights/
 
 Each run continues from the newest checkpoint in --out (default checkpoints/demo), so a job
 killed when a session ends loses at most --ckpt-minutes of work; `--minutes` is the time for
 this run. Data are rendered on the fly from a seed and the step number, so a resumed run sees
 the same stream it would have seen uninterrupted. unet needs the finished vae and clip.
+On a shared CPU run with OMP_WAIT_POLICY=PASSIVE (2 threads then beat 1 under load).
 """
 from __future__ import annotations
 
@@ -129,6 +131,55 @@ def train_vae(a):
         f"scaling_factor {sf:.4f}, latent mean {z.mean():.3f}, held-out mse {err:.5f}")
 
 
+def train_vae_decoder(a):
+    """Fine-tune only the VAE decoder (encoder frozen, so the latent space the UNet learnt
+    stays the same). Decodes noisy posterior samples, so it also learns to clean up."""
+    from diffusers import AutoencoderKL
+
+    out = Path(a.out)
+    torch.manual_seed(a.seed)
+    vae = AutoencoderKL.from_pretrained(str(out / "vae_final"))
+    vae.requires_grad_(False)
+    dec = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p_ in dec:
+        p_.requires_grad_(True)
+    opt = torch.optim.AdamW(dec, lr=a.lr or 5e-4, weight_decay=0.0)
+    ck = Checkpointer(out / "vaedec.pt", a.ckpt_minutes * 60)
+    step, elapsed = 0, 0.0
+    st = ck.load()
+    if st:
+        vae.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        log(f"resumed vae decoder at step {step}, {elapsed / 60:.1f} min")
+    t0, deadline = time.time(), time.time() + a.minutes * 60
+    state = lambda: {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                     "elapsed": elapsed + time.time() - t0}
+    base_lr = a.lr or 5e-4
+    vae.encoder.eval()
+    while time.time() < deadline:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, base_lr, 50)
+        imgs, _, _ = batch(a.seed + 777, step, a.batch or 32)
+        x = images_to_tensor(imgs)
+        with torch.no_grad():
+            post = vae.encode(x).latent_dist
+            z = post.mean + torch.randn_like(post.mean) * (0.1 / vae.config.scaling_factor)
+        rec = vae.decode(z).sample
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dec, 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0:
+            log(f"vae decoder step {step} rec {loss.item():.5f}")
+        if ck.maybe_save(state) or time.time() >= deadline:
+            vae.save_pretrained(str(out / "vae_final"))  # same encoder and scaling factor
+    ck.maybe_save(state, force=True)
+    vae.save_pretrained(str(out / "vae_final"))
+    log(f"vae decoder done: step {step}, {(elapsed + time.time() - t0) / 60:.1f} min")
+
+
 # ----------------------------------------------------------------------------- CLIP
 
 def train_clip(a):
@@ -223,7 +274,7 @@ def train_unet(a):
     sched = M.make_scheduler(a.prediction)
     params = [{"params": list(unet.parameters()), "lr_mult": 1.0},
               {"params": list(text.parameters()), "lr_mult": a.text_lr_mult}]
-    base_lr = a.lr or 1e-3
+    base_lr = a.lr or 1.5e-3
     opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema = [p.detach().clone() for p in list(unet.parameters()) + list(text.parameters())]
     ck = Checkpointer(out / f"unet_{a.preset}.pt", a.ckpt_minutes * 60)
@@ -232,6 +283,7 @@ def train_unet(a):
     if st:
         unet.load_state_dict(st["unet"]); text.load_state_dict(st["text"])
         opt.load_state_dict(st["opt"]); ema = st["ema"]
+        opt.param_groups[1]["lr_mult"] = a.text_lr_mult  # may be changed on resume
         step, elapsed = st["step"], st["elapsed"]
         log(f"resumed unet at step {step}, {elapsed / 60:.1f} min")
     log(f"unet[{a.preset}] params {M.n_params(unet)}, text encoder {M.n_params(text)}")
@@ -241,7 +293,7 @@ def train_unet(a):
     empty = tok([""], padding="max_length", max_length=M.MAX_TOKENS, return_tensors="pt").input_ids[0]
     ac = sched.alphas_cumprod
     snr_all = ac / (1 - ac)
-    B = a.batch or 48
+    B = a.batch or 32
     t0, deadline = time.time(), time.time() + a.minutes * 60
     live = list(unet.parameters()) + list(text.parameters())
 
@@ -295,7 +347,7 @@ def train_unet(a):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.demo.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["vae", "clip", "unet"])
+    p.add_argument("what", choices=["vae", "vaedec", "clip", "unet"])
     p.add_argument("--minutes", type=float, default=10.0, help="wall time of this run")
     p.add_argument("--out", default="checkpoints/demo")
     p.add_argument("--seed", type=int, default=0)
@@ -304,18 +356,18 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.0)
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
     p.add_argument("--kl", type=float, default=3e-5, help="vae: KL weight")
-    p.add_argument("--preset", default="b", choices=sorted(M.UNET_PRESETS))
+    p.add_argument("--preset", default="a", choices=sorted(M.UNET_PRESETS))
     p.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction"])
     p.add_argument("--min-snr", type=float, default=5.0)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--uncond", type=float, default=0.1, help="unet: caption dropout for CFG")
     p.add_argument("--text-lr-mult", type=float, default=0.3)
-    p.add_argument("--cache", type=int, default=40960, help="unet: scenes in the latent cache")
+    p.add_argument("--cache", type=int, default=12288, help="unet: scenes in the latent cache")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / f"args_{a.what}.json").write_text(json.dumps(vars(a), indent=1))
-    {"vae": train_vae, "clip": train_clip, "unet": train_unet}[a.what](a)
+    {"vae": train_vae, "vaedec": train_vae_decoder, "clip": train_clip, "unet": train_unet}[a.what](a)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Every image a call produced or returned appears in the result's "images" list as
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -84,13 +83,6 @@ class PathPolicy:
         return self.outputs / datetime.now().strftime("%Y-%m-%d") if self.outputs else None
 
 
-def work_lock(session: Session) -> threading.Lock:
-    """The one lock per session that pixel work (generate, edit, upscale, run) holds, so tool calls
-    arriving together (parallel LangChain tool calls, MCP requests) run one at a time instead of
-    exhausting GPU/CPU memory. Kept on the session object (dict.setdefault is atomic)."""
-    return session.__dict__.setdefault("_imagent_work_lock", threading.Lock())
-
-
 def image_result(image_id: int, path: str | Path, record: dict) -> dict:
     """The JSON an image is reported as, everywhere."""
     params = record.get("params") or {}
@@ -144,7 +136,7 @@ class Capabilities:
         method: Callable = getattr(self, name)
         if not TOOL_BY_NAME[name].long_running:
             return method(inp)
-        with work_lock(self.session):
+        with self.session.work_lock:
             return method(inp, progress=progress)
 
     # -- helpers ---------------------------------------------------------------------------------

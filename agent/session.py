@@ -124,6 +124,9 @@ class Session:
         self._scorers = {str(settings.clip_model): scorer} if scorer is not None else {}
         self._lock = threading.Lock()
         self.cancel_event = threading.Event()
+        # Pixel work from concurrent callers (parallel tool calls, MCP requests) takes this lock,
+        # so jobs run one at a time instead of exhausting GPU/CPU memory.
+        self.work_lock = threading.Lock()
 
     # -- lazily built tools -----------------------------------------------------------------
     def backend(self):

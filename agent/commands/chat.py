@@ -42,6 +42,7 @@ def run(args) -> int:
     from tui.app import make_app, pick_image_widget
 
     image_widget = pick_image_widget()  # asks the terminal about graphics before Textual takes it over
+    sys.setswitchinterval(0.001)  # the UI thread gets the GIL back sooner from a busy worker
     app = make_app(session, chat_id=args.resume, image_widget=image_widget, offline=args.offline)
     app.run()
     chat_id = app.controller.chat_id

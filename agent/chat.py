@@ -414,7 +414,7 @@ class ChatController:
         if not 0 < strength <= 1:
             raise InvalidInput(f"strength={strength} is outside 0..1.",
                                "Use a value above 0 and at most 1 (0.3 keeps most of the image, 1 replaces it).")
-        steps = d.steps or self.settings.steps or 20
+        steps = d.steps or self.session.model_defaults()["steps"]
         # img2img runs steps x strength steps: at least one
         fields_ = {"strength": strength, "steps": max(steps, math.ceil(1 / strength - 1e-9))}
         if d.seed is not None:
@@ -488,7 +488,7 @@ class ChatController:
 
     def defaults_text(self) -> str:
         d = self.state.defaults
-        steps = d.steps or self.settings.steps or 20
+        steps = d.steps or self.session.model_defaults()["steps"]
         return (f"style **{d.style or 'none'}** · size **{d.size_text()}** · steps **{steps}** · "
                 f"seed **{d.seed if d.seed is not None else 'random'}** · rounds **{d.rounds}** · "
                 f"candidates **{d.candidates}** · raw **{'on' if d.raw else 'off'}**")
@@ -587,7 +587,7 @@ class ChatController:
     # -- running the loop ---------------------------------------------------------------------------
     def _request_fields(self) -> dict:
         d = self.state.defaults
-        out: dict = {"steps": d.steps or self.settings.steps or 20}
+        out: dict = {"steps": d.steps} if d.steps else {}  # unset: the session's model default
         if d.width and d.height:
             out.update(width=d.width, height=d.height)
         if d.seed is not None:
@@ -611,40 +611,20 @@ class ChatController:
         d = self.state.defaults
         self.say("tool", f"run: {idea}" + (" (edited prompt)" if spec else "") +
                  f" · {d.rounds} round(s) x {d.candidates}")
-        fields_ = self._request_fields()
-        run_idea, raw = idea, d.raw
-        if spec is not None and not _accepts(self.session.run, "spec"):
-            # An edited structured prompt: render it for this model and run it as written.
-            from agent.render import guess_family, render
-            from agent.schemas import PromptSpec
-
-            rendered = render(PromptSpec.model_validate(spec), guess_family(self.settings.model, self.settings.backend))
-            run_idea, raw = rendered.positive, True
-            fields_["negative_prompt"] = rendered.negative
-        kwargs: dict = dict(rounds=d.rounds, candidates=d.candidates, style=d.style, raw=raw,
-                            request_fields=fields_, progress=self._progress, events=self._loop_event,
-                            chat_id=self.chat_id)
-        if spec is not None and _accepts(self.session.run, "spec"):
-            kwargs["spec"] = spec
-        outcome = self.session.run(run_idea, **kwargs)
+        outcome = self.session.run(idea, rounds=d.rounds, candidates=d.candidates, style=d.style, raw=d.raw,
+                                   request_fields=self._request_fields(), progress=self._progress,
+                                   events=self._loop_event, chat_id=self.chat_id, spec=spec)
         best = outcome.best
         self.state.idea = idea
-        self.state.spec = spec if (spec is not None and raw and not d.raw) else (outcome.spec or spec)
+        self.state.spec = outcome.spec
         self.state.run_id = outcome.run_id
-        self.state.rounds = [_plain(r) for r in (outcome.rounds or [])]
-        threshold = getattr(outcome, "threshold", None)
-        self.state.threshold = threshold.get("target") if isinstance(threshold, dict) else threshold
+        self.state.rounds = [_plain(r) for r in outcome.rounds]
+        self.state.threshold = outcome.threshold["target"]
         self._set_current(best.image_id, best.path, best.seed)
         self._save_state()
-        score = getattr(outcome, "score", None)
-        if score is None:
-            score = _best_score(self.state.rounds)
-        met = getattr(outcome, "met", None)
-        return (f"Made image **#{best.image_id}** (seed {best.seed}" +
-                (f", score {score:.2f}" if score is not None else "") +
-                f", {len(self.state.rounds)} round(s)" + ("" if met is None else
-                                                           ", target met" if met else ", target not met") +
-                "). Refine it in words (\"warmer light\", /refine ...), or /scores for the table.")
+        score, met = outcome.score, outcome.met
+        return (f"Made image **#{best.image_id}** (seed {best.seed}, score {score:.2f}, "
+                f"{len(self.state.rounds)} round(s), target {'met' if met else 'not met'}). Refine it in words (\"warmer light\", /refine ...), or /scores for the table.")
 
     def _set_current(self, image_id: int, path, seed: int | None) -> None:
         self.state.image_id, self.state.image_path, self.state.seed = image_id, str(path), seed
@@ -926,15 +906,6 @@ def _can_call_tools(model) -> bool:
         return False
     bind = getattr(type(model), "bind_tools", None)
     return bind is not None and bind is not BaseChatModel.bind_tools
-
-
-def _accepts(fn, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _schema(fn):

@@ -209,13 +209,13 @@ class Session:
                  kind: str = "generate", inputs: dict | None = None, extra: dict | None = None,
                  chat_id: str | None = None) -> GenerationOutcome:
         """Validate, safety-check, generate, save PNGs with metadata, record in the gallery."""
+        self.cancel_event.clear()  # a cancel from now on (even while models load) stops this job
         req = check_request(self._with_defaults(request))
         self.check_prompt(req.prompt)
         backend = self.backend()
         if req.mode not in backend.capabilities:
             raise InvalidInput(f"The {backend.name} backend cannot do {req.mode}.",
                                "Use the diffusers backend for this.")
-        self.cancel_event.clear()
         step = (lambda done, total: progress(Progress("step", done, total))) if progress else None
         with self._recorded(kind, idea=idea, spec=spec, params=req.params(), chat_id=chat_id) as run_id:
             result = backend.generate(req, progress=step, cancel=self.cancel_event)
@@ -268,12 +268,15 @@ class Session:
             threshold_mode: str = "relative", style: str | None = None, raw: bool = False,
             request_fields: dict | None = None, out_dir: str | Path | None = None,
             progress: ProgressSink | None = None, events=None, chat_id: str | None = None,
-            reviser: str = "auto", chat_model=None) -> RunOutcome:
+            reviser: str = "auto", chat_model=None, spec=None) -> RunOutcome:
         """The critique loop (agent.loop): expand the idea, then per round generate `candidates`
         images, safety-check and CLIP-score them against the idea, keep the best, and revise the
         prompt until the best reaches the threshold or `rounds` are spent. Every round is recorded
         in the gallery as it ends; the best image is saved with the round table in its metadata.
-        `reviser`: rules | llm | auto (llm when one is configured or passed, else rules)."""
+        `reviser`: rules | llm | auto (llm when one is configured or passed, else rules).
+        `spec`: a structured prompt (dict or PromptSpec) to start from instead of expanding the
+        idea (an edited prompt); the candidates are still scored against the idea."""
+        self.cancel_event.clear()  # a cancel from now on (even during expansion or loading) stops this run
         from agent import loop
         from agent.render import guess_family, render
         from agent.schemas import PromptSpec
@@ -283,7 +286,12 @@ class Session:
         fields_ = dict(request_fields or {})
         negative = fields_.pop("negative_prompt", "") or ""
         family = guess_family(self.settings.model, self.settings.backend)
-        if raw:
+        if spec is not None:
+            spec = PromptSpec.model_validate(spec)
+            rendered = render(spec, family)
+            positive, warnings = rendered.positive, []
+            neg = ", ".join(x for x in (rendered.negative, negative) if x)
+        elif raw:
             spec, positive, neg, warnings = PromptSpec(subject=idea.strip() or "-"), idea, negative, []
         else:
             expansion = self.expand(idea, style=style, negative=negative, chat_model=chat_model)
@@ -307,7 +315,6 @@ class Session:
             chosen = loop.LLMReviser(model, render_spec, rules, name=f"llm:{self.settings.llm_model or 'chat'}")
         else:
             chosen = rules
-        self.cancel_event.clear()
         t0 = time.perf_counter()
         spec_json = spec.model_dump()
 
@@ -338,8 +345,8 @@ class Session:
             loop_record = {"score": round(result.best.score, 4), "formula": scorer.formula, "round": result.best_round,
                            "threshold": result.threshold, "met": result.met, "stop_reason": result.stop_reason,
                            "reviser": chosen.name, "rounds": rounds_json}
-            saved = self._save(run_id, best_req, generated, idea=idea, spec=spec_json if raw else
-                               result.best_attempt.spec.model_dump(), out_dir=out_dir, inputs=None,
+            saved = self._save(run_id, best_req, generated, idea=idea, spec=result.best_attempt.spec.model_dump(),
+                               out_dir=out_dir, inputs=None,
                                extra={"loop": loop_record})
             best = saved.images[0]
             self.gallery.set_image_score(best.image_id, result.best.score, result.best_round)
@@ -460,6 +467,7 @@ class Session:
         """Upscale an image file; the result is safety-checked, written atomically with metadata
         (source, method, model; the source's own record nested) and recorded in the gallery.
         hires-fix refines with this session's backend, using `prompt` or the source's recorded one."""
+        self.cancel_event.clear()  # a cancel from now on stops this job
         from tools.upscale import check_upscale
 
         image = load_image(path)
@@ -478,7 +486,6 @@ class Session:
 
             seed = draw_seed()
         backend = self.backend() if method == "hires-fix" else None
-        self.cancel_event.clear()
         label = f"upscale x{scale} ({method})"
         step = (lambda done, total: progress(Progress("step", done, total, label))) if progress else None
         with self._recorded("upscale", params={"source": str(source), "scale": scale, "method": method,

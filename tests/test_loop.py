@@ -184,3 +184,16 @@ class FakeStructured:
 
     def invoke(self, messages):
         return self.model.invoke(messages)
+
+
+def test_run_from_an_edited_spec_generates_it_but_scores_against_the_idea(settings, tiny_backend):
+    scorer = ScriptedScorer([[2.0, 2.0]])
+    session = make_session(settings, tiny_backend, scorer)
+    spec = {"subject": "two red circles", "lighting": "warm light", "negatives": ["blur"]}
+    out = session.run("red circles", rounds=1, candidates=2, threshold=1.0, threshold_mode="absolute",
+                      request_fields=dict(FIELDS, negative_prompt="noise"), spec=spec)
+    first = out.rounds[0]
+    assert first["prompt"].startswith("two red circles") and "warm light" in first["prompt"]
+    assert "blur" in first["negative"] and "noise" in first["negative"]
+    assert scorer.calls == ["red circles"]
+    assert out.spec["lighting"] == "warm light"

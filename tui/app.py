@@ -494,7 +494,7 @@ def text_to_spec(text: str) -> dict:
 
 def params_text(controller: ChatController) -> str:
     d = controller.state.defaults
-    steps = d.steps or controller.settings.steps or 20
+    steps = d.steps or controller.session.model_defaults()["steps"]
     rows = [("style", d.style or "none"), ("size", d.size_text()), ("steps", steps),
             ("seed", d.seed if d.seed is not None else "random"), ("rounds", d.rounds),
             ("candidates", d.candidates), ("raw", "on" if d.raw else "off")]

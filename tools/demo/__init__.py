@@ -22,7 +22,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 # defaults used when the shipped folder doesn't say otherwise (pipeline/imagent_demo.json)
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 4.0
+DEFAULT_GUIDANCE = 5.0
 SIZE = 64
 
 

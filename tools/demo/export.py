@@ -90,7 +90,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(WEIGHTS_DIR))
     p.add_argument("--preset", default=None, help="unet checkpoint to use (default: newest)")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--guidance", type=float, default=5.0)
     a = p.parse_args(argv)
     torch.set_num_threads(2)
     export(Path(a.ckpt), Path(a.out), a.preset, a.steps, a.guidance)

@@ -59,6 +59,16 @@ class Checkpointer:
             return torch.load(self.path, map_location="cpu", weights_only=False)
         return None
 
+    def resume(self, model, opt, what: str) -> tuple[int, float]:
+        """Load model and optimizer state from the checkpoint if there is one: (step, elapsed s)."""
+        st = self.load()
+        if not st:
+            return 0, 0.0
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        log(f"resumed {what} at step {st['step']}, {st['elapsed'] / 60:.1f} min")
+        return st["step"], st["elapsed"]
+
     def maybe_save(self, state_fn, force=False):
         if force or time.time() - self.last >= self.every_s:
             tmp = self.path.with_suffix(".tmp")
@@ -81,12 +91,7 @@ def train_vae(a):
     vae = M.make_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=a.lr or 1e-3, weight_decay=0.0)
     ck = Checkpointer(out / "vae.pt", a.ckpt_minutes * 60)
-    step, elapsed = 0, 0.0
-    st = ck.load()
-    if st:
-        vae.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
-        step, elapsed = st["step"], st["elapsed"]
-        log(f"resumed vae at step {step}, {elapsed / 60:.1f} min")
+    step, elapsed = ck.resume(vae, opt, "vae")
     log(f"vae params {M.n_params(vae)}")
     t0, deadline = time.time(), time.time() + a.minutes * 60
     state = lambda: {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
@@ -145,12 +150,7 @@ def train_vae_decoder(a):
         p_.requires_grad_(True)
     opt = torch.optim.AdamW(dec, lr=a.lr or 5e-4, weight_decay=0.0)
     ck = Checkpointer(out / "vaedec.pt", a.ckpt_minutes * 60)
-    step, elapsed = 0, 0.0
-    st = ck.load()
-    if st:
-        vae.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
-        step, elapsed = st["step"], st["elapsed"]
-        log(f"resumed vae decoder at step {step}, {elapsed / 60:.1f} min")
+    step, elapsed = ck.resume(vae, opt, "vae decoder")
     t0, deadline = time.time(), time.time() + a.minutes * 60
     state = lambda: {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
                      "elapsed": elapsed + time.time() - t0}
@@ -192,12 +192,7 @@ def train_clip(a):
     base_lr = a.lr or 5e-4
     opt = torch.optim.AdamW(model.parameters(), lr=base_lr, weight_decay=0.05, betas=(0.9, 0.98))
     ck = Checkpointer(out / "clip.pt", a.ckpt_minutes * 60)
-    step, elapsed = 0, 0.0
-    st = ck.load()
-    if st:
-        model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
-        step, elapsed = st["step"], st["elapsed"]
-        log(f"resumed clip at step {step}, {elapsed / 60:.1f} min")
+    step, elapsed = ck.resume(model, opt, "clip")
     log(f"clip params {M.n_params(model)}")
     B = a.batch or 96
     t0, deadline = time.time(), time.time() + a.minutes * 60

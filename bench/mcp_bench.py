@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -67,26 +66,18 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="imagent-mcp-bench-"))
     os.environ["IMAGENT_HOME"] = str(tmp / "home")
     import mcp
-    import uvicorn
-
     from agent.capabilities import PathPolicy
     from agent.config import load_settings
-    from agent.mcp_server import build_server, http_app
+    from agent.mcp_server import build_server, serving_http_in_thread
     from agent.session import Session
     from tools.generate import GenerateRequest
 
     model, model_note = pick_model(args.model, tmp)
     session = Session(load_settings(model=model, safety=args.safety))
     app = build_server(session, PathPolicy.confined(tmp / "in", tmp / "out"))
+    stack = contextlib.ExitStack()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(http_app(app), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
+    url = stack.enter_context(serving_http_in_thread(app))
 
     prompt = "two red circles"
     times: dict[str, list[float]] = {"in-process": [], "mcp-memory": [], "mcp-http": []}
@@ -95,7 +86,7 @@ def main() -> None:
         session.generate(GenerateRequest(prompt=prompt, steps=args.steps, seed=seed), out_dir=tmp / "out")
 
     async def run_all():
-        async with mcp.Client(app.server) as mem, mcp.Client(f"http://127.0.0.1:{port}/mcp") as http:
+        async with mcp.Client(app.server) as mem, mcp.Client(url) as http:
             clients = {"mcp-memory": mem, "mcp-http": http}
 
             async def via(name, seed):
@@ -132,8 +123,7 @@ def main() -> None:
 
     cheap: dict[str, list[float]] = {k: [] for k in times}
     last = asyncio.run(run_all())
-    server.should_exit = True
-    thread.join(10)
+    stack.close()
     app.close()
 
     med = {k: statistics.median(v) for k, v in times.items()}

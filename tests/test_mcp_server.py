@@ -234,36 +234,18 @@ def test_preview_is_size_limited(tmp_path):
 
 
 def test_streamable_http_on_loopback(app):
-    import socket
-    import threading
-    import time
+    from agent.mcp_server import serving_http_in_thread
 
-    import uvicorn
-
-    from agent.mcp_server import http_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(http_app(app), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
+    with serving_http_in_thread(app) as url:
+        assert url.startswith("http://127.0.0.1:")
 
         async def main():
-            async with mcp.Client(f"http://127.0.0.1:{port}/mcp") as client:
+            async with mcp.Client(url) as client:
                 names = [t.name for t in (await client.list_tools()).tools]
                 res = await client.call_tool("generate", {"prompt": "two red circles", "steps": 1, "seed": 2})
                 return names, res
         names, res = asyncio.run(main())
         assert "run" in names and not res.is_error and res.structured_content["images"][0]["seed"] == 2
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_cancel_queued_and_running_jobs(app, monkeypatch):

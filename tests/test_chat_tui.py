@@ -86,7 +86,27 @@ async def test_refine_in_agent_mode_with_a_scripted_model(session):
         assert "lighting: warmer light" in spec and "clutter" in spec.split("negatives:")[1]
 
 
-async def test_esc_cancels_a_running_generation_and_keeps_the_message(session):
+class SlowBackend:
+    """The tiny backend, but every step waits up to 50 ms for a cancel, so a 300-step job runs
+    for seconds on any machine (the tiny model alone finishes 300 steps in about a second)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name, self.model, self.capabilities = inner.name, inner.model, inner.capabilities
+
+    def generate(self, request, *, progress=None, cancel=None):
+        def slow(done, total):
+            if cancel is not None:
+                cancel.wait(0.05)
+            if progress:
+                progress(done, total)
+        return self.inner.generate(request, progress=slow, cancel=cancel)
+
+
+async def test_esc_cancels_a_running_generation_and_keeps_the_message(settings, tiny_backend, tiny_scorer):
+    from agent.session import Session
+
+    session = Session(settings, backend=SlowBackend(tiny_backend), scorer=tiny_scorer)
     app = make_app(session)
     async with app.run_test(size=SIZE) as pilot:
         for command in ("/steps 300", "/rounds 1", "/candidates 1"):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from tools.demo import models as M
 from tools.demo import world as W
@@ -79,8 +80,13 @@ class Checkpointer:
         return False
 
 
-def lr_at(step: int, base: float, warmup: int) -> float:
-    return base * min(1.0, (step + 1) / warmup)
+def lr_at(step: int, base: float, warmup: int, decay_from: int = 0, decay_steps: int = 0) -> float:
+    """Linear warm-up, constant, then (with decay_steps) a linear cool-down to 10% of base over
+    decay_steps steps starting at step decay_from."""
+    lr = base * min(1.0, (step + 1) / warmup)
+    if decay_steps and step > decay_from:
+        lr *= max(0.1, 1.0 - 0.9 * (step - decay_from) / decay_steps)
+    return lr
 
 
 # ----------------------------------------------------------------------------- VAE
@@ -182,7 +188,70 @@ def train_vae_decoder(a):
 
 # ----------------------------------------------------------------------------- CLIP
 
+def degrade(imgs, rng: random.Random, p: float):
+    """Blur and noise a random share `p` of the images, so CLIP also sees the soft edges and
+    speckle of decoded samples rather than only crisp renders."""
+    from PIL import ImageFilter
+
+    out = []
+    for im in imgs:
+        if rng.random() < p:
+            im = im.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
+            arr = np.asarray(im, dtype=np.float32)
+            sigma = rng.uniform(0.0, 8.0)
+            noise = np.random.default_rng(rng.randrange(2**32)).normal(0, sigma, arr.shape)
+            im = Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8))
+        out.append(im)
+    return out
+
+
+def with_extra_objects(scene, rng: random.Random) -> Image.Image:
+    """A fresh render of `scene` plus one or two objects it does not mention (a copy of one of
+    its objects, or any colour and shape): the too-many-objects miss that samples make most
+    often, also past the caption grammar's four objects."""
+    _, lay = W.render(scene, rng)
+    objs = list(lay.objects)
+    for _ in range(rng.choice([1, 1, 2])):
+        like = rng.choice(objs)
+        colour, shape = ((like.colour, like.shape) if rng.random() < 0.6 else
+                         (rng.choice(list(W.COLOURS)), rng.choice(list(W.SHAPES))))
+        size = rng.randint(10, 16)
+        for _t in range(200):
+            cx = rng.uniform(size / 2 + 2, W.SIZE - size / 2 - 2)
+            cy = rng.uniform(size / 2 + 2, W.SIZE - size / 2 - 2)
+            if all(abs(cx - o.cx) * 2 >= size + o.size + 4 or abs(cy - o.cy) * 2 >= size + o.size + 4
+                   for o in objs):
+                objs.append(W.Placed(colour, shape, cx, cy, size, -1))
+                break
+    return W.draw(W.Layout(scene, objs))
+
+
+def contrastive_rank_loss(li: torch.Tensor, scale: torch.Tensor, B: int, E: int,
+                          rank_weight: float = 1.0):
+    """CLIP loss for a batch of 2B captions (B true, then their B near misses) against 2B + E
+    images (the B scenes, the B near misses drawn, then E of the scenes with extra objects).
+    `li` is the (2B + E) x 2B logits matrix, `scale` the logit scale. Returns the loss and the
+    cosines of the matching pairs and of the near-miss pairs (for logging)."""
+    n2, ne = torch.arange(2 * B), torch.arange(E)
+    loss = 0.5 * (F.cross_entropy(li[:2 * B], n2) + F.cross_entropy(li.t(), n2))
+    cos = li / scale
+    pos = cos[n2, n2]                                      # 2B matching pairs
+    near = torch.cat([cos[n2, (n2 + B) % (2 * B)],         # image, its near-miss caption
+                      cos[(n2 + B) % (2 * B), n2],         # near-miss image, the caption
+                      cos[2 * B + ne, ne]])                # too many objects, the caption
+    rank = F.softplus(20.0 * (near[None, :] - pos[:, None] + 0.05)).mean()
+    return loss + rank_weight * rank, pos, near
+
+
 def train_clip(a):
+    """Symmetric contrastive loss over B scenes and B hard negatives, plus a pooled ranking term.
+
+    Each scene comes with a near miss (`world.perturb`: one colour, shape, count, relation,
+    background or binding changed), rendered as an image too, so each pair is the other's hard
+    negative in both directions. The ranking term asks every matching (caption, image) pair in the
+    batch to score above every near-miss pair, across prompts: a smooth surrogate of the AUC that
+    the critique loop relies on when it compares one score against a threshold.
+    """
     out = Path(a.out)
     torch.manual_seed(a.seed)
     tok_dir = out / "tokenizer"
@@ -204,15 +273,23 @@ def train_clip(a):
             g["lr"] = lr_at(step, base_lr, 200)
         imgs, caps, scenes = batch(a.seed, step, B)
         rng = random.Random(f"neg-{a.seed}-{step}")
-        negs = [W.perturb(s, rng).caption() for s in scenes]
-        x = images_to_tensor(imgs)
+        neg_scenes = [W.perturb(s, rng) for s in scenes]
+        negs = [s.caption() for s in neg_scenes]
+        if a.neg_images:
+            imgs = imgs + [W.render(s, rng)[0] for s in neg_scenes]
+            E = int(B * a.extra_objects)
+            imgs = imgs + [with_extra_objects(s, rng) for s in scenes[:E]]
+        x = images_to_tensor(degrade(imgs, rng, a.degrade))
         t = tok(caps + negs, padding="max_length", max_length=M.MAX_TOKENS, truncation=True,
                 return_tensors="pt")
         o = model(input_ids=t.input_ids, attention_mask=t.attention_mask, pixel_values=x)
-        li = o.logits_per_image            # B x 2B
+        li = o.logits_per_image            # images x 2B captions
         target = torch.arange(B)
-        # image->text over true + hard-negative captions; text->image over the true captions
-        loss = 0.5 * (F.cross_entropy(li, target) + F.cross_entropy(li[:, :B].t(), target))
+        if a.neg_images:
+            loss, pos, near = contrastive_rank_loss(li, model.logit_scale.exp(), B, E, a.rank_weight)
+        else:
+            # image->text over true + hard-negative captions; text->image over the true captions
+            loss = 0.5 * (F.cross_entropy(li, target) + F.cross_entropy(li[:, :B].t(), target))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -221,9 +298,12 @@ def train_clip(a):
             model.logit_scale.clamp_(0, math.log(100))
         step += 1
         if step % 25 == 0:
-            acc = (li.argmax(1) == target).float().mean().item()
+            acc = (li[:B].argmax(1) == target).float().mean().item()
             hard = (li[target, target] > li[target, target + B]).float().mean().item()
-            log(f"clip step {step} loss {loss.item():.4f} i2t acc {acc:.3f} vs-hard-neg {hard:.3f}")
+            msg = f"clip step {step} loss {loss.item():.4f} i2t acc {acc:.3f} vs-hard-neg {hard:.3f}"
+            if a.neg_images:
+                msg += f" pooled-auc {(pos[:, None] > near[None, :]).float().mean().item():.3f}"
+            log(msg)
         ck.maybe_save(state)
     ck.maybe_save(state, force=True)
     model.save_pretrained(str(out / "clip_final"))
@@ -301,7 +381,7 @@ def train_unet(a):
     run_loss, tl = 0.0, time.time()
     while time.time() < deadline:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, base_lr, 300) * g["lr_mult"]
+            g["lr"] = lr_at(step, base_lr, 300, a.decay_from, a.decay_steps) * g["lr_mult"]
         gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
         idx = torch.randint(0, N, (B,), generator=gen)
         z0 = Z[idx].float()
@@ -358,6 +438,18 @@ def main(argv=None):
     p.add_argument("--uncond", type=float, default=0.1, help="unet: caption dropout for CFG")
     p.add_argument("--text-lr-mult", type=float, default=0.3)
     p.add_argument("--cache", type=int, default=12288, help="unet: scenes in the latent cache")
+    p.add_argument("--decay-from", type=int, default=0,
+                   help="unet: step where a linear learning-rate cool-down starts")
+    p.add_argument("--decay-steps", type=int, default=0,
+                   help="unet: cool-down length in steps, down to 10%% of the rate (0: no cool-down)")
+    p.add_argument("--neg-images", type=int, default=1, choices=[0, 1],
+                   help="clip: render each hard-negative caption as an image too (1) or not (0)")
+    p.add_argument("--rank-weight", type=float, default=1.0,
+                   help="clip: weight of the pooled matching-above-near-miss ranking term")
+    p.add_argument("--extra-objects", type=float, default=0.5,
+                   help="clip: share of scenes also drawn with unmentioned extra objects")
+    p.add_argument("--degrade", type=float, default=0.5,
+                   help="clip: share of images blurred and noised like decoded samples")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     Path(a.out).mkdir(parents=True, exist_ok=True)

@@ -23,11 +23,13 @@ class ScriptedChatModel(GenericFakeChatModel):
 
 
 def scripted(*turns) -> ScriptedChatModel:
-    """turns: ("tool", name, args) for a tool call, or a str for a final answer."""
+    """turns: ("tool", name, args) for a tool call, a str for a final answer, or an AIMessage."""
     counter = itertools.count(1)
     messages = []
     for turn in turns:
-        if isinstance(turn, str):
+        if isinstance(turn, AIMessage):
+            messages.append(turn)
+        elif isinstance(turn, str):
             messages.append(AIMessage(content=turn))
         else:
             _, name, args = turn

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage
+from chat_fakes import scripted
 from loopback_llm import LoopbackLLM, Slow, Status
 
 from agent.config import load_settings
@@ -21,25 +21,8 @@ GOOD = {"subject": "a cat typing on a laptop at night", "style": "cinematic film
         "negatives": ["blurry", "text"], "extras": ["cluttered desk"]}
 
 
-class ScriptedChatModel(FakeMessagesListChatModel):
-    """Answers with scripted AIMessages (tool calls, as structured output expects); records prompts."""
-
-    seen: list = []
-
-    def bind_tools(self, tools, **kwargs):
-        return self
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-        self.seen.append(list(messages))
-        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-
 def tool_answer(args) -> AIMessage:
     return AIMessage(content="", tool_calls=[{"name": "PromptSpec", "args": args, "id": "c1"}])
-
-
-def scripted(*answers) -> ScriptedChatModel:
-    return ScriptedChatModel(responses=list(answers), seen=[])
 
 
 def sd_settings(**kw):

@@ -67,6 +67,7 @@ class Candidate:
     image: Image.Image | None
     score: float | None
     blocked: str | None = None
+    verdict: object = None  # the safety verdict of an allowed image (saved with it, not re-checked)
 
 
 @dataclass
@@ -203,9 +204,10 @@ class LoopEvent:
 def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: LoopOptions, backend, safety,
              scorer, reviser, threshold: dict, check_prompt: Callable[[str], None],
              cancel: threading.Event | None = None, on_event: Callable[[LoopEvent], None] | None = None,
-             step_progress=None) -> LoopResult:
+             step_progress=None, first_checked: bool = False) -> LoopResult:
     """Run the rounds. `base` carries steps, size, scheduler and the first seed; `check_prompt`
-    raises SafetyBlocked for a blocked prompt (every revised prompt is checked too)."""
+    raises SafetyBlocked for a blocked prompt (every revised prompt is checked too;
+    `first_checked` says the caller has already checked the first one)."""
     emit = on_event or (lambda e: None)
     seed = base.seed if base.seed is not None else draw_seed()
     attempt, rounds, best, best_round, best_attempt = first, [], None, 0, first
@@ -214,7 +216,8 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
         if cancel is not None and cancel.is_set():
             raise Cancelled("Run cancelled.")
         t0 = time.perf_counter()
-        check_prompt(attempt.positive)
+        if r > 1 or not first_checked:
+            check_prompt(attempt.positive)
         emit(LoopEvent("round_start", r, {"prompt": attempt.positive, "change": attempt.change}))
         seeds = [seed + (r - 1) * options.candidates + i for i in range(options.candidates)]
         request = GenerateRequest(prompt=attempt.positive, negative_prompt=attempt.negative, steps=base.steps,
@@ -223,15 +226,17 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
         result = backend.generate(request, progress=step_progress, cancel=cancel)
         scheduler = result.scheduler
         candidates, blocked = [], []
+        allowed = []
         for image, s in zip(result.images, result.seeds):
             verdict = safety.check_image(image)
-            if not verdict.allowed:
+            if verdict.allowed:
+                allowed.append((image, s, verdict))
+            else:
                 blocked.append({"seed": s, "category": verdict.category, "reason": verdict.reason})
                 candidates.append(Candidate(s, None, None, verdict.category))
-        allowed = [(im, s) for im, s in zip(result.images, result.seeds) if s not in {b["seed"] for b in blocked}]
         if allowed:
-            scores = scorer.score([im for im, _ in allowed], intent)
-            candidates += [Candidate(s, im, float(sc)) for (im, s), sc in zip(allowed, scores)]
+            scores = scorer.score([im for im, _, _ in allowed], intent)
+            candidates += [Candidate(s, im, float(sc), verdict=v) for (im, s, v), sc in zip(allowed, scores)]
         candidates.sort(key=lambda c: c.seed)
         for c in candidates:
             emit(LoopEvent("candidate", r, {"seed": c.seed, "score": c.score, "blocked": c.blocked}))

@@ -224,13 +224,15 @@ class Session:
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome
 
-    def _save(self, run_id, req, result, *, idea, spec, out_dir, inputs, extra) -> GenerationOutcome:
+    def _save(self, run_id, req, result, *, idea, spec, out_dir, inputs, extra,
+              verdicts: list | None = None) -> GenerationOutcome:
+        """Safety-check (unless `verdicts` already holds each image's verdict), write and record."""
         out = Path(out_dir) if out_dir else self.settings.outputs_dir / datetime.now().strftime("%Y-%m-%d")
         checker = self.safety()
         saved, blocked = [], []
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
-            verdict = checker.check_image(image)
+            verdict = verdicts[index] if verdicts else checker.check_image(image)
             if not verdict.allowed:
                 blocked.append({"seed": seed, "category": verdict.category, "reason": verdict.reason})
                 continue
@@ -333,7 +335,8 @@ class Session:
             result = loop.run_loop(intent=idea, first=loop.Attempt(spec, positive, neg, base.cfg), base=base,
                                    options=options, backend=backend, safety=checker, scorer=scorer,
                                    reviser=chosen, threshold=threshold_info, check_prompt=self.check_prompt,
-                                   cancel=self.cancel_event, on_event=on_event, step_progress=step)
+                                   cancel=self.cancel_event, on_event=on_event, step_progress=step,
+                                   first_checked=True)
             best_req = GenerateRequest(prompt=result.best_attempt.positive, negative_prompt=result.best_attempt.negative,
                                        steps=base.steps, cfg=result.best_attempt.cfg, width=base.width,
                                        height=base.height, seed=result.best.seed, scheduler=base.scheduler)
@@ -346,8 +349,8 @@ class Session:
                            "threshold": result.threshold, "met": result.met, "stop_reason": result.stop_reason,
                            "reviser": chosen.name, "rounds": rounds_json}
             saved = self._save(run_id, best_req, generated, idea=idea, spec=result.best_attempt.spec.model_dump(),
-                               out_dir=out_dir, inputs=None,
-                               extra={"loop": loop_record})
+                               out_dir=out_dir, inputs=None, extra={"loop": loop_record},
+                               verdicts=[result.best.verdict] if result.best.verdict is not None else None)
             best = saved.images[0]
             self.gallery.set_image_score(best.image_id, result.best.score, result.best_round)
         if progress:

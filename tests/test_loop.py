@@ -117,6 +117,33 @@ def test_blocked_images_are_never_saved(settings, tiny_backend, tmp_path):
     assert session.gallery.runs(limit=1)[0]["status"] == "failed"
 
 
+class CountingChecker(BlockEverything):
+    """Allows everything and counts what it was asked to check."""
+
+    def __init__(self):
+        self.prompts, self.images = [], 0
+
+    def check_prompt(self, text):
+        self.prompts.append(text)
+        return Verdict(True)
+
+    def check_image(self, image):
+        self.images += 1
+        return Verdict(True)
+
+
+def test_every_prompt_and_image_is_checked_exactly_once(settings, tiny_backend, tmp_path):
+    checker = CountingChecker()
+    session = make_session(settings, tiny_backend, ScriptedScorer([[0.1, 0.2], [0.3, 0.1]]), safety=checker)
+    out = session.run("a cat", rounds=2, candidates=2, threshold=2.0, threshold_mode="absolute",
+                      raw=True, request_fields=FIELDS, out_dir=tmp_path)
+    assert checker.images == 4  # 2 rounds x 2 candidates; the saved best is not checked again
+    first, second = (r["prompt"] for r in out.rounds)
+    assert first == "a cat" and second != first
+    assert checker.prompts == ["a cat", first, second]  # the idea, then each round's prompt once
+    assert out.best.record["safety"]["level"] == "strict"
+
+
 def test_blocked_prompt_stops_before_generating(settings, tiny_backend):
     session = make_session(settings, tiny_backend, ScriptedScorer([]), safety=BlockPrompt())
     with pytest.raises(SafetyBlocked) as info:

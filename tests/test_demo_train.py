@@ -9,7 +9,7 @@ import torch
 
 from tools.demo import oracle as O
 from tools.demo import world as W
-from tools.demo.train import contrastive_rank_loss, degrade, lr_at, with_extra_objects
+from tools.demo.train import contrastive_rank_loss, degrade, lr_at, near_miss, with_extra_objects
 
 
 def test_lr_warms_up_holds_then_cools_down_to_a_tenth():
@@ -33,6 +33,17 @@ def test_extra_object_negatives_have_more_objects_than_the_caption_says():
             more += 1
             assert not O.check(img, scene, "strict").correct
     assert more >= 36  # a crowded 4-object scene can leave no room for an extra object
+
+
+def test_near_misses_of_relation_scenes_swap_the_objects():
+    rng = random.Random(1)
+    scene = W.parse("a red circle left of a blue square")
+    img, _ = W.render(scene, seed=4)
+    miss = near_miss(scene, rng, 1.0)
+    assert miss.caption() == "a blue square left of a red circle"
+    assert O.check(img, scene).correct and not O.check(img, miss).correct
+    plain = W.parse("two red circles")
+    assert near_miss(plain, random.Random(2), 1.0).caption() == W.perturb(plain, random.Random(2)).caption()
 
 
 def test_degrade_leaves_images_alone_at_zero_and_softens_them_at_one():

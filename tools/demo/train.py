@@ -243,6 +243,15 @@ def contrastive_rank_loss(li: torch.Tensor, scale: torch.Tensor, B: int, E: int,
     return loss + rank_weight * rank, pos, near
 
 
+def near_miss(scene, rng: random.Random, relation_share: float):
+    """`world.perturb`, except that a scene with a relation gets its relation reversed (objects
+    swapped) with probability `relation_share`: perturb picks among six kinds of change, so
+    relations, the critique loop's hardest call, would otherwise be rare negatives."""
+    if scene.relation and rng.random() < relation_share:
+        return W.Scene(scene.groups[::-1], scene.relation, scene.background, scene.background_explicit)
+    return W.perturb(scene, rng)
+
+
 def train_clip(a):
     """Symmetric contrastive loss over B scenes and B hard negatives, plus a pooled ranking term.
 
@@ -273,7 +282,7 @@ def train_clip(a):
             g["lr"] = lr_at(step, base_lr, 200)
         imgs, caps, scenes = batch(a.seed, step, B)
         rng = random.Random(f"neg-{a.seed}-{step}")
-        neg_scenes = [W.perturb(s, rng) for s in scenes]
+        neg_scenes = [near_miss(s, rng, a.relation_negatives) for s in scenes]
         negs = [s.caption() for s in neg_scenes]
         if a.neg_images:
             imgs = imgs + [W.render(s, rng)[0] for s in neg_scenes]
@@ -448,6 +457,8 @@ def main(argv=None):
                    help="clip: weight of the pooled matching-above-near-miss ranking term")
     p.add_argument("--extra-objects", type=float, default=0.5,
                    help="clip: share of scenes also drawn with unmentioned extra objects")
+    p.add_argument("--relation-negatives", type=float, default=0.5,
+                   help="clip: share of relation scenes whose near miss swaps the two objects")
     p.add_argument("--degrade", type=float, default=0.5,
                    help="clip: share of images blurred and noised like decoded samples")
     a = p.parse_args(argv)

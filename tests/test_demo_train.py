@@ -35,15 +35,28 @@ def test_extra_object_negatives_have_more_objects_than_the_caption_says():
     assert more >= 36  # a crowded 4-object scene can leave no room for an extra object
 
 
-def test_near_misses_of_relation_scenes_swap_the_objects():
+def test_relation_near_misses_are_false_both_ways_under_the_oracle():
     rng = random.Random(1)
-    scene = W.parse("a red circle left of a blue square")
-    img, _ = W.render(scene, seed=4)
-    miss = near_miss(scene, rng, 1.0)
-    assert miss.caption() == "a blue square left of a red circle"
-    assert O.check(img, scene).correct and not O.check(img, miss).correct
-    plain = W.parse("two red circles")
-    assert near_miss(plain, random.Random(2), 1.0).caption() == W.perturb(plain, random.Random(2)).caption()
+    kinds = set()
+    for i in range(100):
+        scene = W.sample_scene(rng, "position")
+        img, lay = W.render(scene, rng)
+        miss, miss_img = near_miss(scene, lay, rng, 1.0)
+        assert miss.groups == scene.groups and miss.relation != scene.relation
+        kinds.add((scene.relation, miss.relation))
+        assert O.check(img, scene).correct
+        assert not O.check(img, miss).correct       # the near-miss caption is wrong for the image
+        assert not O.check(miss_img, scene).correct  # the near-miss image is wrong for the caption
+    assert any({r, m} in ({"above", "left of"}, {"above", "right of"}, {"below", "left of"},
+                          {"below", "right of"}) for r, m in kinds)  # not only reversals
+
+
+def test_other_near_misses_are_perturbations_drawn():
+    scene = W.parse("two red circles")
+    img, lay = W.render(scene, seed=3)
+    miss, miss_img = near_miss(scene, lay, random.Random(2), 1.0)
+    assert miss.caption() == W.perturb(scene, random.Random(2)).caption()
+    assert O.check(miss_img, miss, "strict").correct
 
 
 def test_degrade_leaves_images_alone_at_zero_and_softens_them_at_one():

@@ -243,13 +243,44 @@ def contrastive_rank_loss(li: torch.Tensor, scale: torch.Tensor, B: int, E: int,
     return loss + rank_weight * rank, pos, near
 
 
-def near_miss(scene, rng: random.Random, relation_share: float):
-    """`world.perturb`, except that a scene with a relation gets its relation reversed (objects
-    swapped) with probability `relation_share`: perturb picks among six kinds of change, so
-    relations, the critique loop's hardest call, would otherwise be rare negatives."""
+def near_miss(scene, lay, rng: random.Random, relation_share: float):
+    """A scene wrong in one way and an image of it: (near-miss scene, its image).
+
+    Usually `world.perturb` (one colour, shape, count, relation, background or binding changed).
+    A scene with a relation instead gets, with probability `relation_share`, another relation
+    (any of the three, so "above" is also told from "left of"), picked so that it is false for
+    the scene's image `lay` under the oracle's rule, and drawn so that the scene's own relation is
+    false in the near-miss image. perturb picks among six kinds of change, so without this,
+    relations (the critique loop's hardest call) would be rare and only ever reversed."""
+    from tools.demo.oracle import REL_MARGIN, relation_holds
+
+    # layout centres are box centres; the oracle measures mass centroids (a triangle's sits lower)
+    margin = REL_MARGIN - 5.0
     if scene.relation and rng.random() < relation_share:
-        return W.Scene(scene.groups[::-1], scene.relation, scene.background, scene.background_explicit)
-    return W.perturb(scene, rng)
+        a, b = lay.objects[0], lay.objects[1]
+        false_here = [r for r in W.RELATIONS
+                      if r != scene.relation and not relation_holds(r, a, b, margin)]
+        miss = W.Scene(scene.groups, rng.choice(false_here), scene.background, scene.background_explicit)
+        for _ in range(50):
+            img, mlay = W.render(miss, rng)
+            if not relation_holds(scene.relation, mlay.objects[0], mlay.objects[1], margin):
+                break
+        return miss, img
+    miss = W.perturb(scene, rng)
+    return miss, W.render(miss, rng)[0]
+
+
+def clip_batch(seed: int, step: int, n: int, relation_share: float):
+    """n scenes with their images and captions, and n near misses (scene, image, caption)."""
+    rng = random.Random(f"{seed}-{step}")
+    imgs, caps, scenes, neg_imgs, negs = [], [], [], [], []
+    for _ in range(n):
+        scene = W.sample_scene(rng)
+        img, lay = W.render(scene, rng)
+        miss, miss_img = near_miss(scene, lay, rng, relation_share)
+        imgs.append(img); caps.append(scene.caption()); scenes.append(scene)
+        neg_imgs.append(miss_img); negs.append(miss.caption())
+    return imgs, caps, scenes, neg_imgs, negs
 
 
 def train_clip(a):
@@ -280,14 +311,15 @@ def train_clip(a):
     while time.time() < deadline:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, base_lr, 200)
-        imgs, caps, scenes = batch(a.seed, step, B)
-        rng = random.Random(f"neg-{a.seed}-{step}")
-        neg_scenes = [near_miss(s, rng, a.relation_negatives) for s in scenes]
-        negs = [s.caption() for s in neg_scenes]
         if a.neg_images:
-            imgs = imgs + [W.render(s, rng)[0] for s in neg_scenes]
+            imgs, caps, scenes, neg_imgs, negs = clip_batch(a.seed, step, B, a.relation_negatives)
+            rng = random.Random(f"neg-{a.seed}-{step}")
             E = int(B * a.extra_objects)
-            imgs = imgs + [with_extra_objects(s, rng) for s in scenes[:E]]
+            imgs = imgs + neg_imgs + [with_extra_objects(s, rng) for s in scenes[:E]]
+        else:  # the first recipe: hard-negative captions only
+            imgs, caps, scenes = batch(a.seed, step, B)
+            rng = random.Random(f"neg-{a.seed}-{step}")
+            negs = [W.perturb(s, rng).caption() for s in scenes]
         x = images_to_tensor(degrade(imgs, rng, a.degrade))
         t = tok(caps + negs, padding="max_length", max_length=M.MAX_TOKENS, truncation=True,
                 return_tensors="pt")
@@ -458,7 +490,7 @@ def main(argv=None):
     p.add_argument("--extra-objects", type=float, default=0.5,
                    help="clip: share of scenes also drawn with unmentioned extra objects")
     p.add_argument("--relation-negatives", type=float, default=0.5,
-                   help="clip: share of relation scenes whose near miss swaps the two objects")
+                   help="clip: share of relation scenes whose near miss is another relation")
     p.add_argument("--degrade", type=float, default=0.5,
                    help="clip: share of images blurred and noised like decoded samples")
     a = p.parse_args(argv)

@@ -38,7 +38,7 @@ def test_extra_object_negatives_have_more_objects_than_the_caption_says():
 def test_relation_near_misses_are_false_both_ways_under_the_oracle():
     rng = random.Random(1)
     kinds = set()
-    for i in range(100):
+    for _ in range(100):
         scene = W.sample_scene(rng, "position")
         img, lay = W.render(scene, rng)
         miss, miss_img = near_miss(scene, lay, rng, 1.0)
@@ -53,7 +53,7 @@ def test_relation_near_misses_are_false_both_ways_under_the_oracle():
 
 def test_other_near_misses_are_perturbations_drawn():
     scene = W.parse("two red circles")
-    img, lay = W.render(scene, seed=3)
+    _, lay = W.render(scene, seed=3)
     miss, miss_img = near_miss(scene, lay, random.Random(2), 1.0)
     assert miss.caption() == W.perturb(scene, random.Random(2)).caption()
     assert O.check(miss_img, miss, "strict").correct

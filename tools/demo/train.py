@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from tools.demo import models as M
 from tools.demo import world as W
+from tools.demo.oracle import REL_MARGIN, relation_holds
 
 
 def log(*a):
@@ -191,8 +192,6 @@ def train_vae_decoder(a):
 def degrade(imgs, rng: random.Random, p: float):
     """Blur and noise a random share `p` of the images, so CLIP also sees the soft edges and
     speckle of decoded samples rather than only crisp renders."""
-    from PIL import ImageFilter
-
     out = []
     for im in imgs:
         if rng.random() < p:
@@ -252,8 +251,6 @@ def near_miss(scene, lay, rng: random.Random, relation_share: float):
     the scene's image `lay` under the oracle's rule, and drawn so that the scene's own relation is
     false in the near-miss image. perturb picks among six kinds of change, so without this,
     relations (the critique loop's hardest call) would be rare and only ever reversed."""
-    from tools.demo.oracle import REL_MARGIN, relation_holds
-
     # layout centres are box centres; the oracle measures mass centroids (a triangle's sits lower)
     margin = REL_MARGIN - 5.0
     if scene.relation and rng.random() < relation_share:

@@ -218,9 +218,9 @@ def with_extra_objects(scene, rng: random.Random) -> Image.Image:
         for _t in range(200):
             cx = rng.uniform(size / 2 + 2, W.SIZE - size / 2 - 2)
             cy = rng.uniform(size / 2 + 2, W.SIZE - size / 2 - 2)
-            if all(abs(cx - o.cx) * 2 >= size + o.size + 4 or abs(cy - o.cy) * 2 >= size + o.size + 4
-                   for o in objs):
-                objs.append(W.Placed(colour, shape, cx, cy, size, -1))
+            cand = W.Placed(colour, shape, cx, cy, size, -1)
+            if all(W.apart(cand, o, gap=2) for o in objs):
+                objs.append(cand)
                 break
     return W.draw(W.Layout(scene, objs))
 

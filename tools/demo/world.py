@@ -391,6 +391,12 @@ def _relation_ok(rel: str, a: Placed, b: Placed, margin: float = 8.0) -> bool:
     raise InvalidInput(f"unknown relation {rel!r}")
 
 
+def apart(a: Placed, b: Placed, gap: int) -> bool:
+    """Whether the boxes of a and b are at least `gap` pixels apart on one axis."""
+    return (abs(a.cx - b.cx) * 2 >= a.size + b.size + 2 * gap
+            or abs(a.cy - b.cy) * 2 >= a.size + b.size + 2 * gap)
+
+
 def layout(scene: Scene, rng: random.Random, gap: int = 4) -> Layout:
     """Random non-touching positions and sizes for the scene's objects."""
     n = scene.n_objects
@@ -406,9 +412,7 @@ def layout(scene: Scene, rng: random.Random, gap: int = 4) -> Layout:
                     cx = rng.uniform(s / 2 + 2, SIZE - s / 2 - 2)
                     cy = rng.uniform(s / 2 + 2, SIZE - s / 2 - 2)
                     cand = Placed(g.colour, g.shape, cx, cy, s, gi)
-                    if all(abs(cand.cx - p.cx) * 2 >= cand.size + p.size + 2 * gap
-                           or abs(cand.cy - p.cy) * 2 >= cand.size + p.size + 2 * gap
-                           for p in placed):
+                    if all(apart(cand, p, gap) for p in placed):
                         placed.append(cand)
                         break
                 else:

@@ -67,7 +67,7 @@ class Candidate:
     image: Image.Image | None
     score: float | None
     blocked: str | None = None
-    verdict: object = None  # the safety verdict of an allowed image (saved with it, not re-checked)
+    verdict: object = None  # an allowed (scored) image's safety verdict, saved with it, not re-checked
 
 
 @dataclass

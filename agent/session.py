@@ -350,7 +350,7 @@ class Session:
                            "reviser": chosen.name, "rounds": rounds_json}
             saved = self._save(run_id, best_req, generated, idea=idea, spec=result.best_attempt.spec.model_dump(),
                                out_dir=out_dir, inputs=None, extra={"loop": loop_record},
-                               verdicts=[result.best.verdict] if result.best.verdict is not None else None)
+                               verdicts=[result.best.verdict])
             best = saved.images[0]
             self.gallery.set_image_score(best.image_id, result.best.score, result.best_round)
         if progress:

@@ -7,6 +7,8 @@ Environment variables:
   IMAGENT_BACKEND     diffusers | openai (default: diffusers)
   IMAGENT_DEVICE      auto | cpu | cuda | mps;  IMAGENT_DTYPE auto | fp32 | fp16 | bf16
   IMAGENT_CLIP        CLIP model for scoring (default: the demo CLIP)
+  IMAGENT_DETECTOR    OWL-ViT / OWLv2 detector for the loop's requirement checks (default: the demo
+                      detector with the demo model; none otherwise, and the loop judges by CLIP alone)
   IMAGENT_SAFETY      off | standard | strict (default: standard)
   IMAGENT_LLM_MODEL, IMAGENT_LLM_BASE_URL, IMAGENT_LLM_API_KEY (or OPENAI_API_KEY), IMAGENT_LLM_TIMEOUT
   IMAGENT_LLM_MAX_RETRIES (default 2), IMAGENT_LLM_FALLBACK template | error (default template),
@@ -36,6 +38,7 @@ class Settings:
     cfg: float | None = None
     scheduler: str | None = None
     clip_model: str = DEMO
+    detector: str | None = None       # None: the demo detector with the demo model, else no verifier
     safety: str = "standard"
     style: str | None = None
     llm_model: str | None = None
@@ -64,7 +67,7 @@ class Settings:
 
 _ENV = {
     "model": "IMAGENT_MODEL", "backend": "IMAGENT_BACKEND", "device": "IMAGENT_DEVICE",
-    "dtype": "IMAGENT_DTYPE", "clip_model": "IMAGENT_CLIP", "safety": "IMAGENT_SAFETY",
+    "dtype": "IMAGENT_DTYPE", "clip_model": "IMAGENT_CLIP", "detector": "IMAGENT_DETECTOR", "safety": "IMAGENT_SAFETY",
     "style": "IMAGENT_STYLE", "llm_model": "IMAGENT_LLM_MODEL", "llm_base_url": "IMAGENT_LLM_BASE_URL",
     "llm_api_key": "IMAGENT_LLM_API_KEY", "llm_timeout": "IMAGENT_LLM_TIMEOUT",
     "llm_max_retries": "IMAGENT_LLM_MAX_RETRIES", "llm_fallback": "IMAGENT_LLM_FALLBACK",

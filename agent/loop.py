@@ -1,12 +1,22 @@
-"""The critique loop: generate N candidates, safety-check and score them against the intent, keep
-the best, and if it is below the threshold revise the prompt and go again, within R rounds.
+"""The critique loop: generate, verify every requirement, repair what failed, stop when all hold.
 
-Plain Python over tool contracts (a backend, a safety checker, a scorer, a reviser); no LangChain
-here, so the loop runs without any LLM and the safety checks can never be skipped by a model.
+Each round makes candidates, safety-checks every image, scores it against the intent (the
+holistic score) and, with a verifier, checks every requirement of the checklist on it. The best
+candidate is the one that passes the most requirements (then the higher score). The run is met
+only when every requirement of the best passes and its score clears the floor; otherwise the
+failed requirements choose the next round's repair, and the table records which:
+
+- `edit`: keep the objects that pass, erase the extra or wrong ones, move the pair of a failed
+  relation, add missing ones (tools.compose over the best image); one composed candidate;
+- `layout`: plan a box per object and generate each inside it (tools.compose); one candidate;
+- `prompt`: the reviser moves the failed items first (no guidance rise), with fresh seeds (the
+  demo model's reviser keeps its prompt: only the seeds change).
+
+Without a verifier, the loop judges by the score alone and says so. Plain Python over tool
+contracts (backend, safety, scorer, verifier, reviser, composer); no LangChain here.
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,16 +25,21 @@ from typing import Callable
 from PIL import Image
 
 from agent.errors import Cancelled, InvalidInput, SafetyBlocked
-from agent.schemas import PromptSpec
+from agent.revise import Attempt
 from tools.generate import GenerateRequest, draw_seed
+from tools.requirements import Checklist, RequirementVerdict, summarize
 
 MAX_ROUNDS = 10
-MAX_CANDIDATES = 16
-DEFAULT_RELATIVE_THRESHOLD = 0.9
+MAX_CANDIDATES = 8
+DEFAULT_RELATIVE_THRESHOLD = 0.8
 # Without a known-good image of the intent, relative thresholds are taken against a typical
 # on-prompt CLIP cosine of 0.30 for ViT-B/32 (Promptist treats cosine < 0.28 as off-prompt);
 # in CLIPScore units that is 2.5 x 0.30 = 0.75.
 TYPICAL_ON_PROMPT = 0.75
+STRUCTURAL = {"object", "relation", "exclusive"}
+
+__all__ = ["Attempt", "LoopOptions", "Candidate", "RoundRecord", "LoopResult", "LoopEvent", "calibrate",
+           "run_loop", "choose_repair"]
 
 
 @dataclass
@@ -36,29 +51,18 @@ class LoopOptions:
 
     def check(self) -> "LoopOptions":
         if not isinstance(self.rounds, int) or not 1 <= self.rounds <= MAX_ROUNDS:
-            raise InvalidInput(f"--rounds {self.rounds} is out of range.", f"Use 1 to {MAX_ROUNDS} rounds.")
+            raise InvalidInput(f"rounds {self.rounds} is out of range.", f"Use 1 to {MAX_ROUNDS} rounds.")
         if not isinstance(self.candidates, int) or not 1 <= self.candidates <= MAX_CANDIDATES:
-            raise InvalidInput(f"--candidates {self.candidates} is out of range.",
+            raise InvalidInput(f"candidates {self.candidates} is out of range.",
                                f"Use 1 to {MAX_CANDIDATES} candidates per round.")
         if self.threshold_mode not in {"relative", "absolute"}:
             raise InvalidInput(f"Unknown threshold mode '{self.threshold_mode}'.", "Use relative or absolute.")
         if self.threshold is not None:
             hi = 1.5 if self.threshold_mode == "relative" else 2.5
             if not 0.0 <= self.threshold <= hi:
-                raise InvalidInput(f"--threshold {self.threshold} is out of range for a {self.threshold_mode} "
+                raise InvalidInput(f"threshold {self.threshold} is out of range for a {self.threshold_mode} "
                                    f"threshold.", f"Use 0 to {hi:g} ({'fraction of the reference score' if hi == 1.5 else 'CLIPScore units'}).")
         return self
-
-
-@dataclass
-class Attempt:
-    """What one round generates from: the structured prompt and its rendering, plus guidance."""
-
-    spec: PromptSpec
-    positive: str
-    negative: str
-    cfg: float
-    change: str = "initial prompt"
 
 
 @dataclass
@@ -68,6 +72,23 @@ class Candidate:
     score: float | None
     blocked: str | None = None
     verdict: object = None  # an allowed (scored) image's safety verdict, saved with it, not re-checked
+    checks: list[RequirementVerdict] = field(default_factory=list)
+    recipe: dict | None = None  # how a composed image was made (replayable); None = plain txt2img
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for v in self.checks if v.passed)
+
+    @property
+    def all_pass(self) -> bool:
+        return bool(self.checks) and all(v.passed for v in self.checks)
+
+    @property
+    def failed(self) -> list[RequirementVerdict]:
+        return [v for v in self.checks if v.passed is False]
+
+    def key(self) -> tuple:
+        return (self.all_pass, self.passed / max(1, len(self.checks)), self.score or 0.0)
 
 
 @dataclass
@@ -83,9 +104,15 @@ class RoundRecord:
     best_seed: int | None
     best_score: float | None
     seconds: float
+    repair: str = "initial"
+    images: int = 0
+    checks: list[list[dict]] = field(default_factory=list)   # per candidate, one verdict per requirement
+    best_checks: dict = field(default_factory=dict)          # summary of the round's best
+    failed: list[str] = field(default_factory=list)          # failed requirement texts of the round's best
+    recipe: dict | None = None
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if not (k == "recipe" and v is None)}
 
 
 @dataclass
@@ -99,11 +126,19 @@ class LoopResult:
     stop_reason: str
     scheduler: str | None = None
     warnings: list[str] = field(default_factory=list)
+    images: int = 0
+
+
+@dataclass
+class LoopEvent:
+    kind: str  # round_start | candidate | round_end | revised | done
+    round: int
+    data: dict = field(default_factory=dict)
 
 
 # -- thresholds --------------------------------------------------------------------------------------
 def calibrate(options: LoopOptions, intent: str, scorer, reference_images: Callable[[str], list] | None):
-    """Turn the user's threshold into a target score, and say how (reported in the output)."""
+    """Turn the user's threshold into the holistic floor, and say how (reported in the output)."""
     if options.threshold_mode == "absolute":
         value = options.threshold if options.threshold is not None else TYPICAL_ON_PROMPT
         return {"mode": "absolute", "value": value, "target": value, "formula": scorer.formula}
@@ -114,120 +149,75 @@ def calibrate(options: LoopOptions, intent: str, scorer, reference_images: Calla
         reference, source = sum(scores) / len(scores), f"known-good rendered images of the intent ({len(images)})"
     else:
         reference, source = TYPICAL_ON_PROMPT, "typical on-prompt CLIP score (cosine 0.30)"
-    return {"mode": "relative", "value": value, "reference": round(reference, 4), "reference_source": source,
-            "target": round(value * reference, 4), "formula": scorer.formula}
+    out = {"mode": "relative", "value": value, "reference": round(reference, 4), "reference_source": source,
+           "target": round(value * reference, 4), "formula": scorer.formula}
+    return out
 
 
-# -- revision -----------------------------------------------------------------------------------------
-class RuleReviser:
-    """Revision without an LLM: subject first and weighted up, guidance raised, clutter dropped.
-    Fresh seeds come from the loop itself every round."""
-
-    name = "rules"
-
-    def __init__(self, render: Callable[[PromptSpec], tuple[str, str]], max_cfg: float = 12.0):
-        self.render = render
-        self.max_cfg = max_cfg
-
-    def revise(self, attempt: Attempt, history: list[RoundRecord], intent: str) -> Attempt:
-        n = len(history)  # rounds done so far (>= 1)
-        positive, negative = self.render(attempt.spec)
-        subject = attempt.spec.subject
-        weight = round(1.0 + 0.15 * n, 2)
-        changes = []
-        spec = attempt.spec
-        if n >= 2 and (spec.extras or spec.composition or spec.lighting):
-            spec = spec.model_copy(update={"extras": [], "composition": "", "lighting": ""})
-            positive, negative = self.render(spec)
-            changes.append("dropped extras, lighting and composition")
-        rest = _without_subject(positive, subject)
-        positive = f"({subject}:{weight:g})" + (f", {rest}" if rest else "")
-        changes.insert(0, f"subject first, weight {weight:g}")
-        cfg = min(self.max_cfg, attempt.cfg + 1.5)
-        if cfg != attempt.cfg:
-            changes.append(f"guidance {attempt.cfg:g} -> {cfg:g}")
-        changes.append("fresh seeds")
-        return Attempt(spec=spec, positive=positive, negative=negative, cfg=cfg, change="; ".join(changes))
-
-
-def _without_subject(positive: str, subject: str) -> str:
-    text = re.sub(r"\(([^():]+):[0-9.]+\)", r"\1", positive)  # drop earlier weights
-    parts = [p.strip() for p in text.split(",") if p.strip() and p.strip().lower() != subject.lower()]
-    return ", ".join(parts)
-
-
-class LLMReviser:
-    """Revision by an LLM with the critique prompt from prompts/critique_system.md. It sees the
-    intent, the current structured prompt, the scores and what was tried, and returns a new
-    PromptSpec. On any failure it falls back to the rule reviser and says so."""
-
-    def __init__(self, chat_model, render, fallback: RuleReviser, name: str = "llm"):
-        self.chat_model = chat_model
-        self.render = render
-        self.fallback = fallback
-        self.name = name
-        self.warnings: list[str] = []
-
-    def revise(self, attempt: Attempt, history: list[RoundRecord], intent: str) -> Attempt:
-        import json
-
-        from langchain_core.messages import HumanMessage, SystemMessage
-
-        import prompts
-
-        tried = [{"round": r.round, "prompt": r.prompt, "cfg": r.cfg, "change": r.change,
-                  "best_score": r.best_score, "scores": r.scores} for r in history]
-        messages = [SystemMessage(prompts.read_text("critique_system.md")),
-                    HumanMessage(json.dumps({"intent": intent, "current_spec": attempt.spec.model_dump(),
-                                             "tried": tried}, indent=1))]
-        try:
-            spec = self.chat_model.with_structured_output(PromptSpec).invoke(messages)
-            if not isinstance(spec, PromptSpec):
-                spec = PromptSpec.model_validate(spec)
-        except Exception as exc:  # junk, timeouts, refusals: the rules still make progress
-            self.warnings.append(f"LLM revision failed ({type(exc).__name__}); used the rule reviser.")
-            return self.fallback.revise(attempt, history, intent)
-        positive, negative = self.render(spec)
-        changed = [k for k, v in spec.model_dump().items() if v != attempt.spec.model_dump().get(k)]
-        return Attempt(spec=spec, positive=positive, negative=negative, cfg=attempt.cfg,
-                       change=f"{self.name} revised {', '.join(changed) or 'nothing'}; fresh seeds")
+# -- repair policy ------------------------------------------------------------------------------------
+def choose_repair(best: Candidate, can_compose: bool, history: list[RoundRecord]) -> str:
+    """The next round's repair from what the best image failed (see the module docstring)."""
+    kinds = {v.kind for v in best.failed}
+    if kinds & STRUCTURAL and can_compose:
+        last = history[-1].repair if history else "initial"
+        composed_best = best.recipe is not None and best.recipe.get("mode") == "compose"
+        if last != "edit" and best.passed > 0 and not (composed_best and last == "layout" and len(history) > 2):
+            return "edit"
+        return "layout"
+    return "prompt"
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
-@dataclass
-class LoopEvent:
-    kind: str  # round_start | candidate | round_end | revised | done
-    round: int
-    data: dict = field(default_factory=dict)
-
-
 def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: LoopOptions, backend, safety,
              scorer, reviser, threshold: dict, check_prompt: Callable[[str], None],
+             checklist: Checklist | None = None, verifier=None, planner=None, composer=None,
              cancel: threading.Event | None = None, on_event: Callable[[LoopEvent], None] | None = None,
              step_progress=None, first_checked: bool = False) -> LoopResult:
     """Run the rounds. `base` carries steps, size, scheduler and the first seed; `check_prompt`
     raises SafetyBlocked for a blocked prompt (every revised prompt is checked too;
-    `first_checked` says the caller has already checked the first one)."""
+    `first_checked` says the caller has already checked the first one). `planner` (agent.layout
+    functions bound to this run) and `composer` (plan, base image -> tools.compose.ComposeResult)
+    enable the edit and layout repairs."""
     emit = on_event or (lambda e: None)
     seed = base.seed if base.seed is not None else draw_seed()
+    checklist = checklist or Checklist([])
     attempt, rounds, best, best_round, best_attempt = first, [], None, 0, first
-    stop, scheduler = "rounds exhausted", None
+    stop, scheduler, spent = "rounds exhausted", None, 0
+    repair = "initial"
+    can_compose = verifier is not None and planner is not None and composer is not None
+    next_seed = seed
     for r in range(1, options.rounds + 1):
         if cancel is not None and cancel.is_set():
             raise Cancelled("Run cancelled.")
         t0 = time.perf_counter()
         if r > 1 or not first_checked:
             check_prompt(attempt.positive)
-        emit(LoopEvent("round_start", r, {"prompt": attempt.positive, "change": attempt.change}))
-        seeds = [seed + (r - 1) * options.candidates + i for i in range(options.candidates)]
-        request = GenerateRequest(prompt=attempt.positive, negative_prompt=attempt.negative, steps=base.steps,
-                                  cfg=attempt.cfg, width=base.width, height=base.height, seed=seeds[0],
-                                  scheduler=base.scheduler, count=options.candidates)
-        result = backend.generate(request, progress=step_progress, cancel=cancel)
-        scheduler = result.scheduler
-        candidates, blocked = [], []
-        allowed = []
-        for image, s in zip(result.images, result.seeds):
+        emit(LoopEvent("round_start", r, {"prompt": attempt.positive, "change": attempt.change, "repair": repair}))
+        recipe = None
+        if repair in ("edit", "layout"):
+            plan = (planner.edit(best, next_seed) if repair == "edit" else None) or planner.layout(next_seed)
+            repair = "edit" if plan.use_base else "layout"
+            for pl in plan.placements:
+                if pl.prompt:
+                    check_prompt(pl.prompt)
+            out = composer(plan, best.image if plan.use_base else None)
+            spent += out.images_generated
+            recipe = {"mode": "compose", "plan": plan.to_json(), "placed": out.placed,
+                      **({"base": best.recipe or {"mode": "txt2img", "seed": best.seed}} if plan.use_base else {})}
+            images, seeds = [out.image], [next_seed]
+            next_seed += 1
+        else:
+            seeds = [next_seed + i for i in range(options.candidates)]
+            next_seed += options.candidates
+            request = GenerateRequest(prompt=attempt.positive, negative_prompt=attempt.negative, steps=base.steps,
+                                      cfg=attempt.cfg, width=base.width, height=base.height, seed=seeds[0],
+                                      scheduler=base.scheduler, count=options.candidates)
+            result = backend.generate(request, progress=step_progress, cancel=cancel)
+            scheduler = result.scheduler
+            images, seeds = result.images, result.seeds
+            spent += len(images)
+        candidates, blocked, allowed = [], [], []
+        for image, s in zip(images, seeds):
             verdict = safety.check_image(image)
             if verdict.allowed:
                 allowed.append((image, s, verdict))
@@ -236,34 +226,85 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
                 candidates.append(Candidate(s, None, None, verdict.category))
         if allowed:
             scores = scorer.score([im for im, _, _ in allowed], intent)
-            candidates += [Candidate(s, im, float(sc), verdict=v) for (im, s, v), sc in zip(allowed, scores)]
+            for (im, s, v), sc in zip(allowed, scores):
+                c = Candidate(s, im, float(sc), verdict=v, recipe=recipe)
+                c.checks = _check(verifier, im, checklist, float(sc), threshold)
+                candidates.append(c)
         candidates.sort(key=lambda c: c.seed)
         for c in candidates:
-            emit(LoopEvent("candidate", r, {"seed": c.seed, "score": c.score, "blocked": c.blocked}))
+            emit(LoopEvent("candidate", r, {"seed": c.seed, "score": c.score, "blocked": c.blocked,
+                                            "checks": [v.to_json() for v in c.checks]}))
         scored = [c for c in candidates if c.score is not None]
-        round_best = max(scored, key=lambda c: c.score) if scored else None
+        round_best = max(scored, key=Candidate.key) if scored else None
         record = RoundRecord(round=r, prompt=attempt.positive, negative=attempt.negative, cfg=attempt.cfg,
-                             change=attempt.change, seeds=[c.seed for c in candidates],
+                             change=_describe(repair, attempt, round_best), seeds=[c.seed for c in candidates],
                              scores=[None if c.score is None else round(c.score, 4) for c in candidates],
                              blocked=blocked, best_seed=round_best.seed if round_best else None,
                              best_score=round(round_best.score, 4) if round_best else None,
-                             seconds=round(time.perf_counter() - t0, 3))
+                             seconds=round(time.perf_counter() - t0, 3), repair=repair,
+                             images=len(images) if recipe is None else recipe_images(recipe),
+                             checks=[[v.to_json() for v in c.checks] for c in candidates],
+                             best_checks=summarize(round_best.checks) if round_best else {},
+                             failed=[v.text for v in round_best.failed] if round_best else [],
+                             recipe=recipe)
         rounds.append(record)
         emit(LoopEvent("round_end", r, record.to_json()))
-        if round_best and (best is None or round_best.score > best.score):
+        if round_best and (best is None or round_best.key() > best.key()):
             best, best_round, best_attempt = round_best, r, attempt
-        if best is not None and best.score >= threshold["target"]:
-            stop = f"threshold met in round {r}"
+        if best is not None and best.all_pass:
+            stop = f"every requirement met in round {r}" if verifier is not None else f"threshold met in round {r}"
             break
-        if r < options.rounds:
-            attempt = reviser.revise(attempt, rounds, intent)
-            emit(LoopEvent("revised", r, {"prompt": attempt.positive, "change": attempt.change}))
+        if r < options.rounds and best is not None:
+            repair = choose_repair(best, can_compose, rounds)
+            if repair == "prompt":
+                attempt = reviser.revise(attempt, rounds, intent, [v.text for v in best.failed
+                                                                   if v.kind != "holistic"])
+                emit(LoopEvent("revised", r, {"prompt": attempt.positive, "change": attempt.change}))
     if best is None:
         raise SafetyBlocked("Every candidate image was blocked by the safety policy.",
                            rounds[-1].blocked[0]["category"] if rounds and rounds[-1].blocked else "unsafe",
                            "Change the idea, or try again with other seeds.")
+    warnings = list(getattr(reviser, "warnings", []))
+    if not best.all_pass:
+        failed = [v.text for v in best.failed]
+        unchecked = [v.text for v in best.checks if v.passed is None]
+        stop = "rounds exhausted" + (f"; failing: {'; '.join(failed)}" if failed else "") + \
+               (f"; cannot check: {'; '.join(unchecked)}" if unchecked else "")
     result = LoopResult(best=best, best_round=best_round, best_attempt=best_attempt, rounds=rounds,
-                        threshold=threshold, met=best.score >= threshold["target"], stop_reason=stop, scheduler=scheduler,
-                        warnings=list(getattr(reviser, "warnings", [])))
+                        threshold=threshold, met=best.all_pass, stop_reason=stop, scheduler=scheduler,
+                        warnings=warnings, images=spent)
     emit(LoopEvent("done", best_round, {"best_seed": best.seed, "best_score": best.score, "met": result.met}))
     return result
+
+
+def recipe_images(recipe: dict) -> int:
+    placed = recipe.get("placed", [])
+    gen = sum(1 for p in placed if p.get("from") == "generated")
+    return gen + (1 if recipe["plan"].get("finish_strength", 0) > 0 else 0)
+
+
+def _check(verifier, image, checklist: Checklist, score: float, threshold: dict) -> list[RequirementVerdict]:
+    checks = verifier.verify(image, checklist) if verifier is not None else []
+    h = checklist.get("holistic")
+    checks.append(RequirementVerdict("holistic", "holistic", score >= threshold["target"], 0.6,
+                                     {"score": round(score, 4), "floor": threshold["target"]},
+                                     h.text if h else "the whole image"))
+    return checks
+
+
+def _describe(repair: str, attempt: Attempt, best: Candidate | None) -> str:
+    if repair == "initial":
+        return attempt.change
+    if repair == "prompt":
+        return attempt.change
+    if best is not None and best.recipe:
+        placed = best.recipe.get("placed", [])
+        moved = [p["label"] for p in placed if p.get("from") == "base"]
+        added = [p["label"] for p in placed if p.get("from") == "generated"]
+        erased = len(best.recipe["plan"].get("erase", []))
+        if repair == "edit":
+            parts = ([f"moved {', '.join(moved)}"] if moved else []) + ([f"added {', '.join(added)}"] if added else []) \
+                + ([f"erased {erased}"] if erased else [])
+            return "edit: " + ("; ".join(parts) or "kept the image")
+        return f"layout: {len(placed)} object(s) generated in planned boxes"
+    return repair

@@ -74,13 +74,21 @@ class RunOutcome:
     stop_reason: str
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    checklist: dict = field(default_factory=dict)
+    checks: list[dict] = field(default_factory=list)     # the best image's verdict per requirement
+    images: int = 0                                       # diffusion samples spent
+
+    @property
+    def failed(self) -> list[str]:
+        return [c["text"] for c in self.checks if c.get("passed") is False]
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "best": {"path": str(self.best.path), "seed": self.best.seed,
                                                 "image_id": self.best.image_id, "score": self.score},
-                "met": self.met, "stop_reason": self.stop_reason, "threshold": self.threshold,
-                "spec": self.spec, "rounds": self.rounds, "warnings": self.warnings, "timings": self.timings,
-                "record": _summary(self.best.record)}
+                "met": self.met, "stop_reason": self.stop_reason, "failed": self.failed,
+                "checks": self.checks, "checklist": self.checklist, "images": self.images,
+                "threshold": self.threshold, "spec": self.spec, "rounds": self.rounds,
+                "warnings": self.warnings, "timings": self.timings, "record": _summary(self.best.record)}
 
 
 def _summary(record: dict) -> dict:
@@ -225,7 +233,7 @@ class Session:
         return outcome
 
     def _save(self, run_id, req, result, *, idea, spec, out_dir, inputs, extra,
-              verdicts: list | None = None) -> GenerationOutcome:
+              verdicts: list | None = None, params_update: dict | None = None) -> GenerationOutcome:
         """Safety-check (unless `verdicts` already holds each image's verdict), write and record."""
         out = Path(out_dir) if out_dir else self.settings.outputs_dir / datetime.now().strftime("%Y-%m-%d")
         checker = self.safety()
@@ -236,7 +244,8 @@ class Session:
             if not verdict.allowed:
                 blocked.append({"seed": seed, "category": verdict.category, "reason": verdict.reason})
                 continue
-            params = dict(req.params(), seed=seed, count=1, width=result.width, height=result.height)
+            params = dict(req.params(), seed=seed, count=1, width=result.width, height=result.height,
+                          **(params_update or {}))
             if params.get("scheduler") is None and result.scheduler in SCHEDULERS:
                 params["scheduler"] = result.scheduler
             record = {
@@ -270,53 +279,43 @@ class Session:
             threshold_mode: str = "relative", style: str | None = None, raw: bool = False,
             request_fields: dict | None = None, out_dir: str | Path | None = None,
             progress: ProgressSink | None = None, events=None, chat_id: str | None = None,
-            reviser: str = "auto", chat_model=None, spec=None) -> RunOutcome:
-        """The critique loop (agent.loop): expand the idea, then per round generate `candidates`
-        images, safety-check and CLIP-score them against the idea, keep the best, and revise the
-        prompt until the best reaches the threshold or `rounds` are spent. Every round is recorded
-        in the gallery as it ends; the best image is saved with the round table in its metadata.
+            reviser: str = "auto", chat_model=None, spec=None, checklist=None) -> RunOutcome:
+        """The critique loop (agent.loop): expand the idea and derive its checklist, then per
+        round generate candidates, safety-check them, score them against the idea, verify every
+        requirement, keep the best, and repair what failed until every requirement holds or
+        `rounds` are spent. Every round is recorded in the gallery as it ends; the best image is
+        saved with the round table and its recipe in its metadata.
         `reviser`: rules | llm | auto (llm when one is configured or passed, else rules).
         `spec`: a structured prompt (dict or PromptSpec) to start from instead of expanding the
-        idea (an edited prompt); the candidates are still scored against the idea."""
+        idea (an edited prompt); the candidates are still scored against the idea.
+        `checklist`: requirements (tools.requirements.Checklist or its JSON) instead of deriving them."""
         self.cancel_event.clear()  # a cancel from now on (even during expansion or loading) stops this run
         from agent import loop
-        from agent.render import guess_family, render
-        from agent.schemas import PromptSpec
+        from agent.render import guess_family
 
         options = loop.LoopOptions(rounds=rounds, candidates=candidates, threshold=threshold,
                                    threshold_mode=threshold_mode).check()
         fields_ = dict(request_fields or {})
         negative = fields_.pop("negative_prompt", "") or ""
         family = guess_family(self.settings.model, self.settings.backend)
-        if spec is not None:
-            spec = PromptSpec.model_validate(spec)
-            rendered = render(spec, family)
-            positive, warnings = rendered.positive, []
-            neg = ", ".join(x for x in (rendered.negative, negative) if x)
-        elif raw:
-            spec, positive, neg, warnings = PromptSpec(subject=idea.strip() or "-"), idea, negative, []
-        else:
-            expansion = self.expand(idea, style=style, negative=negative, chat_model=chat_model)
-            spec, positive, neg, warnings = (expansion.spec, expansion.positive, expansion.negative,
-                                             list(expansion.warnings))
+        spec, positive, neg, warnings = self._first_prompt(idea, spec, raw, style, negative, family, chat_model)
         base = check_request(self._with_defaults(GenerateRequest(prompt=positive, negative_prompt=neg, **fields_)))
         self.check_prompt(idea)
         self.check_prompt(positive)
         backend, checker, scorer = self.backend(), self.safety(), self.scorer()
+        checklist, verifier, more = self._checklist(idea, spec, checklist, chat_model)
+        warnings += more
+        render_spec = self._renderer(family)
+        chosen = self._reviser(reviser, chat_model, render_spec, family)
+        planner = composer = None
+        if verifier is not None and "compose" in getattr(backend, "capabilities", ()):
+            from agent.layout import RunPlanner
 
-        def render_spec(s):
-            out = render(s, family)
-            return out.positive, out.negative
-
-        rules = loop.RuleReviser(render_spec)
-        use_llm = reviser == "llm" or (reviser == "auto" and (chat_model is not None or self.settings.llm_model))
-        if use_llm:
-            from agent.llm import build_chat_model
-
-            model = chat_model if chat_model is not None else build_chat_model(self.settings)
-            chosen = loop.LLMReviser(model, render_spec, rules, name=f"llm:{self.settings.llm_model or 'chat'}")
-        else:
-            chosen = rules
+            w, h = (base.width, base.height) if base.width and base.height else backend.native_size()
+            planner = RunPlanner(checklist, width=w, height=h, prompt=positive, negative=neg, steps=base.steps,
+                                 cfg=base.cfg)
+            locate = self._locate(verifier)
+            composer = lambda plan, image: backend.compose(plan, locate, image, cancel=self.cancel_event)  # noqa: E731
         t0 = time.perf_counter()
         spec_json = spec.model_dump()
 
@@ -335,33 +334,149 @@ class Session:
             result = loop.run_loop(intent=idea, first=loop.Attempt(spec, positive, neg, base.cfg), base=base,
                                    options=options, backend=backend, safety=checker, scorer=scorer,
                                    reviser=chosen, threshold=threshold_info, check_prompt=self.check_prompt,
+                                   checklist=checklist, verifier=verifier, planner=planner, composer=composer,
                                    cancel=self.cancel_event, on_event=on_event, step_progress=step,
                                    first_checked=True)
-            best_req = GenerateRequest(prompt=result.best_attempt.positive, negative_prompt=result.best_attempt.negative,
-                                       steps=base.steps, cfg=result.best_attempt.cfg, width=base.width,
-                                       height=base.height, seed=result.best.seed, scheduler=base.scheduler)
-            image = result.best.image
-            generated = GenerateResult(images=[image], seeds=[result.best.seed], model=backend.model,
-                                       backend=backend.name, width=image.size[0], height=image.size[1],
-                                       scheduler=result.scheduler)
-            rounds_json = [r.to_json() for r in result.rounds]
-            loop_record = {"score": round(result.best.score, 4), "formula": scorer.formula, "round": result.best_round,
-                           "threshold": result.threshold, "met": result.met, "stop_reason": result.stop_reason,
-                           "reviser": chosen.name, "rounds": rounds_json}
-            saved = self._save(run_id, best_req, generated, idea=idea, spec=result.best_attempt.spec.model_dump(),
-                               out_dir=out_dir, inputs=None, extra={"loop": loop_record},
-                               verdicts=[result.best.verdict])
-            best = saved.images[0]
-            self.gallery.set_image_score(best.image_id, result.best.score, result.best_round)
+            best = self._save_best(run_id, result, base, backend, idea, out_dir, checklist, chosen.name,
+                                   scorer.formula, verifier)
         if progress:
             progress(Progress("round", len(result.rounds), len(result.rounds), "done"))
         outcome = RunOutcome(run_id=run_id, best=best, score=round(result.best.score, 4),
-                             spec=best.record.get("spec", spec_json), rounds=rounds_json,
+                             spec=best.record.get("spec", spec_json), rounds=[r.to_json() for r in result.rounds],
                              threshold=result.threshold, met=result.met, stop_reason=result.stop_reason,
                              warnings=warnings + result.warnings,
-                             timings={"total_s": round(time.perf_counter() - t0, 3)})
+                             timings={"total_s": round(time.perf_counter() - t0, 3)},
+                             checklist=checklist.to_json(), checks=[v.to_json() for v in result.best.checks],
+                             images=result.images)
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome
+
+    def _first_prompt(self, idea, spec, raw, style, negative, family, chat_model):
+        """(spec, positive, negative, warnings) for the first round: an edited spec, the raw idea,
+        or the expansion of the idea."""
+        from agent.render import render
+        from agent.schemas import PromptSpec
+
+        if spec is not None:
+            spec = PromptSpec.model_validate(spec)
+            rendered = render(spec, family)
+            return spec, rendered.positive, ", ".join(x for x in (rendered.negative, negative) if x), []
+        if raw:
+            return PromptSpec(subject=idea.strip() or "-"), idea, negative, []
+        expansion = self.expand(idea, style=style, negative=negative, chat_model=chat_model)
+        return expansion.spec, expansion.positive, expansion.negative, list(expansion.warnings)
+
+    def _renderer(self, family):
+        from agent.render import render
+
+        def render_spec(s):
+            out = render(s, family)
+            return out.positive, out.negative
+        return render_spec
+
+    def _reviser(self, reviser: str, chat_model, render_spec, family):
+        from agent.revise import LLMReviser, RuleReviser
+
+        rules = RuleReviser(render_spec, family)
+        use_llm = reviser == "llm" or (reviser == "auto" and (chat_model is not None or self.settings.llm_model))
+        if not use_llm:
+            return rules
+        from agent.llm import build_chat_model
+
+        model = chat_model if chat_model is not None else build_chat_model(self.settings)
+        return LLMReviser(model, render_spec, rules, name=f"llm:{self.settings.llm_model or 'chat'}",
+                          method=self.settings.llm_method if chat_model is None else None)
+
+    def checklist(self, idea: str, subject: str | None = None, *, chat_model=None):
+        """The requirements of an idea (agent.requirements) and what this session's verifier
+        cannot check: (Checklist, warnings)."""
+        from agent.requirements import checklist_for
+
+        cl, warnings = checklist_for(idea, subject, chat_model=chat_model)
+        verifier = self.verifier()
+        if verifier is not None:
+            cl.unsupported = verifier.unsupported(cl)
+        if cl.unsupported and self.settings.model == DEMO:
+            from tools.demo import world
+
+            warnings.append(f"The demo model draws only coloured shapes ({', '.join(world.SHAPES)} in "
+                            f"{', '.join(world.COLOURS)}); it cannot draw: {', '.join(cl.unsupported)}. "
+                            "Expect 'met: false'; use --model for a real model.")
+        elif cl.unsupported:
+            warnings.append(f"The detector cannot check: {', '.join(cl.unsupported)}.")
+        return cl, warnings
+
+    def _checklist(self, idea, spec, checklist, chat_model):
+        from tools.requirements import Checklist
+
+        if checklist is not None:
+            cl = checklist if isinstance(checklist, Checklist) else Checklist.from_json(checklist)
+            cl.source = "edited" if cl.source == "parser" else cl.source
+            verifier = self.verifier()
+            cl.unsupported = verifier.unsupported(cl) if verifier is not None else []
+            warnings = []
+        else:
+            cl, warnings = self.checklist(idea, spec.subject, chat_model=chat_model)
+            verifier = self.verifier()
+        if verifier is None:
+            warnings.append("No detector is configured for this model, so 'met' is judged by the CLIP score "
+                            "alone; set --detector (an OWL-ViT / OWLv2 folder or hub id) to check each "
+                            "requirement.")
+        return cl, verifier, warnings
+
+    def verifier(self):
+        """The requirement verifier: the detector of the settings, or the demo detector with the
+        demo model; None when neither applies. Built once; nothing loads until the first check."""
+        with self._lock:
+            if not hasattr(self, "_verifier"):
+                name = self.settings.detector
+                if name is None and self.settings.model == DEMO and self.settings.backend == "diffusers":
+                    name = DEMO
+                if name is None:
+                    self._verifier = None
+                else:
+                    from tools.detect import Detector
+                    from tools.verify import DetectorVerifier
+
+                    clip = self._scorers.get(str(self.settings.clip_model))
+                    if clip is None:
+                        from tools.score import Scorer
+
+                        clip = self._scorers[str(self.settings.clip_model)] = Scorer(str(self.settings.clip_model))
+                    self._verifier = DetectorVerifier(Detector(name), clip)
+            return self._verifier
+
+    @staticmethod
+    def _locate(verifier):
+        def locate(image, label):
+            boxes = verifier.detector.detect(image, [label]).get(label) or []
+            return boxes[0] if boxes else None
+        return locate
+
+    def _save_best(self, run_id, result, base, backend, idea, out_dir, checklist, reviser_name, formula, verifier):
+        best_req = GenerateRequest(prompt=result.best_attempt.positive, negative_prompt=result.best_attempt.negative,
+                                   steps=base.steps, cfg=result.best_attempt.cfg, width=base.width,
+                                   height=base.height, seed=result.best.seed, scheduler=base.scheduler)
+        image = result.best.image
+        generated = GenerateResult(images=[image], seeds=[result.best.seed], model=backend.model,
+                                   backend=backend.name, width=image.size[0], height=image.size[1],
+                                   scheduler=result.scheduler)
+        loop_record = {"score": round(result.best.score, 4), "formula": formula, "round": result.best_round,
+                       "threshold": result.threshold, "met": result.met, "stop_reason": result.stop_reason,
+                       "reviser": reviser_name, "rounds": [r.to_json() for r in result.rounds],
+                       "checklist": checklist.to_json(), "checks": [v.to_json() for v in result.best.checks],
+                       "verifier": verifier.name if verifier is not None else None, "images": result.images}
+        extra = {"loop": loop_record}
+        params_update = None
+        if result.best.recipe is not None:
+            extra["recipe"] = result.best.recipe
+            params_update = {"mode": "compose"}
+        saved = self._save(run_id, best_req, generated, idea=idea, spec=result.best_attempt.spec.model_dump(),
+                           out_dir=out_dir, inputs=None, extra=extra, verdicts=[result.best.verdict],
+                           params_update=params_update)
+        best = saved.images[0]
+        self.gallery.set_image_score(best.image_id, result.best.score, result.best_round)
+        return best
 
     def _reference_images(self, intent: str) -> list:
         """Known-good images of the intent, for calibrating relative thresholds: the demo world's

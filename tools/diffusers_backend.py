@@ -77,6 +77,12 @@ def _require_hub(model: str) -> None:
                             "(offline?).", hint) from None
 
 
+def _plain_unet(pipe) -> bool:
+    """True for a 4-channel text-to-image UNet (not a 9-channel inpainting one)."""
+    unet = getattr(pipe, "unet", None)
+    return unet is not None and getattr(unet.config, "in_channels", 4) == 4
+
+
 def _quiet_loading():
     """Silence the libraries' own loading bars and info logs (imagent reports progress itself)."""
     from diffusers.utils import logging as dlog
@@ -89,7 +95,7 @@ def _quiet_loading():
 
 class DiffusersBackend:
     name = "diffusers"
-    capabilities = frozenset({"txt2img", "img2img", "inpaint"})
+    capabilities = frozenset({"txt2img", "img2img", "inpaint", "compose"})
 
     def __init__(self, model: str, device: str = "cpu", dtype=None, pipe=None):
         """`pipe` may be passed in (tests, benchmarks); otherwise it is loaded on first use."""
@@ -151,6 +157,11 @@ class DiffusersBackend:
                     call.update(image=req.init_image, strength=req.strength)
                 if req.mode == "inpaint":
                     call.update(mask_image=req.mask, width=width, height=height)
+                    if _plain_unet(pipe):
+                        # a text-to-image UNet draws where it likes and the blend outside the mask
+                        # drops it: work on the masked area alone, scaled to the model's size, and
+                        # paste it back (A1111's "inpaint only masked"); pixels outside stay as given
+                        call.update(padding_mask_crop=max(2, round(min(width, height) / 16)))
                 try:
                     out = pipe(**call)
                 except Cancelled:
@@ -170,6 +181,19 @@ class DiffusersBackend:
                               width=width, height=height, scheduler=scheduler,
                               timings={"generate_s": time.perf_counter() - t0, "load_s": self.load_seconds},
                               warnings=warnings)
+
+    def compose(self, plan, locate, base_image=None, *, cancel: threading.Event | None = None):
+        """Layout-guided generation and local edits (tools.compose) on this model's pipelines."""
+        from tools.compose import compose
+
+        txt = self.pipeline("txt2img")
+        img2img = self.pipeline("img2img")
+        try:
+            return compose(txt, img2img, plan, locate, base_image=base_image, cancel=cancel)
+        except Cancelled:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            raise BackendError(f"Layout-guided generation failed: {exc}") from exc
 
     @staticmethod
     def _callback(index, count, total, progress, cancel):

@@ -9,7 +9,8 @@
 
 The shipped weights live in `tools/demo/weights/` (see MODEL_CARD.md there):
 `pipeline/` is a diffusers StableDiffusionPipeline folder, `clip/` a transformers CLIPModel
-folder with its tokenizer and image processor. Nothing is loaded at import time.
+folder with its tokenizer and image processor, `detector/` a transformers OWL-ViT detector
+(trained by `training/detector.py`, outside the installed package). Nothing is loaded at import time.
 """
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def pipeline_path() -> Path:
 def clip_path() -> Path:
     """The shipped transformers CLIPModel folder (with tokenizer and processor). Raises ModelNotFound."""
     return _need(WEIGHTS_DIR / "clip", "config.json", "CLIP model")
+
+
+def detector_path() -> Path:
+    """The shipped transformers OwlViTForObjectDetection folder (with its processor). Raises ModelNotFound."""
+    return _need(WEIGHTS_DIR / "detector", "config.json", "detector")
 
 
 def defaults() -> dict:

@@ -256,3 +256,26 @@ def check(image, scene: Scene | str, category: str | None = None) -> Verdict:
     else:
         raise InvalidInput(f"unknown category {category!r}")
     return Verdict(scene, r, category, bool(ok), bool(strict), checks)
+
+
+def requirement_truth(image_or_reading, checklist) -> dict[str, bool]:
+    """The oracle's answer for each checkable requirement of a checklist (tools.requirements):
+    the judge that verifier agreement is measured against (benchmarks and tests only)."""
+    r = image_or_reading if isinstance(image_or_reading, Reading) else read(image_or_reading)
+    out: dict[str, bool] = {}
+    objs = checklist.objects()
+    for q in objs:
+        colour = next((a for a in q.attributes if a in COLOURS), None)
+        n = len(_find(r, colour, q.noun))
+        out[q.id] = n == q.count if q.count is not None else n >= 1
+    for q in checklist.requirements:
+        if q.kind == "relation":
+            a, b = checklist.get(q.subject), checklist.get(q.object)
+            fa = _find(r, next((x for x in a.attributes if x in COLOURS), None), a.noun)
+            fb = _find(r, next((x for x in b.attributes if x in COLOURS), None), b.noun)
+            out[q.id] = len(fa) == 1 and len(fb) == 1 and relation_holds(q.relation, fa[0], fb[0])
+        elif q.kind == "exclusive":
+            out[q.id] = len(r.objects) == sum(o.count or 1 for o in objs)
+        elif q.kind == "background":
+            out[q.id] = r.background == q.value
+    return out

@@ -1,0 +1,178 @@
+"""The verifier contract and its detector-based implementation.
+
+Contract: `verifier.verify(image, checklist) -> list[RequirementVerdict]`, one verdict per
+requirement other than the holistic one, each with pass/fail (or None: cannot be checked), a confidence and the evidence
+(boxes, counts, the colour read, the score). `verifier.unsupported(checklist)` names what it
+cannot check (a closed-vocabulary detector and a word it never saw).
+
+`DetectorVerifier` reads objects, counts and boxes with an open-vocabulary detector
+(tools.detect: OWL-ViT / OWLv2), relations from the boxes' centres, attributes by the detector's
+own per-box phrase scores ("red circle" vs "blue circle" on the same box), and the background
+with CLIP (tools.score); the holistic score is the loop's own (its scorer). The same code serves real models and the demo
+world's learned detector; the demo oracle is never used here.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from PIL import Image
+
+from tools.requirements import Box, Checklist, Requirement, RequirementVerdict
+
+BASIC_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
+                 "gray")
+BACKGROUNDS = ("white", "black", "gray", "blue", "green", "red", "yellow")
+RELATION_MARGIN = 2 / 64     # share of the image side a centre must clear to count as left/right/...
+
+
+class Verifier(Protocol):
+    name: str
+
+    def verify(self, image: Image.Image, checklist: Checklist) -> list[RequirementVerdict]: ...
+
+    def unsupported(self, checklist: Checklist) -> list[str]: ...
+
+
+def relation_holds(relation: str, a: Box, b: Box, side: float) -> bool:
+    dx, dy, m = b.cx - a.cx, b.cy - a.cy, RELATION_MARGIN * side
+    if relation == "next to":
+        return (dx * dx + dy * dy) ** 0.5 <= 0.6 * side
+    return {"left of": dx > m, "right of": -dx > m, "above": dy > m, "below": -dy > m}[relation]
+
+
+class DetectorVerifier:
+    def __init__(self, detector, scorer=None, *, colours: tuple[str, ...] | None = None,
+                 backgrounds: tuple[str, ...] | None = None):
+        self.detector = detector
+        self.scorer = scorer
+        self._colours = colours
+        self._backgrounds = backgrounds
+        self.name = f"detector:{detector.model_id}" + (f"+clip:{scorer.model_id}" if scorer is not None else "")
+
+    # -- vocabulary ----------------------------------------------------------------------------
+    def colours(self) -> tuple[str, ...]:
+        if self._colours:
+            return self._colours
+        _, attrs = self.detector.vocabulary()
+        return tuple(sorted(attrs)) if attrs else BASIC_COLOURS
+
+    def backgrounds(self) -> tuple[str, ...]:
+        if self._backgrounds:
+            return self._backgrounds
+        return tuple(self.detector.info.get("backgrounds") or BACKGROUNDS)
+
+    def unsupported(self, checklist: Checklist) -> list[str]:
+        nouns, attrs = self.detector.vocabulary()
+        out = []
+        for r in checklist.objects():
+            if nouns is not None and r.noun not in nouns:
+                out.append(r.noun)
+            if attrs is not None:
+                out += [a for a in r.attributes if a not in attrs]
+        return sorted(set(out))
+
+    # -- verification --------------------------------------------------------------------------
+    def verify(self, image: Image.Image, checklist: Checklist) -> list[RequirementVerdict]:
+        """A verdict for each object, relation, exclusive and background requirement (the holistic
+        score is the loop's, from its scorer)."""
+        objects = checklist.objects()
+        colours = self.colours()
+        nouns = sorted({r.noun for r in objects})
+        closed_nouns, _ = self.detector.vocabulary()
+        all_nouns = sorted(set(nouns) | (closed_nouns or set()))
+        queries = list(dict.fromkeys(all_nouns + [f"{c} {n}" for n in nouns for c in colours]
+                                     + [r.phrase for r in objects if r.attributes]))
+        det = self.detector.scores(image, queries)
+        side = float(max(image.size))
+        found: dict[str, list[Box]] = {}
+        verdicts: dict[str, RequirementVerdict] = {}
+        skip = set(self.unsupported(checklist))
+        for r in objects:
+            if r.noun in skip or any(a in skip for a in r.attributes):
+                verdicts[r.id] = RequirementVerdict(r.id, r.kind, None, 0.0, {"why": "outside the detector's "
+                                                    "vocabulary"}, r.text)
+                continue
+            verdicts[r.id], found[r.id] = self._object(r, det, colours, all_nouns)
+        for r in checklist.requirements:
+            if r.kind == "relation":
+                verdicts[r.id] = self._relation(r, found, side)
+            elif r.kind == "exclusive":
+                verdicts[r.id] = self._exclusive(r, det, objects, all_nouns, found)
+            elif r.kind == "background":
+                verdicts[r.id] = self._background(r, image, checklist)
+        return [verdicts[r.id] for r in checklist.requirements if r.id in verdicts]
+
+    def _object(self, r: Requirement, det, colours, nouns) -> tuple[RequirementVerdict, list[Box]]:
+        # a box belongs to the noun that scores highest on it ("circle" vs "square" on one shape)
+        idx = [det.queries.index(n) for n in nouns]
+        boxes = [(b, p) for b, p in self.detector.boxes_for(det, r.noun)
+                 if det.probs[p, det.queries.index(r.noun)] >= det.probs[p, idx].max()]
+        colour_attrs = [a for a in r.attributes if a in colours]
+        other_attrs = [a for a in r.attributes if a not in colours]
+        matched, seen = [], []
+        for box, patch in boxes:
+            if colour_attrs or colours:
+                probs = {c: float(det.probs[patch, det.queries.index(f"{c} {r.noun}")]) for c in colours}
+                box.attribute = max(probs, key=probs.get)
+            ok = all(box.attribute == c for c in colour_attrs)
+            if ok and other_attrs:
+                ok = float(det.probs[patch, det.queries.index(r.phrase)]) >= self.detector.threshold
+            seen.append((box, ok))
+            if ok:
+                matched.append(box)
+        n = len(matched)
+        passed = (n == r.count) if r.count is not None else n >= 1
+        if passed:
+            conf = min((b.score for b in matched), default=1.0)
+        else:
+            conf = max(0.5, 1.0 - min((abs(b.score - self.detector.threshold) for b, _ in seen), default=0.5))
+        evidence = {"wanted": r.count if r.count is not None else "1+", "count": n,
+                    "found": [{**b.to_json(), "match": ok} for b, ok in seen]}
+        return RequirementVerdict(r.id, r.kind, passed, conf, evidence, r.text), matched
+
+    def _relation(self, r: Requirement, found: dict[str, list[Box]], side: float) -> RequirementVerdict:
+        a, b = found.get(r.subject) or [], found.get(r.object) or []
+        if not a or not b:
+            missing = [x for x, boxes in ((r.subject, a), (r.object, b)) if not boxes]
+            return RequirementVerdict(r.id, r.kind, False, 0.9, {"missing": missing}, r.text)
+        sa, sb = max(a, key=lambda x: x.score), max(b, key=lambda x: x.score)
+        ok = relation_holds(r.relation, sa, sb, side)
+        dx, dy = sb.cx - sa.cx, sb.cy - sa.cy
+        margin = abs(dx if r.relation in ("left of", "right of") else dy) / side
+        return RequirementVerdict(r.id, r.kind, ok, min(1.0, 0.5 + margin),
+                                  {"subject": sa.to_json(), "object": sb.to_json(),
+                                   "dx": round(-dx, 1), "dy": round(-dy, 1)}, r.text)
+
+    def _exclusive(self, r, det, objects, all_nouns, found) -> RequirementVerdict:
+        if any(o.count is None for o in objects):
+            return RequirementVerdict(r.id, r.kind, None, 0.0, {"why": "a count is open"}, r.text)
+        boxes: list[Box] = []
+        cands = sorted((bp for noun in all_nouns for bp in self.detector.boxes_for(det, noun)),
+                       key=lambda bp: -bp[0].score)
+        for box, _ in cands:
+            if all(_overlap(box, k) < 0.3 for k in boxes):
+                boxes.append(box)
+        wanted = sum(o.count for o in objects)
+        ok = len(boxes) == wanted
+        extra = [b.to_json() for b in boxes if not any(_overlap(b, m) >= 0.3 for ms in found.values() for m in ms)]
+        return RequirementVerdict(r.id, r.kind, ok, 0.8, {"objects": len(boxes), "wanted": wanted,
+                                                         "extra": extra}, r.text)
+
+    def _background(self, r, image, checklist: Checklist) -> RequirementVerdict:
+        if self.scorer is None:
+            return RequirementVerdict(r.id, r.kind, None, 0.0, {"why": "no CLIP"}, r.text)
+        body = " and ".join(o.text for o in checklist.objects()) or "a picture"
+        options = list(dict.fromkeys([r.value] + [b for b in self.backgrounds() if b != r.value]))
+        cos = self.scorer.cosine([image] * len(options), [f"{body} on a {b} background" for b in options])
+        best = max(range(len(options)), key=lambda i: cos[i])
+        srt = sorted(cos, reverse=True)
+        return RequirementVerdict(r.id, r.kind, best == 0, min(1.0, 0.5 + 10 * (srt[0] - srt[1])),
+                                  {"read": options[best], "cosine": {o: round(c, 4) for o, c in zip(options, cos)}},
+                                  r.text)
+
+
+def _overlap(a: Box, b: Box) -> float:
+    x0, y0, x1, y1 = max(a.x0, b.x0), max(a.y0, b.y0), min(a.x1, b.x1), min(a.y1, b.y1)
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    small = min((a.x1 - a.x0) * (a.y1 - a.y0), (b.x1 - b.x0) * (b.y1 - b.y0))
+    return inter / small if small > 0 else 0.0

@@ -61,6 +61,7 @@ class ChatState:
     run_id: str | None = None        # the last run (loop) and its round table
     rounds: list[dict] = field(default_factory=list)
     threshold: float | None = None
+    checks: list[dict] = field(default_factory=list)  # the last run's verdict per requirement
     images: list[int] = field(default_factory=list)  # every image made in this chat, in order
 
     def to_dict(self) -> dict:
@@ -545,7 +546,10 @@ class ChatController:
             best_round = next(r for r in rounds if r.get("best_score") == best)
             text += f" The best was round {best_round.get('round')} with {best:.2f}."
         if self.state.threshold is not None:
-            text += f" The loop stops early once a score reaches {self.state.threshold:.2f}."
+            text += (f" The loop stops once every requirement passes and the score is at least "
+                     f"{self.state.threshold:.2f}.")
+        if self.state.checks:
+            text += "\n\n" + checklist_markdown(self.state.checks)
         return text
 
     def save_image(self, dest: str) -> str:
@@ -620,11 +624,14 @@ class ChatController:
         self.state.run_id = outcome.run_id
         self.state.rounds = [_plain(r) for r in outcome.rounds]
         self.state.threshold = outcome.threshold["target"]
+        self.state.checks = list(outcome.checks)
         self._set_current(best.image_id, best.path, best.seed)
         self._save_state()
         score, met = outcome.score, outcome.met
         return (f"Made image **#{best.image_id}** (seed {best.seed}, score {score:.2f}, "
-                f"{len(self.state.rounds)} round(s), target {'met' if met else 'not met'}). Refine it in words (\"warmer light\", /refine ...), or /scores for the table.")
+                f"{len(self.state.rounds)} round(s), {'every requirement met' if met else 'not met'}).\n\n"
+                + checklist_markdown(self.state.checks) +
+                "\n\nRefine it in words (\"warmer light\", /refine ...), or /scores for the table.")
 
     def _set_current(self, image_id: int, path, seed: int | None) -> None:
         self.state.image_id, self.state.image_path, self.state.seed = image_id, str(path), seed
@@ -978,6 +985,12 @@ def _plain(record) -> dict:
 
 def _num(value) -> str:
     return "-" if value is None else f"{float(value):.2f}"
+
+
+def checklist_markdown(checks: list[dict]) -> str:
+    """The requirement checklist of a run as a markdown list with pass/fail marks."""
+    mark = {True: "✓", False: "✗", None: "?"}
+    return "\n".join(f"- {mark[c.get('passed')]} {c.get('text', c.get('id'))}" for c in checks)
 
 
 def _best_score(rounds: list[dict]) -> float | None:

@@ -73,7 +73,7 @@ class Candidate:
     blocked: str | None = None
     verdict: object = None  # an allowed (scored) image's safety verdict, saved with it, not re-checked
     checks: list[RequirementVerdict] = field(default_factory=list)
-    recipe: dict | None = None  # how a composed image was made (replayable); None = plain txt2img
+    recipe: dict | None = None  # how the image was made: txt2img params or a composition (replayable)
 
     @property
     def passed(self) -> int:
@@ -193,7 +193,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
         if r > 1 or not first_checked:
             check_prompt(attempt.positive)
         emit(LoopEvent("round_start", r, {"prompt": attempt.positive, "change": attempt.change, "repair": repair}))
-        recipe = None
+        recipe, plain = None, {}
         if repair in ("edit", "layout"):
             plan = (planner.edit(best, next_seed) if repair == "edit" else None) or planner.layout(next_seed)
             repair = "edit" if plan.use_base else "layout"
@@ -203,7 +203,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
             out = composer(plan, best.image if plan.use_base else None)
             spent += out.images_generated
             recipe = {"mode": "compose", "plan": plan.to_json(), "placed": out.placed,
-                      **({"base": best.recipe or {"mode": "txt2img", "seed": best.seed}} if plan.use_base else {})}
+                      **({"base": best.recipe} if plan.use_base else {})}
             images, seeds = [out.image], [next_seed]
             next_seed += 1
         else:
@@ -215,6 +215,9 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
             result = backend.generate(request, progress=step_progress, cancel=cancel)
             scheduler = result.scheduler
             images, seeds = result.images, result.seeds
+            plain = {"mode": "txt2img", "prompt": attempt.positive, "negative_prompt": attempt.negative,
+                     "steps": base.steps, "cfg": attempt.cfg, "width": result.width, "height": result.height,
+                     "scheduler": base.scheduler}
             spent += len(images)
         candidates, blocked, allowed = [], [], []
         for image, s in zip(images, seeds):
@@ -227,7 +230,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
         if allowed:
             scores = scorer.score([im for im, _, _ in allowed], intent)
             for (im, s, v), sc in zip(allowed, scores):
-                c = Candidate(s, im, float(sc), verdict=v, recipe=recipe)
+                c = Candidate(s, im, float(sc), verdict=v, recipe=recipe or dict(plain, seed=s))
                 c.checks = _check(verifier, im, checklist, float(sc), threshold)
                 candidates.append(c)
         candidates.sort(key=lambda c: c.seed)
@@ -297,7 +300,7 @@ def _describe(repair: str, attempt: Attempt, best: Candidate | None) -> str:
         return attempt.change
     if repair == "prompt":
         return attempt.change
-    if best is not None and best.recipe:
+    if best is not None and best.recipe and best.recipe.get("mode") == "compose":
         placed = best.recipe.get("placed", [])
         moved = [p["label"] for p in placed if p.get("from") == "base"]
         added = [p["label"] for p in placed if p.get("from") == "generated"]

@@ -48,7 +48,7 @@ MULTIWORD_NOUNS = (
 _IRREGULAR = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
               "geese": "goose", "teeth": "tooth", "feet": "foot", "knives": "knife", "leaves": "leaf",
               "sheep": "sheep", "fish": "fish", "skis": "skis", "scissors": "scissors", "glasses": "glasses",
-              "dice": "die", "wolves": "wolf", "shelves": "shelf", "loaves": "loaf"}
+              "dice": "die", "buses": "bus", "gases": "gas", "lenses": "lens", "wolves": "wolf", "shelves": "shelf", "loaves": "loaf"}
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
            "gray", "grey")
 
@@ -58,11 +58,11 @@ def singular(word: str) -> tuple[str, bool]:
     w = word.lower()
     if w in _IRREGULAR:
         return _IRREGULAR[w], _IRREGULAR[w] != w
-    if len(w) > 3 and w.endswith("ies"):
+    if len(w) > 4 and w.endswith("ies"):
         return w[:-3] + "y", True
-    if len(w) > 3 and re.search(r"(ches|shes|sses|xes|zes|oes)$", w) and w not in {"shoes", "toes", "canoes"}:
+    if len(w) > 3 and (re.search(r"(ches|shes|sses|xes|zes|oes)$", w)) and w not in {"shoes", "toes", "canoes"}:
         return w[:-2], True
-    if len(w) > 2 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+    if len(w) > 2 and w.endswith("s") and not w.endswith(("ss", "us", "is")) or w.endswith("lis"):
         return w[:-1], True
     return w, False
 
@@ -88,7 +88,8 @@ def noun_phrase(words: list[str]) -> tuple[str, int | None, tuple[str, ...]] | N
     # the phrase ends at the first verb/preposition or -ing word after some noun material
     cut = len(words)
     for i, w in enumerate(words):
-        if i > 0 and (w in _STOP or (w.endswith("ing") and len(w) > 4)):
+        starts_noun = " ".join(words[i:i + 2]).rstrip("s") in MULTIWORD_NOUNS or " ".join(words[i:i + 2]) in MULTIWORD_NOUNS
+        if i > 0 and not starts_noun and (w in _STOP or (w.endswith("ing") and len(w) > 4)):
             cut = i
             break
     words = [w for w in words[:cut] if w not in _FILLER]

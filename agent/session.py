@@ -86,7 +86,7 @@ class RunOutcome:
         return {"run_id": self.run_id, "best": {"path": str(self.best.path), "seed": self.best.seed,
                                                 "image_id": self.best.image_id, "score": self.score},
                 "met": self.met, "stop_reason": self.stop_reason, "failed": self.failed,
-                "checks": self.checks, "checklist": self.checklist, "images": self.images,
+                "checks": self.checks, "checklist": self.checklist, "images_generated": self.images,
                 "threshold": self.threshold, "spec": self.spec, "rounds": self.rounds,
                 "warnings": self.warnings, "timings": self.timings, "record": _summary(self.best.record)}
 
@@ -468,7 +468,7 @@ class Session:
                        "verifier": verifier.name if verifier is not None else None, "images": result.images}
         extra = {"loop": loop_record}
         params_update = None
-        if result.best.recipe is not None:
+        if result.best.recipe is not None and result.best.recipe.get("mode") == "compose":
             extra["recipe"] = result.best.recipe
             params_update = {"mode": "compose"}
         saved = self._save(run_id, best_req, generated, idea=idea, spec=result.best_attempt.spec.model_dump(),
@@ -512,6 +512,8 @@ class Session:
         fields_ = {k: p[k] for k in ("prompt", "negative_prompt", "steps", "cfg", "scheduler") if k in p}
         fields_.update(width=record["width"], height=record["height"], seed=record["seed"], count=1)
         inputs = record.get("inputs") or {}
+        if p.get("mode") == "compose":
+            return self._rerun_composed(record, png_path, out_dir, same_model)
         if p.get("mode") in {"img2img", "inpaint"}:
             req, inputs = self.edit_request(p["prompt"], inputs["init_image"], mask_path=inputs.get("mask"),
                                             strength=p["strength"],
@@ -523,6 +525,43 @@ class Session:
         return self.generate(req, idea=record.get("idea"), spec=record.get("spec"), out_dir=out_dir,
                              progress=progress, kind="rerun", inputs=inputs or None,
                              extra={"rerun_of": str(png_path)})
+
+    def _rerun_composed(self, record: dict, png_path, out_dir, same_model: bool) -> GenerationOutcome:
+        """Replay a layout-guided or edited image from its recipe, then save and record it."""
+        if same_model:
+            self._check_same_model(record)
+        self.cancel_event.clear()
+        image = self.replay(record["recipe"])
+        p = record["params"]
+        req = GenerateRequest(**{k: p[k] for k in ("prompt", "negative_prompt", "steps", "cfg", "scheduler") if k in p},
+                              width=record["width"], height=record["height"], seed=record["seed"])
+        backend = self.backend()
+        result = GenerateResult(images=[image], seeds=[record["seed"]], model=backend.model, backend=backend.name,
+                                width=image.size[0], height=image.size[1], scheduler=record.get("scheduler"))
+        with self._recorded("rerun", idea=record.get("idea"), spec=record.get("spec"), params=req.params()) as run_id:
+            outcome = self._save(run_id, req, result, idea=record.get("idea"), spec=record.get("spec"),
+                                 out_dir=out_dir, inputs=None, params_update={"mode": "compose"},
+                                 extra={"recipe": record["recipe"], "rerun_of": str(png_path)})
+        self.gallery.finish_run(run_id, "done", result=outcome.to_json())
+        return outcome
+
+    def replay(self, recipe: dict):
+        """The image a recipe describes (txt2img, or a composition over its base), made again."""
+        if recipe.get("mode") == "txt2img":
+            keys = ("prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed", "scheduler")
+            req = GenerateRequest(**{k: recipe[k] for k in keys if k in recipe})
+            return self.backend().generate(req, cancel=self.cancel_event).images[0]
+        if recipe.get("mode") != "compose":
+            raise InvalidInput(f"Unknown recipe mode '{recipe.get('mode')}'.", "The record is damaged or newer.")
+        from tools.compose import ComposePlan
+
+        verifier = self.verifier()
+        if verifier is None:
+            raise InvalidInput("Replaying a layout-guided image needs the detector that placed its objects.",
+                               "Pass --detector (or set IMAGENT_DETECTOR) to the detector it was made with.")
+        plan = ComposePlan.from_json(recipe["plan"])
+        base = self.replay(recipe["base"]) if plan.use_base else None
+        return self.backend().compose(plan, self._locate(verifier), base, cancel=self.cancel_event).image
 
     def _check_same_model(self, record: dict) -> None:
         backend = self.backend()

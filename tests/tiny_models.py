@@ -41,7 +41,7 @@ def word_tokenizer(folder: Path, words=WORDS):
                          model_max_length=77)
 
 
-def tiny_sd_components(tmp: Path, seed: int = 0) -> dict:
+def tiny_sd_components(tmp: Path, seed: int = 0, in_channels: int = 4) -> dict:
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -49,7 +49,7 @@ def tiny_sd_components(tmp: Path, seed: int = 0) -> dict:
     tokenizer = word_tokenizer(tmp / "tok")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=in_channels, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, norm_num_groups=4,
         attention_head_dim=4)
@@ -68,11 +68,13 @@ def tiny_sd_components(tmp: Path, seed: int = 0) -> dict:
             "image_encoder": None}
 
 
-def save_tiny_sd(folder: Path) -> Path:
-    """Save a tiny random Stable Diffusion pipeline (native size 32x32) as a diffusers folder."""
+def save_tiny_sd(folder: Path, in_channels: int = 4) -> Path:
+    """Save a tiny random Stable Diffusion pipeline (native size 32x32) as a diffusers folder
+    (`in_channels=9`: an inpainting UNet, as in SD inpainting checkpoints)."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(**tiny_sd_components(folder.parent / (folder.name + "-build")),
+    pipe = StableDiffusionPipeline(**tiny_sd_components(folder.parent / (folder.name + "-build"),
+                                                        in_channels=in_channels),
                                    requires_safety_checker=False)
     pipe.save_pretrained(folder)
     return folder
@@ -95,4 +97,25 @@ def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
     CLIPModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_owlvit(folder: Path, seed: int = 0) -> Path:
+    """A tiny random transformers OwlViTForObjectDetection (32x32 images) with its processor."""
+    import torch
+    from transformers import OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
+
+    tokenizer = word_tokenizer(folder.parent / (folder.name + "-tok"))
+    tokenizer.model_max_length = 16
+    config = OwlViTConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
+                           num_hidden_layers=2, num_attention_heads=4),
+        projection_dim=32)  # OWL-ViT compares class embeddings (text width) with projected queries
+    torch.manual_seed(seed)
+    OwlViTForObjectDetection(config).save_pretrained(folder)
+    OwlViTProcessor(image_processor=OwlViTImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False),
+                    tokenizer=tokenizer).save_pretrained(folder)
     return folder

@@ -141,7 +141,8 @@ class Detector:
         order = [int(i) for i in np.argsort(-p) if p[i] >= thr]
         kept: list[int] = []
         for i in order:
-            if all(_iou(det.boxes[i], det.boxes[j]) < self.nms_iou for j in kept):
+            if all(_iou(det.boxes[i], det.boxes[j]) < self.nms_iou and _inside(det.boxes[i], det.boxes[j]) < 0.6
+                   for j in kept):
                 kept.append(i)
         return [(Box(*[float(v) for v in det.boxes[i]], score=float(p[i]), noun=query), i) for i in kept]
 
@@ -167,6 +168,15 @@ def _owl_forward(model, pixels, input_ids, attention_mask):
         q = q.pooler_output if getattr(q, "pooler_output", None) is not None else q[0]
     logits = model.class_predictor(feats, q[None].expand(b, -1, -1), None)[0]
     return logits, model.box_predictor(feats, feature_map)
+
+
+def _inside(a, b) -> float:
+    """Intersection over the smaller box: a duplicate box mostly inside another scores high."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    small = min(max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]), max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
+    return inter / small if small > 0 else 0.0
 
 
 def _iou(a, b) -> float:

@@ -77,6 +77,17 @@ def _require_hub(model: str) -> None:
                             "(offline?).", hint) from None
 
 
+def keep_unmasked(generated, init, mask):
+    """Pixels outside the mask exactly as given (black = keep), as A1111 pastes them back: an
+    inpainting model's VAE round trip would otherwise shift the whole image a little."""
+    from PIL import Image
+
+    if generated.size != init.size:
+        generated = generated.resize(init.size, Image.LANCZOS)
+    return Image.composite(generated.convert("RGB"), init.convert("RGB"), mask.convert("L").point(
+        lambda v: 255 if v >= 128 else 0))
+
+
 def _plain_unet(pipe) -> bool:
     """True for a 4-channel text-to-image UNet (not a 9-channel inpainting one)."""
     unet = getattr(pipe, "unet", None)
@@ -173,7 +184,10 @@ class DiffusersBackend:
                     raise BackendError(f"Generation failed: {exc}") from exc
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("Generation cancelled.")
-                images.append(out.images[0])
+                image = out.images[0]
+                if req.mode == "inpaint":
+                    image = keep_unmasked(image, req.init_image, req.mask)
+                images.append(image)
                 seeds.append(seed)
         finally:
             pipe.scheduler = base_scheduler

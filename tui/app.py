@@ -170,7 +170,7 @@ class ImagentApp(App):
         self.sub_title = self.controller.mode_line().split(":")[0]
         table = self.query_one("#table", DataTable)
         table.can_focus = False
-        table.add_columns("#", "change", "scores", "best")
+        table.add_columns("#", "change", "scores", "best", "checks")
         self.query_one("#progress").visible = False
         self._notice(self.controller.mode_line())
         if self.controller.resumed:
@@ -255,8 +255,9 @@ class ImagentApp(App):
     def _table_row(table: DataTable, r: dict) -> None:
         scores = " ".join("-" if s is None else f"{s:.2f}" for s in (r.get("scores") or []))
         best = r.get("best_score")
+        b = r.get("best_checks") or {}
         table.add_row(str(r.get("round")), (r.get("change") or "")[:22], scores,
-                      "-" if best is None else f"{best:.2f}")
+                      "-" if best is None else f"{best:.2f}", f"{b['passed']}/{b['total']}" if b else "-")
 
     def _set_status(self, text: str | None = None) -> None:
         if text is None:

@@ -5,6 +5,9 @@
   imagent expand "a cat coding at night" --llm gpt-4o-mini  expand with an LLM
   imagent expand "two red circles" --family sd --json       render for a model family, as JSON
 
+Also prints the checklist the critique loop verifies on every image (objects with counts and
+attributes, relations, background, nothing else, the holistic score).
+
 The LLM is used when --llm or IMAGENT_LLM_MODEL names one (IMAGENT_LLM_BASE_URL points at any
 OpenAI-compatible server: llama.cpp, vLLM, Ollama). If it fails, the template expander is used
 with a warning (IMAGENT_LLM_FALLBACK=error makes it an error instead).
@@ -54,11 +57,14 @@ def expansion_from(args, settings, idea: str):
 
 
 def run(args) -> int:
+    from agent.requirements import checklist_for
+
     settings = settings_from(args)
     expansion = expansion_from(args, settings, args.idea)
-    warn(expansion.warnings)
+    checklist, more = checklist_for(args.idea, expansion.spec.subject)
+    warn(expansion.warnings + more)
     if args.json:
-        print(json.dumps(expansion.model_dump(mode="json")))
+        print(json.dumps({**expansion.model_dump(mode="json"), "checklist": checklist.to_json()}))
         return 0
     s = expansion.spec
     rows = [("idea", expansion.idea),
@@ -71,6 +77,10 @@ def run(args) -> int:
     print()
     print(f"positive: {expansion.positive}")
     print(f"negative: {expansion.negative or '-'}")
+    print()
+    print(f"requirements ({checklist.source}; the critique loop checks each one):")
+    for r in checklist.requirements:
+        print(f"  {r.id:<9}{r.kind:<11}{r.text}")
     if expansion.rendered.family == "demo":
         print("imagent: the demo model reads only its caption grammar, so only the subject is sent; "
               "use --family sd|sdxl|flux|openai to see the full rendering.", file=sys.stderr)

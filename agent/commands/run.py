@@ -1,14 +1,17 @@
-"""Run the critique loop on an idea: expand it, then each round generate N candidates, check
-their safety, score them with CLIP against the idea, keep the best, and revise the prompt until
-the best reaches the threshold or the rounds are spent.
+"""Run the critique loop on an idea: expand it and list its requirements (objects, counts,
+colours, relations, background), then each round generate candidates, check their safety, score
+them with CLIP and verify every requirement with the detector, keep the best, and repair what
+failed (a local edit, a layout-guided regeneration, or a prompt change with fresh seeds) until
+every requirement holds or the rounds are spent. "met" means every requirement passed.
 
   imagent run "two red circles"
   imagent run "a cat coding at night" --style watercolor --rounds 4 --candidates 3
   imagent run "a blue square left of a red circle" --threshold 1.6 --threshold-mode absolute --json
 
-Thresholds are relative by default: a fraction of a reference score (the score known-good images
-of the intent get, where the demo world can render them; otherwise a typical on-prompt CLIP
-score). The output says which. Prints the round table and the best image's path (or --json).
+The threshold is the floor for the holistic CLIP score, relative by default: a fraction of a
+reference score (the score known-good images of the intent get, where the demo world can render
+them; otherwise a typical on-prompt CLIP score). The output says which. The round table and the
+checklist go to stderr; stdout gets the best image's path (or one JSON object with --json).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ def add_arguments(p) -> None:
     g.add_argument("--rounds", type=int, default=3, help="most rounds to try (default: 3)")
     g.add_argument("--candidates", type=int, default=2, help="images per round, each with its own seed (default: 2)")
     g.add_argument("--threshold", type=float,
-                   help="stop when the best score reaches this (default: 0.9 of the reference, relative)")
+                   help="floor for the holistic CLIP score (default: 0.8 of the reference, relative)")
     g.add_argument("--threshold-mode", choices=["relative", "absolute"], default="relative",
                    help="relative: a fraction of the reference score; absolute: a CLIPScore value")
     g.add_argument("--reviser", choices=["auto", "rules", "llm"], default="auto",
@@ -32,13 +35,15 @@ def add_arguments(p) -> None:
     g.add_argument("--style", help="style preset for the expansion (see `imagent styles`)")
     g.add_argument("--raw", action="store_true", help="use the idea as the prompt, without expansion")
     g.add_argument("--clip", help="CLIP model for scoring: folder or hub id (default: the demo CLIP)")
+    g.add_argument("--detector", help="OWL-ViT / OWLv2 detector that checks each requirement: folder or hub id "
+                                      "(default: the demo detector with the demo model; none otherwise)")
     add_generation_options(p)
     add_model_options(p)
     add_output_options(p)
 
 
 def run(args) -> int:
-    session = session_from(args, clip_model=args.clip)
+    session = session_from(args, clip_model=args.clip, detector=args.detector)
     fields = request_fields(args, session.settings)
     if args.count != 1:
         warn(["-n is ignored by `run`; use --candidates for images per round"])
@@ -56,21 +61,43 @@ def run(args) -> int:
     return 0
 
 
-def print_round_table(outcome) -> None:
+def print_round_table(outcome, file=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     t = outcome.threshold
     how = (f"relative: {t['value']:g} x reference {t['reference']:g} ({t['reference_source']})"
            if t["mode"] == "relative" else "absolute")
-    table = Table(title=f"run {outcome.run_id}: target score {t['target']:g} ({how}; {t['formula']})")
-    for col in ("round", "change", "seeds", "scores", "best", "time"):
+    table = Table(title=f"run {outcome.run_id}: score floor {t['target']:g} ({how}; {t['formula']})")
+    for col in ("round", "repair", "change", "seeds", "scores", "checks", "failed", "time"):
         table.add_column(col, overflow="fold")
     for r in outcome.rounds:
         scores = ", ".join("blocked" if s is None else f"{s:.3f}" for s in r["scores"])
-        table.add_row(str(r["round"]), r["change"], ", ".join(map(str, r["seeds"])), scores,
-                      "-" if r["best_score"] is None else f"{r['best_score']:.3f}", f"{r['seconds']:.1f}s")
-    console = Console(file=sys.stdout, width=max(100, Console().width))
+        b = r.get("best_checks") or {}
+        checks = f"{b['passed']}/{b['total']}" if b else "-"
+        table.add_row(str(r["round"]), r.get("repair", "-"), r["change"], ", ".join(map(str, r["seeds"])), scores,
+                      checks, "; ".join(r.get("failed") or []) or "-", f"{r['seconds']:.1f}s")
+    console = Console(file=file or sys.stderr, width=max(100, Console().width))
     console.print(table)
+    for c in outcome.checks:
+        mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]n/a [/]"}[c.get("passed")]
+        console.print(f"  {mark} {c['text']}  [dim]{_evidence(c)}[/]")
     verdict = "met" if outcome.met else "not met"
-    console.print(f"best: seed {outcome.best.seed}, score {outcome.score:.3f} ({verdict}; {outcome.stop_reason})")
+    console.print(f"best: seed {outcome.best.seed}, score {outcome.score:.3f} ({verdict}; {outcome.stop_reason}); "
+                  f"{outcome.images} image(s) generated")
+
+
+def _evidence(check: dict) -> str:
+    e = check.get("evidence") or {}
+    if check.get("kind") == "object":
+        reads = ", ".join(f"{b.get('attribute', '')} {b.get('noun', '')}".strip() for b in e.get("found", []))
+        return f"found {e.get('count')} of {e.get('wanted')}" + (f" (read: {reads})" if reads else "")
+    if check.get("kind") == "relation":
+        return f"missing {', '.join(e['missing'])}" if "missing" in e else f"dx {e.get('dx')}, dy {e.get('dy')}"
+    if check.get("kind") == "background":
+        return f"read {e.get('read')}" if "read" in e else e.get("why", "")
+    if check.get("kind") == "exclusive":
+        return f"{e.get('objects')} object(s), {e.get('wanted')} wanted" if "objects" in e else e.get("why", "")
+    if check.get("kind") == "holistic":
+        return f"score {e.get('score')} vs floor {e.get('floor')}"
+    return ""

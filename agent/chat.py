@@ -548,7 +548,7 @@ class ChatController:
         if self.state.threshold is not None:
             text += (f" The loop stops once every requirement passes and the score is at least "
                      f"{self.state.threshold:.2f}.")
-        if self.state.checks:
+        if len(self.state.checks) > 1:
             text += "\n\n" + checklist_markdown(self.state.checks)
         return text
 
@@ -629,9 +629,9 @@ class ChatController:
         self._save_state()
         score, met = outcome.score, outcome.met
         return (f"Made image **#{best.image_id}** (seed {best.seed}, score {score:.2f}, "
-                f"{len(self.state.rounds)} round(s), {'every requirement met' if met else 'not met'}).\n\n"
-                + checklist_markdown(self.state.checks) +
-                "\n\nRefine it in words (\"warmer light\", /refine ...), or /scores for the table.")
+                f"{len(self.state.rounds)} round(s), {'every requirement met' if met else 'not met'})."
+                + (("\n\n" + checklist_markdown(self.state.checks) + "\n\n") if len(self.state.checks) > 1 else " ") +
+                "Refine it in words (\"warmer light\", /refine ...), or /scores for the table.")
 
     def _set_current(self, image_id: int, path, seed: int | None) -> None:
         self.state.image_id, self.state.image_path, self.state.seed = image_id, str(path), seed

@@ -419,9 +419,7 @@ class Session:
             cl, warnings = self.checklist(idea, spec.subject, chat_model=chat_model)
             verifier = self.verifier()
         if verifier is None:
-            warnings.append("No detector is configured for this model, so 'met' is judged by the CLIP score "
-                            "alone; set --detector (an OWL-ViT / OWLv2 folder or hub id) to check each "
-                            "requirement.")
+            warnings.append("No detector for this model: 'met' is judged by CLIP alone (set --detector).")
         return cl, verifier, warnings
 
     def verifier(self):

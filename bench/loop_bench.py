@@ -1,95 +1,149 @@
-"""Critique-loop benchmark on the demo world (issue 5). Prints figures; asserts nothing.
+"""Critique-loop benchmark on the demo world: every arm side by side in one run, oracle-judged.
 
-For every prompt of the per-category demo prompt sets and each of S seeds, compare:
-  single shot: one image with that seed (the model's default steps and guidance);
-  the loop:    `Session.run` with R rounds x N candidates from the same first seed, scored by
-               the demo CLIP against the prompt; the final best image.
-Both are judged by the exact oracle. The loop's compute is reported beside its accuracy
-(images generated per prompt and seed, and seconds).
+For each prompt of the per-category demo prompt sets and each of S base seeds:
+  pool:    K plain images with seeds seed..seed+K-1 (the loop's first round uses the first ones);
+  single:  the pool's first image;
+  loop:    `Session.run` with R rounds x N candidates from the same seed (requirements checked by
+           the learned detector + CLIP; repairs by local edit / layout / fresh seeds);
+  best-of-M by CLIP:     of the pool's first M images, the one with the highest CLIP score;
+  best-of-M by verifier: of the same M, the one passing the most requirements (then CLIP);
+  any-of-M (ceiling):    whether any of the M is correct.
+M is the loop's mean images per run, rounded up ("equal compute"); the table for every M from 1
+to K is in the JSON. Everything is judged by the exact oracle (never used by the loop). Also
+prints the verifier's agreement with the oracle per requirement kind on the pool's images.
 
-  python bench/loop_bench.py                          # 3 prompts/category, 2 seeds, R=3, N=2
-  python bench/loop_bench.py --n-prompts 10 --seeds 4 --rounds 3 --candidates 4
+  python bench/loop_bench.py                          # 25 prompts/category, 2 seeds, R=3, N=2, K=8
+  python bench/loop_bench.py --n-prompts 4 --seeds 1  # a quick look
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main() -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-prompts", type=int, default=3, help="prompts per category")
-    ap.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
+    ap.add_argument("--n-prompts", type=int, default=25, help="prompts per category")
+    ap.add_argument("--seeds", type=int, default=2, help="base seeds per prompt")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--candidates", type=int, default=2)
-    ap.add_argument("--threshold", type=float, default=None, help="relative threshold (default: the loop's)")
-    ap.add_argument("--safety", default="off", help="safety level during the bench (default: off; shapes only)")
+    ap.add_argument("--pool", type=int, default=8, help="plain images per prompt and seed for the best-of arms")
+    ap.add_argument("--threshold", type=float, default=None, help="relative holistic floor (default: the loop's)")
     ap.add_argument("--categories", nargs="*")
-    a = ap.parse_args()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json-out", help="also write the full results to this file")
+    a = ap.parse_args(argv)
+    import torch
 
+    torch.set_num_threads(a.threads)
     from agent.config import load_settings
     from agent.session import Session
     from tools.demo.evaluate import category_prompts
-    from tools.demo.oracle import check
+    from tools.demo.oracle import check, requirement_truth
     from tools.demo.world import CATEGORIES
     from tools.generate import GenerateRequest
+    from tools.images import load_image
 
     os.environ.setdefault("IMAGENT_HOME", tempfile.mkdtemp(prefix="imagent-loop-bench-"))
-    session = Session(load_settings(model="demo", clip_model="demo", safety=a.safety))
-    backend = session.backend()
-    pairs = category_prompts(a.categories or CATEGORIES, a.n_prompts, seed=0)
-    stats = defaultdict(lambda: {"n": 0, "single": 0, "loop": 0, "images": 0, "single_s": 0.0, "loop_s": 0.0,
-                                 "met": 0})
+    session = Session(load_settings(model="demo", clip_model="demo", safety="off"))
+    backend, scorer, verifier = session.backend(), session.scorer(), session.verifier()
+    cats = a.categories or list(CATEGORIES)
+    pairs = category_prompts(cats, a.n_prompts, seed=0)
     out_dir = tempfile.mkdtemp(prefix="imagent-loop-bench-out-")
+    runs = []
+    agree, kind_n, true_n = defaultdict(int), defaultdict(int), defaultdict(int)
+    t_start = time.perf_counter()
     for k, (cat, prompt) in enumerate(pairs):
+        checklist, _ = session.checklist(prompt)
         for s in range(a.seeds):
             seed = 1000 * s + 17
             t0 = time.perf_counter()
-            single = backend.generate(session._with_defaults(GenerateRequest(prompt, seed=seed))).images[0]
+            pool = backend.generate(session._with_defaults(GenerateRequest(prompt, seed=seed, count=a.pool))).images
             t1 = time.perf_counter()
-            run = session.run(prompt, rounds=a.rounds, candidates=a.candidates, threshold=a.threshold,
-                              raw=True, request_fields={"seed": seed}, out_dir=out_dir)
+            correct = [check(im, prompt, cat).correct for im in pool]
+            clip = scorer.score(pool, prompt)
+            vkeys = []
+            for im in pool:
+                checks = verifier.verify(im, checklist)
+                truth = requirement_truth(im, checklist)
+                for v in checks:
+                    if v.id in truth:
+                        kind_n[v.kind] += 1
+                        true_n[v.kind] += int(truth[v.id])
+                        agree[v.kind] += int(bool(v.passed) == truth[v.id])
+                passed = sum(1 for v in checks if v.passed)
+                vkeys.append((passed == len(checks), passed))
             t2 = time.perf_counter()
-            from tools.images import load_image
-
+            run = session.run(prompt, rounds=a.rounds, candidates=a.candidates, threshold=a.threshold, raw=True,
+                              request_fields={"seed": seed}, out_dir=out_dir)
+            t3 = time.perf_counter()
             best = load_image(run.best.path)
-            st = stats[cat]
-            st["n"] += 1
-            st["single"] += int(check(single, prompt, cat).correct)
-            st["loop"] += int(check(best, prompt, cat).correct)
-            st["images"] += sum(len(r["seeds"]) for r in run.rounds)
-            st["single_s"] += t1 - t0
-            st["loop_s"] += t2 - t1
-            st["met"] += int(run.met)
+            runs.append({"category": cat, "prompt": prompt, "seed": seed, "pool_correct": correct, "clip": clip,
+                         "vkeys": vkeys, "loop_correct": check(best, prompt, cat).correct, "met": run.met,
+                         "images": run.images, "loop_s": t3 - t2, "image_s": (t1 - t0) / a.pool,
+                         "repairs": [r["repair"] for r in run.rounds]})
         print(f"[{k + 1}/{len(pairs)}] {cat}: {prompt}", file=sys.stderr, flush=True)
-    rows = []
-    total = defaultdict(float)
-    for cat in (a.categories or CATEGORIES):
-        st = stats[cat]
-        if not st["n"]:
-            continue
-        row = {"category": cat, "runs": st["n"], "single_shot_acc": round(st["single"] / st["n"], 3),
-               "loop_acc": round(st["loop"] / st["n"], 3), "images_per_run": round(st["images"] / st["n"], 2),
-               "threshold_met": round(st["met"] / st["n"], 3),
-               "single_s": round(st["single_s"] / st["n"], 3), "loop_s": round(st["loop_s"] / st["n"], 3)}
-        rows.append(row)
-        for key in ("n", "single", "loop", "images"):
-            total[key] += st[key]
-    print(f"{'category':<14}{'runs':>5}{'single':>8}{'loop':>8}{'img/run':>9}{'met':>6}{'s/single':>10}{'s/loop':>8}")
-    for r in rows:
-        print(f"{r['category']:<14}{r['runs']:>5}{r['single_shot_acc']:>8.3f}{r['loop_acc']:>8.3f}"
-              f"{r['images_per_run']:>9.2f}{r['threshold_met']:>6.2f}{r['single_s']:>10.2f}{r['loop_s']:>8.2f}")
-    if total["n"]:
-        print(f"{'overall':<14}{int(total['n']):>5}{total['single'] / total['n']:>8.3f}{total['loop'] / total['n']:>8.3f}"
-              f"{total['images'] / total['n']:>9.2f}")
-    print(json.dumps({"bench": "loop", "rounds": a.rounds, "candidates": a.candidates, "seeds": a.seeds,
-                      "threshold": run.threshold if pairs else None, "rows": rows}))
+    mean_images = sum(r["images"] for r in runs) / len(runs)
+    m_eq = min(a.pool, max(1, math.ceil(mean_images)))
+
+    def best_of(r, m, by):
+        idx = range(m)
+        if by == "clip":
+            i = max(idx, key=lambda j: r["clip"][j])
+        elif by == "verifier":
+            i = max(idx, key=lambda j: (r["vkeys"][j], r["clip"][j]))
+        else:
+            return any(r["pool_correct"][:m])
+        return r["pool_correct"][i]
+
+    def summary(rows):
+        n = len(rows)
+        return {"runs": n, "single": sum(r["pool_correct"][0] for r in rows) / n,
+                "loop": sum(r["loop_correct"] for r in rows) / n,
+                "best_clip": sum(best_of(r, m_eq, "clip") for r in rows) / n,
+                "best_verifier": sum(best_of(r, m_eq, "verifier") for r in rows) / n,
+                "any": sum(best_of(r, m_eq, "any") for r in rows) / n,
+                "met": sum(r["met"] for r in rows) / n,
+                "met_but_wrong": sum(r["met"] and not r["loop_correct"] for r in rows) / n,
+                "images": sum(r["images"] for r in rows) / n, "loop_s": sum(r["loop_s"] for r in rows) / n,
+                "image_s": sum(r["image_s"] for r in rows) / n}
+
+    table = {c: summary([r for r in runs if r["category"] == c]) for c in cats}
+    table["overall"] = summary(runs)
+    print(f"equal compute: best-of-{m_eq} (the loop's mean images per run is {mean_images:.2f}); "
+          f"{a.rounds} rounds x {a.candidates} candidates")
+    head = ["category", "runs", "single", "loop", f"clip@{m_eq}", f"verif@{m_eq}", f"any@{m_eq}", "met",
+            "met&wrong", "img/run", "s/run"]
+    print("".join(f"{h:>11}" if i else f"{h:<15}" for i, h in enumerate(head)))
+    for c, t in table.items():
+        vals = [t["runs"], t["single"], t["loop"], t["best_clip"], t["best_verifier"], t["any"], t["met"],
+                t["met_but_wrong"], t["images"], t["loop_s"]]
+        print(f"{c:<15}" + "".join(f"{v:>11}" if isinstance(v, int) else f"{v:>11.3f}" for v in vals))
+    print("verifier agreement with the oracle per requirement kind (pool images):")
+    for kind in kind_n:
+        print(f"  {kind:<12}{agree[kind] / kind_n[kind]:.3f}  (n={kind_n[kind]}, truly passing {true_n[kind] / kind_n[kind]:.3f})")
+    curve = {m: {by: round(sum(best_of(r, m, by) for r in runs) / len(runs), 3) for by in ("clip", "verifier", "any")}
+             for m in range(1, a.pool + 1)}
+    print("best-of-M overall:", json.dumps(curve))
+    print(f"{time.perf_counter() - t_start:.0f} s in all")
+    result = {"bench": "loop", "rounds": a.rounds, "candidates": a.candidates, "seeds": a.seeds, "pool": a.pool,
+              "equal_compute_m": m_eq, "table": table, "curve": curve,
+              "verifier_agreement": {k: {"agreement": agree[k] / kind_n[k], "n": kind_n[k],
+                                         "true_share": true_n[k] / kind_n[k]} for k in kind_n}}
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps({**result, "runs": runs}, indent=1))
+    print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

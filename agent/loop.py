@@ -24,7 +24,7 @@ from typing import Callable
 
 from PIL import Image
 
-from agent.errors import Cancelled, InvalidInput, SafetyBlocked
+from agent.errors import BackendError, Cancelled, InvalidInput, SafetyBlocked
 from agent.revise import Attempt
 from tools.generate import GenerateRequest, draw_seed
 from tools.requirements import Checklist, RequirementVerdict, summarize
@@ -183,7 +183,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
     checklist = checklist or Checklist([])
     attempt, rounds, best, best_round, best_attempt = first, [], None, 0, first
     stop, scheduler, spent = "rounds exhausted", None, 0
-    repair = "initial"
+    repair, loop_warnings = "initial", []
     can_compose = verifier is not None and planner is not None and composer is not None
     next_seed = seed
     for r in range(1, options.rounds + 1):
@@ -200,13 +200,18 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
             for pl in plan.placements:
                 if pl.prompt:
                     check_prompt(pl.prompt)
-            out = composer(plan, best.image if plan.use_base else None)
-            spent += out.images_generated
-            recipe = {"mode": "compose", "plan": plan.to_json(), "placed": out.placed,
-                      **({"base": best.recipe} if plan.use_base else {})}
-            images, seeds = [out.image], [next_seed]
-            next_seed += 1
-        else:
+            try:
+                out = composer(plan, best.image if plan.use_base else None)
+            except BackendError as exc:  # e.g. no object could be located: fall back to fresh seeds
+                loop_warnings.append(f"Round {r}: the {repair} repair failed ({exc.message}); used fresh seeds.")
+                repair = "prompt"
+            else:
+                spent += out.images_generated
+                recipe = {"mode": "compose", "plan": plan.to_json(), "placed": out.placed,
+                          **({"base": best.recipe} if plan.use_base else {})}
+                images, seeds = [out.image], [next_seed]
+                next_seed += 1
+        if recipe is None:
             seeds = [next_seed + i for i in range(options.candidates)]
             next_seed += options.candidates
             request = GenerateRequest(prompt=attempt.positive, negative_prompt=attempt.negative, steps=base.steps,
@@ -267,7 +272,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
         raise SafetyBlocked("Every candidate image was blocked by the safety policy.",
                            rounds[-1].blocked[0]["category"] if rounds and rounds[-1].blocked else "unsafe",
                            "Change the idea, or try again with other seeds.")
-    warnings = list(getattr(reviser, "warnings", []))
+    warnings = loop_warnings + list(getattr(reviser, "warnings", []))
     if not best.all_pass:
         failed = [v.text for v in best.failed]
         unchecked = [v.text for v in best.checks if v.passed is None]

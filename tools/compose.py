@@ -136,7 +136,8 @@ def compose(pipe, img2img, plan: ComposePlan, locate: Locate, *, base_image: Ima
     stop()
     if plan.finish_strength > 0:
         out = img2img(prompt=plan.finish_prompt, negative_prompt=plan.negative_prompt or None, image=canvas,
-                      strength=plan.finish_strength, num_inference_steps=plan.steps, guidance_scale=plan.cfg,
+                      strength=plan.finish_strength, guidance_scale=plan.cfg,
+                      num_inference_steps=max(plan.steps, math.ceil(1 / plan.finish_strength)),  # >= 1 step
                       generator=torch.Generator("cpu").manual_seed(plan.seed))
         image = out.images[0]
         generated += 1

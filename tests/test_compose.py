@@ -1,0 +1,111 @@
+"""Layout plans and latent composition: boxes from requirements, edits from verdicts, replay."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import torch
+
+from agent.layout import plan_edit, plan_layout, relation_slots, slots
+from agent.loop import Candidate, choose_repair
+from agent.requirements import parse_checklist
+from tools.compose import ComposePlan, _erase, _paste
+from tools.requirements import Box, RequirementVerdict
+
+
+def test_relation_slots_put_the_subject_on_the_right_side():
+    rng = random.Random(0)
+    for rel, axis, sign in (("left of", 0, -1), ("right of", 0, 1), ("above", 1, -1), ("below", 1, 1)):
+        a, b = relation_slots(rel, 64, 64, rng)
+        assert sign * (a[axis] - b[axis]) > 20, rel
+    for n in range(1, 7):
+        c = slots(n, 64, 64, rng)
+        assert len(c) == n
+        assert all(((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2) ** 0.5 > 14 for i, p in enumerate(c) for q in c[i + 1:])
+
+
+def test_layout_plan_places_every_instance_and_round_trips_as_json():
+    cl = parse_checklist("a green triangle left of a yellow square on a black background")
+    plan = plan_layout(cl, width=64, height=64, seed=3, prompt="x")
+    assert [p.label for p in plan.placements] == ["green triangle", "yellow square"]
+    assert plan.placements[0].target[0] < plan.placements[1].target[0]
+    assert plan.placements[0].prompt == "a green triangle on a black background"
+    again = ComposePlan.from_json(json.loads(json.dumps(plan.to_json())))
+    assert again == plan
+    counted = plan_layout(parse_checklist("four red circles"), width=64, height=64, seed=1, prompt="x")
+    assert len(counted.placements) == 4 and len({p.seed for p in counted.placements}) == 4
+    assert all(p.max_size and p.max_size < 26 for p in counted.placements)
+
+
+def _verdict(rid, kind, passed, **evidence):
+    return RequirementVerdict(rid, kind, passed, 0.9, evidence)
+
+
+def test_edit_plan_keeps_good_objects_erases_wrong_ones_and_adds_the_missing():
+    cl = parse_checklist("three red circles")
+    found = [{"box": [2, 2, 14, 14], "attribute": "red", "match": True},
+             {"box": [40, 2, 52, 14], "attribute": "blue", "match": False},
+             {"box": [2, 40, 14, 52], "attribute": "red", "match": True}]
+    checks = [_verdict("o1", "object", False, found=found, count=2),
+              _verdict("only", "exclusive", True, extra=[]), _verdict("holistic", "holistic", True)]
+    plan = plan_edit(cl, checks, width=64, height=64, seed=5, prompt="three red circles")
+    assert plan.use_base and plan.erase == [(40.0, 2.0, 52.0, 14.0)]
+    assert len(plan.placements) == 1 and plan.placements[0].prompt == "a red circle"
+    x, y = plan.placements[0].target
+    assert min(((x - cx) ** 2 + (y - cy) ** 2) ** 0.5 for cx, cy in ((8, 8), (8, 46))) > 20, "an empty spot"
+
+
+def test_edit_plan_moves_the_pair_of_a_failed_relation():
+    cl = parse_checklist("a red circle left of a blue square")
+    checks = [_verdict("o1", "object", True, found=[{"box": [40, 20, 52, 32], "match": True}]),
+              _verdict("o2", "object", True, found=[{"box": [4, 20, 16, 32], "match": True}]),
+              _verdict("r1", "relation", False), _verdict("only", "exclusive", True, extra=[])]
+    plan = plan_edit(cl, checks, width=64, height=64, seed=5, prompt="p")
+    circle, square = plan.placements
+    assert circle.source_box == (40.0, 20.0, 52.0, 32.0) and square.source_box == (4.0, 20.0, 16.0, 32.0)
+    assert circle.target[0] < square.target[0], "the circle goes left"
+
+
+def test_repair_choice_follows_the_failure():
+    ok = RequirementVerdict("o1", "object", True, 1.0)
+    bad_count = RequirementVerdict("o2", "object", False, 1.0)
+    low = RequirementVerdict("holistic", "holistic", False, 0.6)
+    c = Candidate(1, None, 1.0, checks=[ok, bad_count])
+    assert choose_repair(c, True, []) == "edit"
+    assert choose_repair(Candidate(1, None, 1.0, checks=[bad_count]), True, []) == "layout", "nothing to keep"
+    assert choose_repair(c, False, []) == "prompt", "a backend that cannot compose"
+    assert choose_repair(Candidate(1, None, 1.0, checks=[ok, low]), True, []) == "prompt"
+
+
+def test_erase_fills_with_the_background_and_paste_moves_the_object():
+    canvas = torch.zeros(1, 4, 16, 16)
+    canvas[0, :, 2:5, 2:5] = 3.0                      # an object at pixels 8..20
+    cleared = _erase(canvas, [(8, 8, 20, 20)], 4)
+    assert cleared.abs().max() == 0, "erased to the background (the median outside)"
+    _paste(cleared, canvas, (8, 8, 20, 20), (48, 48), 4, 16, 16)
+    assert cleared[0, 0, 11, 11] == 3.0 and cleared[0, 0, 3, 3] == 0
+
+
+def test_compose_runs_on_a_real_pipeline_and_is_deterministic(tiny_backend):
+    from tools.compose import Placement
+
+    plan = ComposePlan(width=32, height=32, steps=2, cfg=1.0, seed=4, finish_prompt="two circles",
+                       placements=[Placement("circle", (8, 16), "a circle", 11), Placement("circle", (24, 16), "a circle", 12)])
+    locate = lambda img, label: Box(4, 4, 12, 12, 0.9, label)  # noqa: E731
+    a = tiny_backend.compose(plan, locate)
+    b = tiny_backend.compose(ComposePlan.from_json(plan.to_json()), locate)
+    assert a.images_generated == 3 and [p["from"] for p in a.placed] == ["generated", "generated"]
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+
+
+def test_compose_says_so_when_no_object_can_be_located(tiny_backend):
+    import pytest
+
+    from tools.compose import Placement
+    from tools.errors import BackendError
+
+    plan = ComposePlan(width=32, height=32, steps=2, cfg=1.0, seed=4, finish_prompt="x",
+                       placements=[Placement("circle", (8, 16), "a circle", 11)])
+    with pytest.raises(BackendError, match="located"):
+        tiny_backend.compose(plan, lambda img, label: None)

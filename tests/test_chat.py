@@ -170,3 +170,16 @@ def test_an_unreachable_chat_model_says_what_to_do(session):
     assert "ConnectionError" in err.value.message and "/mode offline" in err.value.hint
     assert chat.messages()[-1]["role"] == "error"
     assert "offline" in chat.handle("/mode offline") and chat.mode == "router"
+
+
+def test_the_last_runs_requirements_show_with_pass_fail_marks(session):
+    from agent.chat import checklist_markdown
+    from tui.app import params_text
+
+    chat = ChatController(session)
+    checks = [{"id": "o1", "text": "two red circles", "passed": True},
+              {"id": "only", "text": "nothing else in the picture", "passed": False}]
+    chat.state.checks = checks
+    assert checklist_markdown(checks) == "- ✓ two red circles\n- ✗ nothing else in the picture"
+    panel = params_text(chat)
+    assert "requirements" in panel and "✗ nothing else in the picture" in panel

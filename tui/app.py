@@ -502,7 +502,12 @@ def params_text(controller: ChatController) -> str:
     state = controller.state
     if state.image_id:
         rows.append(("image", f"#{state.image_id} (seed {state.seed})"))
-    return "\n".join(f"{k:<11}{v}" for k, v in rows)
+    text = "\n".join(f"{k:<11}{v}" for k, v in rows)
+    if len(state.checks) > 1:  # the last run's requirements, with pass/fail marks
+        mark = {True: "✓", False: "✗", None: "?"}
+        text += "\n\nrequirements\n" + "\n".join(f"{mark[c.get('passed')]} {c.get('text', c.get('id'))}"
+                                                for c in state.checks)
+    return text
 
 
 def pick_image_widget():

@@ -118,6 +118,9 @@ def test_every_other_tool(app, folders):
                             "threshold": 0.5, "threshold_mode": "absolute"})
     assert not ran.is_error, ran.content
     assert data(ran)["images"][0]["image_id"] and "rounds" in data(ran)
+    result = data(ran)
+    assert [c["id"] for c in result["checks"]] == ["holistic"] and "met" in result and "failed" in result
+    assert result["checklist"]["requirements"][0]["noun"] == "circle", "the checklist travels with the result"
 
 
 def test_errors_are_tool_errors_with_hints(app):

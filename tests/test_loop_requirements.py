@@ -74,3 +74,28 @@ def test_an_idea_the_demo_model_cannot_draw_is_said_before_generating(demo_sessi
                            out_dir=tmp_path)
     assert any("cannot draw: cat" in w for w in out.warnings)
     assert not out.met and "cannot check" in out.stop_reason
+
+
+def test_the_real_model_path_end_to_end_on_tiny_sd_and_tiny_owlvit(tmp_path, tiny_sd_path, tiny_clip_path,
+                                                                     tiny_backend):
+    from agent.config import load_settings
+    from agent.session import Session
+    from tiny_models import save_tiny_owlvit
+
+    owl = save_tiny_owlvit(tmp_path / "tiny-owl")
+    settings = load_settings(env={"IMAGENT_HOME": str(tmp_path / "home")}, model=str(tiny_sd_path),
+                             clip_model=str(tiny_clip_path), detector=str(owl), safety="off")
+    session = Session(settings, backend=tiny_backend)
+    out = session.run("a photo of a cat left of a dog", rounds=3, candidates=1, raw=True,
+                      request_fields={"seed": 3, "steps": 2}, out_dir=tmp_path)
+    assert [c["id"] for c in out.checks] == ["o1", "o2", "r1", "holistic"]
+    record = read_metadata(out.best.path)["record"]
+    assert record["loop"]["verifier"].startswith("detector:") and len(record["loop"]["rounds"]) >= 1
+    for r in record["loop"]["rounds"]:
+        assert r["repair"] in {"initial", "edit", "layout", "prompt"} and r["checks"]
+    rounds = record["loop"]["rounds"]
+    if len(rounds) > 1 and set(rounds[0]["best_checks"]["failed"]) & {"o1", "o2", "r1"}:
+        assert {r["repair"] for r in rounds[1:]} & {"edit", "layout"}, "a failed object or relation is repaired in latent space"
+    assert out.met == all(c["passed"] for c in out.checks)
+    if not out.met:
+        assert out.failed and out.stop_reason.startswith("rounds exhausted; failing:")

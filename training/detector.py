@@ -307,6 +307,54 @@ def export(a) -> Path:
     return dest
 
 
+EVAL_QUERIES = list(W.SHAPES) + [f"{c} {s}" for s in W.SHAPES for c in W.COLOURS]
+
+
+def read_objects(det, d, threshold: float) -> list[tuple[str, str]]:
+    """(colour, shape) of every object the detector finds in scores `d`, as the verifier reads them."""
+    queries = EVAL_QUERIES
+    found, boxes = [], []
+    shape_idx = [queries.index(s) for s in W.SHAPES]
+    for s in W.SHAPES:
+        for box, p in det.boxes_for(d, s, threshold):
+            if d.probs[p, queries.index(s)] < d.probs[p, shape_idx].max():
+                continue
+            colour = max(W.COLOURS, key=lambda c: d.probs[p, queries.index(f"{c} {s}")])
+            found.append((colour, s))
+            boxes.append(box)
+    return sorted(found)
+
+
+def evaluate(a) -> dict:
+    """Exact-scene accuracy on held-out rendered scenes (renderer labels, half through the VAE) per
+    threshold; the best threshold is the one to ship (the oracle is not used)."""
+    from tools.detect import Detector
+
+    folder = Path(a.dest or "/tmp/imagent-detector-eval")
+    a.dest = str(folder)
+    export(a)
+    det = Detector(str(folder))
+    vae = load_vae()
+    rng = random.Random("det-eval")
+    data = []
+    for i in range(a.eval_n):
+        im, objs = scene_example(rng)
+        if i % 2 and vae is not None:
+            with torch.no_grad():
+                x = torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+                y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+            im = Image.fromarray(((y[0] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+        im = degrade(im, rng) if i % 3 == 0 else im
+        data.append((det.scores(im, EVAL_QUERIES), sorted((o.colour, o.shape) for o in objs)))
+    out = {}
+    for thr in (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5):
+        out[thr] = sum(read_objects(det, d, thr) == truth for d, truth in data) / len(data)
+        log(f"threshold {thr:.2f}: exact scenes {out[thr]:.3f}")
+    best = max(out, key=out.get)
+    log(f"best threshold {best} ({out[best]:.3f} of {len(data)} scenes)")
+    return {"thresholds": out, "best": best}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m training.detector", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -321,11 +369,15 @@ def main(argv=None):
     p.add_argument("--decay-steps", type=int, default=0)
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
     p.add_argument("--export", action="store_true", help="write the fp16 weights and stop")
+    p.add_argument("--eval", action="store_true", help="exact-scene accuracy per threshold on rendered scenes")
+    p.add_argument("--eval-n", type=int, default=400)
     p.add_argument("--dest", default="", help="export: folder to write (default: the shipped one)")
     p.add_argument("--threshold", type=float, default=0.3, help="export: the detection threshold shipped")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.export:
+    if a.eval:
+        evaluate(a)
+    elif a.export:
         export(a)
     else:
         train(a)

@@ -21,7 +21,6 @@ COMMANDS = {
     "gallery": ("agent.commands.gallery", "list recent images and runs from the gallery"),
     "expand": ("agent.commands.expand", "expand a rough idea into a structured prompt and show it (no generation)"),
     "styles": ("agent.commands.styles", "list the style presets for --style"),
-    "chat": ("agent.commands.chat", "talk to the agent in a terminal UI: ideas, refinements, edits, upscales"),
     "upscale": ("agent.commands.upscale", "upscale an image: Real-ESRGAN (ncnn, CPU), Lanczos, SD x4, hires-fix"),
     "score": ("agent.commands.score", "CLIP score of images against a text (or rank several texts)"),
     "check-safety": ("agent.commands.check_safety", "check a prompt and/or an image against the safety policy"),
@@ -39,6 +38,22 @@ Images, metadata and history live in $IMAGENT_HOME (default ~/.imagent).
 """
 
 
+def commands() -> dict[str, tuple[str, str]]:
+    """COMMANDS plus the ones other packages register under the `imagent.commands` entry point
+    group (the terminal UI registers `chat` from tui/, so agent/ never imports tui/)."""
+    from importlib.metadata import entry_points
+
+    out = dict(COMMANDS)
+    for ep in sorted(entry_points(group="imagent.commands"), key=lambda e: e.name):
+        if ep.name not in out:
+            try:  # the help line is the first line of the module's docstring (modules import lazily)
+                help_ = (importlib.import_module(ep.value).__doc__ or "").strip().splitlines()[0]
+            except Exception as exc:  # a broken plug-in must not take the other commands down
+                help_ = f"(unavailable: {type(exc).__name__})"
+            out[ep.name] = (ep.value, help_)
+    return out
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser. Only the chosen command's module is imported (fast start, and one broken
     command cannot take the others down); `imagent --help` lists them all from COMMANDS."""
@@ -47,7 +62,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="imagent 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in (argv or []) if not a.startswith("-")), None)
-    for name, (module, help_) in COMMANDS.items():
+    for name, (module, help_) in commands().items():
         if name != chosen:
             sub.add_parser(name, help=help_, add_help=False)
             continue

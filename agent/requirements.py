@@ -246,7 +246,8 @@ def llm_checklist(text: str, chat_model, *, method: str | None = None) -> tuple[
                                        "used the rule parser."]
 
 
-def checklist_for(idea: str, subject: str | None = None, *, chat_model=None) -> tuple[Checklist, list[str]]:
+def checklist_for(idea: str, subject: str | None = None, *, chat_model=None,
+                  method: str | None = None) -> tuple[Checklist, list[str]]:
     """The checklist of a run: the demo grammar when the idea (or the structured subject) is in it,
     else the LLM when one is passed, else the rules."""
     for text in (idea, subject):
@@ -255,5 +256,5 @@ def checklist_for(idea: str, subject: str | None = None, *, chat_model=None) -> 
             if demo is not None:
                 return demo, []
     if chat_model is not None:
-        return llm_checklist(idea, chat_model)
+        return llm_checklist(idea, chat_model, method=method)
     return parse_checklist(idea), []

@@ -392,7 +392,12 @@ class Session:
         cannot check: (Checklist, warnings)."""
         from agent.requirements import checklist_for
 
-        cl, warnings = checklist_for(idea, subject, chat_model=chat_model)
+        if chat_model is None and self.settings.llm_model:
+            from agent.llm import build_chat_model
+
+            chat_model = build_chat_model(self.settings)
+        cl, warnings = checklist_for(idea, subject, chat_model=chat_model,
+                                     method=self.settings.llm_method if self.settings.llm_model else None)
         verifier = self.verifier()
         if verifier is not None:
             cl.unsupported = verifier.unsupported(cl)

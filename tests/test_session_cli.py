@@ -194,3 +194,14 @@ def test_rerun_of_an_upscale_points_to_its_source_and_gallery_lists_it(capsys, s
     assert code == 2 and "imagent rerun" in err and str(first.path) in err
     code, out, err = cli(capsys, "gallery")
     assert code == 0 and str(up.path) in out
+
+
+def test_cli_run_prints_only_the_path_on_stdout_and_the_table_on_stderr(capsys, tiny_sd_path, tiny_clip_path,
+                                                                         tmp_path):
+    code, out, err = cli(capsys, "run", "two red circles", "--model", str(tiny_sd_path), "--clip",
+                         str(tiny_clip_path), "--steps", "2", "--rounds", "1", "--candidates", "1", "--seed", "4",
+                         "--safety", "off", "--out", str(tmp_path))
+    assert code == 0
+    assert out.strip().splitlines() == [out.strip()] and out.strip().endswith(".png"), "IMG=$(imagent run ...)"
+    assert "round" in err and ("FAIL" in err or "pass" in err)
+    assert "no detector for this model" in err.lower()

@@ -118,6 +118,8 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     if req.mode != "txt2img" and not 0.0 < req.strength <= 1.0:
         raise InvalidInput(f"--strength {req.strength} is outside 0..1.",
                            "Use a value above 0 and at most 1 (0.3 keeps most of the image, 1 replaces it).")
+    if req.init_image is not None:
+        check_init_size(req.init_image.size)
     if req.mask is not None and req.init_image is None:
         raise InvalidInput("A mask was given without an image to inpaint.", "Add --init-image PATH.")
     if req.mask is not None and req.mask.size != req.init_image.size:
@@ -131,6 +133,25 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     if req.seed is None:
         req.seed = draw_seed()
     return req
+
+
+def check_init_size(size: tuple[int, int], what: str = "input image") -> None:
+    """The output of img2img/inpainting has the input's size, so it must be one a model can make:
+    each side 16 to MAX_SIDE pixels and a multiple of 8 (else the pipeline would silently crop)."""
+    w, h = size
+    if min(w, h) < 16 or max(w, h) > MAX_SIDE:
+        fit = min(1.0, MAX_SIDE / max(w, h))
+        raise InvalidInput(f"The {what} is {w}x{h}; each side must be 16 to {MAX_SIDE} pixels.",
+                           f"Resize it, e.g. to {_nearest_valid(w * fit)}x{_nearest_valid(h * fit)}."
+                           if max(w, h) > MAX_SIDE else "Use a larger image.")
+    if w % 8 or h % 8:
+        raise InvalidInput(f"The {what} is {w}x{h}; both sides must be multiples of 8.",
+                           f"Resize or crop it to {_nearest_valid(w)}x{_nearest_valid(h)}.")
+
+
+def _nearest_valid(side: float) -> int:
+    """The multiple of 8 nearest to `side`, within 16..MAX_SIDE."""
+    return int(min(MAX_SIDE, max(16, round(side / 8) * 8)))
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -1,0 +1,78 @@
+"""Hardening: hostile or damaged input gives a clear InvalidInput/ConfigError (never an internal
+error), and what imagent writes and prints is safe."""
+from __future__ import annotations
+
+import struct
+import warnings
+import zlib
+
+import pytest
+from PIL import Image
+
+from agent.cli import main
+from agent.errors import InvalidInput
+from tools.generate import GenerateRequest, check_request
+import tools.images as images
+from tools.images import load_image, load_image_raw, load_mask
+
+
+def cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def claimed_png(path, width: int, height: int):
+    """A tiny PNG (well under a kilobyte) whose header claims width x height RGB pixels."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + _chunk(b"IEND", b""))
+    path.write_bytes(data)
+    return path
+
+
+# -- 1. decompression bombs and init image sizes ---------------------------------------------------
+@pytest.mark.parametrize("side", [30000, 10000])  # PIL refuses 30000^2 and only warns for 10000^2
+def test_image_claiming_a_huge_size_is_invalid_input(tmp_path, side):
+    bomb = claimed_png(tmp_path / "bomb.png", side, side)
+    assert bomb.stat().st_size < 500
+    for load in (load_image, load_image_raw, lambda p: load_mask(p, (32, 32)), lambda p: images.open_image(p.read_bytes())):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(InvalidInput) as info:
+                load(bomb)
+        assert f"{side}x{side}" in info.value.message and info.value.hint
+    with pytest.raises(InvalidInput, match="bomb.png"):
+        load_image(bomb)
+
+
+@pytest.mark.parametrize("command", ["generate", "show", "rerun"])
+def test_cli_with_a_bomb_image_exits_2(capsys, tmp_path, command):
+    bomb = str(claimed_png(tmp_path / "bomb.png", 30000, 30000))
+    argv = ["generate", "a cat", "--init-image", bomb] if command == "generate" else [command, bomb]
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, err
+    assert err.startswith("imagent: error: ") and "30000x30000" in err and "internal error" not in err
+
+
+@pytest.mark.parametrize("size, fragment", [
+    ((4160, 16), "16 to 4096"),
+    ((65, 67), "multiples of 8"),
+    ((8, 32), "16 to 4096"),
+])
+def test_init_image_of_a_size_no_model_makes_is_rejected(size, fragment):
+    req = GenerateRequest("a cat", init_image=Image.new("RGB", size))
+    with pytest.raises(InvalidInput, match=fragment):
+        check_request(req)
+
+
+def test_init_image_not_a_multiple_of_8_names_the_nearest_valid_size(capsys, tiny_sd_path, tmp_path):
+    Image.new("RGB", (65, 67), (200, 10, 10)).save(tmp_path / "odd.png")
+    code, out, err = cli(capsys, "generate", "a cat", "--init-image", str(tmp_path / "odd.png"), "--model",
+                         str(tiny_sd_path), "--steps", "1", "--safety", "off", "--out", str(tmp_path / "out"))
+    assert code == 2 and "65x67" in err and "64x64" in err and out == ""
+    assert not (tmp_path / "out").exists()

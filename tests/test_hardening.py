@@ -2,7 +2,10 @@
 error), and what imagent writes and prints is safe."""
 from __future__ import annotations
 
+import os
+import stat
 import struct
+import time
 import warnings
 import zlib
 
@@ -13,7 +16,7 @@ from agent.cli import main
 from agent.errors import InvalidInput
 from tools.generate import GenerateRequest, check_request
 import tools.images as images
-from tools.images import load_image, load_image_raw, load_mask
+from tools.images import atomic_save_png, load_image, load_image_raw, load_mask
 
 
 def cli(capsys, *argv):
@@ -76,3 +79,46 @@ def test_init_image_not_a_multiple_of_8_names_the_nearest_valid_size(capsys, tin
                          str(tiny_sd_path), "--steps", "1", "--safety", "off", "--out", str(tmp_path / "out"))
     assert code == 2 and "65x67" in err and "64x64" in err and out == ""
     assert not (tmp_path / "out").exists()
+
+
+# -- 6. output file mode and partial files ------------------------------------------------------------
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_saved_png_is_readable_by_others_per_umask(tmp_path, umask_022):
+    path = atomic_save_png(Image.new("RGB", (16, 16)), tmp_path / "a.png", {"k": "v"})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    os.umask(0o077)
+    path = atomic_save_png(Image.new("RGB", (16, 16)), tmp_path / "b.png")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_partial_png_has_a_name_users_can_spot(tmp_path, monkeypatch):
+    seen = []
+    real_save = Image.Image.save
+
+    def spy(self, fp, *a, **k):
+        seen.extend(p.name for p in tmp_path.iterdir())
+        return real_save(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", spy)
+    atomic_save_png(Image.new("RGB", (16, 16)), tmp_path / "cat-1.png")
+    assert len(seen) == 1 and seen[0].startswith("cat-1.png.") and seen[0].endswith(".imagent-partial")
+    assert [p.name for p in tmp_path.iterdir()] == ["cat-1.png"]
+
+
+def test_stale_partial_files_are_removed_at_the_next_save(tmp_path):
+    stale = [tmp_path / "cat-1.png.0a1b2c3d.imagent-partial", tmp_path / ".tmp-k2j4_x9q.png"]
+    fresh = tmp_path / "cat-2.png.ffffffff.imagent-partial"
+    mine = tmp_path / ".tmp-notmine-at-all.png"  # not a name imagent ever wrote
+    for p in (*stale, fresh, mine):
+        p.write_bytes(b"\x89PNG partial")
+    old = time.time() - 120
+    for p in (*stale, mine):
+        os.utime(p, (old, old))
+    atomic_save_png(Image.new("RGB", (16, 16)), tmp_path / "dog.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, mine.name, "dog.png"])

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import re
+import secrets
+import time
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -110,14 +112,30 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> Image.Image:
     return mask
 
 
+PARTIAL_SUFFIX = ".imagent-partial"   # a PNG being written: `NAME.png.XXXXXXXX.imagent-partial`
+STALE_PARTIAL_SECONDS = 60
+_LEGACY_TMP = re.compile(r"^\.tmp-[a-z0-9_]{8}\.png$")  # what older versions left (tempfile.mkstemp)
+
+
 def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str, str] | None = None) -> Path:
-    """Write a PNG with text chunks so that `path` is either absent or complete, never partial."""
+    """Write a PNG with text chunks so that `path` is either absent or complete, never partial.
+
+    The PNG is written to `NAME.png.XXXXXXXX.imagent-partial` beside it and then renamed; it gets
+    the mode a new file gets (0644 under the usual umask). Partial files older than a minute in
+    the folder (left by a killed process) are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path.parent)
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
+    while True:
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
             image.save(fh, format="PNG", pnginfo=info)
@@ -125,9 +143,29 @@ def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str,
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_partials(directory: Path, max_age: float = STALE_PARTIAL_SECONDS) -> list[Path]:
+    """Delete the partial PNGs in `directory` older than `max_age` seconds; returns them."""
+    removed = []
+    cutoff = time.time() - max_age
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.endswith(PARTIAL_SUFFIX) or _LEGACY_TMP.match(entry.name)):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
 
 
 def png_text(path: str | os.PathLike) -> dict[str, str]:

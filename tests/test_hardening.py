@@ -122,3 +122,63 @@ def test_stale_partial_files_are_removed_at_the_next_save(tmp_path):
         os.utime(p, (old, old))
     atomic_save_png(Image.new("RGB", (16, 16)), tmp_path / "dog.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, mine.name, "dog.png"])
+
+
+# -- 2. settings: config.json and the environment --------------------------------------------------------
+@pytest.mark.parametrize("content, fragments", [
+    (b'["model", "demo"]', ["config.json", "list", "object"]),
+    (b'"demo"', ["config.json", "string", "object"]),
+    (b'{"model": "caf\xe9"}', ["config.json", "UTF-8"]),
+    (b'{"steps": "abc"}', ["config.json", "'steps'", "whole number", '"abc"']),
+    (b'{"llm_timeout": "soon"}', ["config.json", "'llm_timeout'", "a number", '"soon"']),
+    (b'{"steps": 2.5}', ["config.json", "'steps'", "whole number"]),
+    (b'{"model": 5}', ["config.json", "'model'", "a string"]),
+    (b'{"safety": null}', ["config.json", "'safety'", "a string"]),
+    (b'{"cfg": true}', ["config.json", "'cfg'", "a number"]),
+    (b'{"home": "/elsewhere"}', ["config.json", "Unknown setting", "home"]),
+])
+def test_bad_config_file_is_a_config_error_naming_file_key_and_type(imagent_home, content, fragments):
+    from agent.config import load_settings
+    from agent.errors import ConfigError
+
+    imagent_home.mkdir(parents=True, exist_ok=True)
+    (imagent_home / "config.json").write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    for fragment in fragments:
+        assert fragment in info.value.message
+    assert info.value.hint
+
+
+@pytest.mark.parametrize("var, value, key, expected", [
+    ("IMAGENT_LLM_TIMEOUT", "abc", "llm_timeout", "a number"),
+    ("IMAGENT_LLM_TIMEOUT", "nan", "llm_timeout", "a number"),
+    ("IMAGENT_LLM_MAX_RETRIES", "1.5", "llm_max_retries", "a whole number"),
+])
+def test_bad_environment_value_is_a_config_error_naming_the_variable(monkeypatch, var, value, key, expected):
+    from agent.config import load_settings
+    from agent.errors import ConfigError
+
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert var in info.value.message and f"'{key}'" in info.value.message and expected in info.value.message
+    assert var in info.value.hint
+
+
+def test_config_values_are_parsed_through_one_typed_table(imagent_home, monkeypatch):
+    from agent.config import load_settings
+
+    imagent_home.mkdir(parents=True, exist_ok=True)
+    (imagent_home / "config.json").write_text('{"steps": "12", "cfg": 6, "llm_timeout": 5, "style": null}')
+    monkeypatch.setenv("IMAGENT_LLM_MAX_RETRIES", " 4 ")
+    s = load_settings()
+    assert (s.steps, s.cfg, s.llm_timeout, s.style, s.llm_max_retries) == (12, 6.0, 5.0, None, 4)
+    assert isinstance(s.cfg, float) and isinstance(s.llm_timeout, float)
+
+
+def test_cli_with_a_broken_config_exits_2_with_one_line(capsys, imagent_home, monkeypatch):
+    monkeypatch.setenv("IMAGENT_LLM_MAX_RETRIES", "1.5")
+    code, out, err = cli(capsys, "gallery")
+    assert code == 2 and err.startswith("imagent: error: ") and "IMAGENT_LLM_MAX_RETRIES" in err
+    assert "internal error" not in err

@@ -2,6 +2,7 @@
 error), and what imagent writes and prints is safe."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 import struct
@@ -10,12 +11,13 @@ import warnings
 import zlib
 
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from agent.cli import main
 from agent.errors import InvalidInput
 from tools.generate import GenerateRequest, check_request
 import tools.images as images
+from tools.metadata import parse_a1111, read_metadata
 from tools.images import atomic_save_png, load_image, load_image_raw, load_mask
 
 
@@ -182,3 +184,60 @@ def test_cli_with_a_broken_config_exits_2_with_one_line(capsys, imagent_home, mo
     code, out, err = cli(capsys, "gallery")
     assert code == 2 and err.startswith("imagent: error: ") and "IMAGENT_LLM_MAX_RETRIES" in err
     assert "internal error" not in err
+
+
+# -- 3. damaged or hand-made PNG metadata ----------------------------------------------------------------
+GOOD_RECORD = {"model": "somewhere/model", "backend": "diffusers", "width": 32, "height": 32, "seed": 1,
+               "params": {"prompt": "a cat", "steps": 1, "cfg": 7.0, "mode": "txt2img"}}
+
+
+def png_with_text(path, chunks: dict):
+    info = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, value)
+    Image.new("RGB", (32, 32)).save(path, pnginfo=info)
+    return str(path)
+
+
+def _without(d: dict, key: str) -> dict:
+    return {k: v for k, v in d.items() if k != key}
+
+
+@pytest.mark.parametrize("record, fragment", [
+    (["a", "list"], "JSON list, not an object"),
+    ("just text", "JSON string, not an object"),
+    (_without(GOOD_RECORD, "model"), "lacks model"),
+    (_without(GOOD_RECORD, "width"), "lacks width"),
+    ({**GOOD_RECORD, "params": "a cat"}, "params is the string"),
+    ({**GOOD_RECORD, "params": {"steps": 1}}, "lacks params.prompt"),
+    ({**GOOD_RECORD, "params": {"prompt": "a cat", "steps": "many"}}, "params.steps is the string"),
+    ({**GOOD_RECORD, "safety": "off"}, "safety is the string"),
+    ({**GOOD_RECORD, "params": {"prompt": "a cat", "mode": "img2img", "strength": 0.5}}, "lacks inputs.init_image"),
+])
+@pytest.mark.parametrize("command", ["show", "rerun"])
+def test_damaged_imagent_record_is_invalid_input_saying_what_is_wrong(capsys, tmp_path, record, fragment, command):
+    path = png_with_text(tmp_path / "hand-made.png", {"imagent": json.dumps(record)})
+    code, out, err = cli(capsys, command, path)
+    assert code == 2, err
+    assert err.startswith("imagent: error: ") and "damaged" in err and fragment in err and "hand-made.png" in err
+
+
+def test_imagent_record_that_is_not_json_is_damaged(tmp_path):
+    path = png_with_text(tmp_path / "broken.png", {"imagent": '{"model": "x", '})
+    with pytest.raises(InvalidInput, match="damaged: its JSON does not parse"):
+        read_metadata(path)
+
+
+def test_a1111_size_that_is_not_wxh_is_left_out(capsys, tmp_path):
+    text = "a castle\nSteps: 30, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 512xbig, Model: sd15"
+    path = png_with_text(tmp_path / "other-tool.png", {"parameters": text})
+    parsed = read_metadata(path)["parsed"]
+    assert parsed["steps"] == 30 and "width" not in parsed and "height" not in parsed
+    code, out, err = cli(capsys, "show", path)
+    assert code == 0 and out.startswith("a castle"), err
+    assert parse_a1111("x\nSteps: 1, Size: 64 x 48")["width"] == 64
+
+
+def test_valid_hand_made_record_still_reads(tmp_path):
+    path = png_with_text(tmp_path / "ok.png", {"imagent": json.dumps(GOOD_RECORD)})
+    assert read_metadata(path)["record"] == GOOD_RECORD

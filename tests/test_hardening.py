@@ -241,3 +241,12 @@ def test_a1111_size_that_is_not_wxh_is_left_out(capsys, tmp_path):
 def test_valid_hand_made_record_still_reads(tmp_path):
     path = png_with_text(tmp_path / "ok.png", {"imagent": json.dumps(GOOD_RECORD)})
     assert read_metadata(path)["record"] == GOOD_RECORD
+
+
+# -- 5. the over-length message names the field ---------------------------------------------------------------
+def test_too_long_negative_prompt_says_which_field_and_its_length():
+    with pytest.raises(InvalidInput) as info:
+        check_request(GenerateRequest("a short prompt", negative_prompt="x" * 4900))
+    assert info.value.message == "The negative prompt is 4900 characters; the limit is 4000."
+    with pytest.raises(InvalidInput, match="^The prompt is 4001 characters"):
+        check_request(GenerateRequest("y" * 4001))

@@ -92,9 +92,13 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     """Validate a request up front; raises InvalidInput with what to do. Fills a missing seed."""
     if not isinstance(req.prompt, str) or not req.prompt.strip():
         raise InvalidInput("The prompt is empty.", "Describe what to generate, e.g. \"two red circles\".")
-    if len(req.prompt) > MAX_PROMPT_CHARS or len(req.negative_prompt or "") > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"The prompt is {len(req.prompt)} characters; the limit is {MAX_PROMPT_CHARS}.",
-                           "Shorten it; long prompts are cut by the text encoder anyway.")
+    if req.negative_prompt is not None and not isinstance(req.negative_prompt, str):
+        raise InvalidInput(f"The negative prompt must be text, not {type(req.negative_prompt).__name__}.",
+                           "Pass a string (or nothing).")
+    for what, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt or "")):
+        if len(text) > MAX_PROMPT_CHARS:
+            raise InvalidInput(f"The {what} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}.",
+                               "Shorten it; long prompts are cut by the text encoder anyway.")
     for side, value in (("width", req.width), ("height", req.height)):
         if value is None:
             continue

@@ -243,6 +243,62 @@ def test_valid_hand_made_record_still_reads(tmp_path):
     assert read_metadata(path)["record"] == GOOD_RECORD
 
 
+# -- 4. control characters: rejected on input, escaped on output --------------------------------------------
+@pytest.mark.parametrize("field, text, name", [
+    ("prompt", "a cat\x1b[2J", "ESC (U+001B)"),
+    ("prompt", "a cat\x07", "BEL (U+0007)"),
+    ("prompt", "a\x00cat", "NUL (U+0000)"),
+    ("prompt", "a cat\r", "CR (U+000D)"),
+    ("prompt", "a cat\x9b31m", "U+009B"),
+    ("negative_prompt", "blurry\x00", "NUL (U+0000)"),
+])
+def test_control_characters_in_prompts_are_rejected(field, text, name):
+    req = GenerateRequest(**{"prompt": "a cat", field: text})
+    with pytest.raises(InvalidInput) as info:
+        check_request(req)
+    what = "negative prompt" if field == "negative_prompt" else "prompt"
+    assert info.value.message.startswith(f"The {what} contains") and name in info.value.message
+    check_request(GenerateRequest("a cat\tin a hat\non a mat"))  # tab and newline are fine
+
+
+def test_control_characters_in_ideas_are_rejected():
+    from agent.expand import check_idea
+
+    with pytest.raises(InvalidInput, match="The idea contains the control character ESC"):
+        check_idea("a cat \x1b]0;owned\x07 coding")
+    assert check_idea("a cat\tcoding\nat night") == "a cat coding at night"
+
+
+def test_cli_rejects_a_prompt_with_escapes_and_writes_nothing(capsys, tiny_sd_path, tmp_path):
+    code, out, err = cli(capsys, "generate", "a cat\x1b]0;owned\x07", "--model", str(tiny_sd_path), "--steps", "1",
+                         "--out", str(tmp_path / "out"))
+    assert code == 2 and "control character ESC" in err and out == "" and "\x1b" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_gallery_and_show_escape_control_characters_already_stored(capsys, tmp_path):
+    from agent.config import load_settings
+    from agent.store import Gallery
+
+    evil = "a cat\x1b]0;owned\x07\x1b[2J\nsecond line"
+    record = {**GOOD_RECORD, "params": {**GOOD_RECORD["params"], "prompt": evil}, "idea": "idea\x1b[31m red"}
+    png = png_with_text(tmp_path / "old\x1b[1m.png", {"imagent": json.dumps(record),
+                                                      "parameters": evil + "\nSteps: 1, Seed: 1"})
+    gallery = Gallery(load_settings().gallery_path)
+    gallery.add_image(gallery.start_run("generate"), png, record)
+
+    code, out, err = cli(capsys, "gallery")
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out and len(out.splitlines()) == 1
+    assert "a cat\\x1b]0;owned\\x07\\x1b[2J\\nsecond line" in out and "old\\x1b[1m.png" in out
+    code, out, err = cli(capsys, "show", png)
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert out.startswith("a cat\\x1b]0;owned\\x07\\x1b[2J\nsecond line\n") and "idea: idea\\x1b[31m red" in out
+    code, out, err = cli(capsys, "gallery", "--json")
+    assert json.loads(out)["images"][0]["prompt"] == evil  # JSON keeps the text exactly (escaped by JSON)
+
+
 # -- 5. the over-length message names the field ---------------------------------------------------------------
 def test_too_long_negative_prompt_says_which_field_and_its_length():
     with pytest.raises(InvalidInput) as info:

@@ -6,6 +6,7 @@ cancel are explicit. Backends live in `tools.diffusers_backend` and `tools.opena
 from __future__ import annotations
 
 import random
+import re
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
@@ -88,6 +89,39 @@ def draw_seed() -> int:
     return random.SystemRandom().randrange(0, 2**32)
 
 
+# C0 controls but tab and newline, DEL and C1 controls: terminal escapes (ESC, BEL, ...), NUL
+# (which would end a PNG tEXt chunk early) and the like. One definition for input and output.
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # the same plus tab and newline
+
+
+def check_text(text: str, what: str = "The prompt") -> str:
+    """`text`, or InvalidInput naming the first control character in it (tab and newline are fine)."""
+    found = CONTROL_CHARS.search(text)
+    if found:
+        char = found.group()
+        raise InvalidInput(f"{what} contains the control character {_char_name(char)} at position {found.start() + 1}.",
+                           "Remove it: terminal escape codes and other control characters are not allowed "
+                           "(tab and newline are).")
+    return text
+
+
+def printable(text, keep: str = "\t\n") -> str:
+    """`text` with control characters shown as escapes (ESC as \\x1b), for printing stored text on a
+    terminal; characters in `keep` stay as they are (keep="" also escapes tab and newline)."""
+    return _ANY_CONTROL.sub(lambda m: m.group() if m.group() in keep else _escape_char(m.group()), str(text))
+
+
+def _escape_char(char: str) -> str:
+    return {"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(char, f"\\x{ord(char):02x}")
+
+
+def _char_name(char: str) -> str:
+    names = {0: "NUL", 7: "BEL", 8: "BS", 0x0B: "VT", 0x0C: "FF", 0x0D: "CR", 0x1B: "ESC", 0x7F: "DEL"}
+    code = ord(char)
+    return f"{names[code]} (U+{code:04X})" if code in names else f"U+{code:04X}"
+
+
 def check_request(req: GenerateRequest) -> GenerateRequest:
     """Validate a request up front; raises InvalidInput with what to do. Fills a missing seed."""
     if not isinstance(req.prompt, str) or not req.prompt.strip():
@@ -99,6 +133,7 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
         if len(text) > MAX_PROMPT_CHARS:
             raise InvalidInput(f"The {what} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}.",
                                "Shorten it; long prompts are cut by the text encoder anyway.")
+        check_text(text, f"The {what}")
     for side, value in (("width", req.width), ("height", req.height)):
         if value is None:
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 from agent.commands.common import emit
 from agent.config import load_settings
 from agent.store import Gallery
+from tools.generate import printable
 
 
 def add_arguments(p) -> None:
@@ -19,6 +20,6 @@ def run(args) -> int:
     items = [{k: r[k] for k in ("id", "run_id", "path", "seed", "prompt", "width", "height", "model", "score")}
              for r in rows]
     emit(args, {"images": items},
-         [f"{r['id']:>5}  {'-' if r['seed'] is None else r['seed']:>10}  {r['path']}  {(r['prompt'] or '')[:60]}"
-          for r in items])
+         [f"{r['id']:>5}  {'-' if r['seed'] is None else r['seed']:>10}  {printable(r['path'], keep='')}  "
+          f"{printable((r['prompt'] or '')[:60], keep='')}" for r in items])
     return 0

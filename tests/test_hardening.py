@@ -306,3 +306,25 @@ def test_too_long_negative_prompt_says_which_field_and_its_length():
     assert info.value.message == "The negative prompt is 4900 characters; the limit is 4000."
     with pytest.raises(InvalidInput, match="^The prompt is 4001 characters"):
         check_request(GenerateRequest("y" * 4001))
+
+
+# -- 7. gallery --run with an unknown id ------------------------------------------------------------------------
+def test_gallery_for_an_unknown_run_is_invalid_input_saying_how_to_list_runs(capsys):
+    code, out, err = cli(capsys, "gallery", "--run", "nosuchrun")
+    assert code == 2 and out == ""
+    assert err.startswith("imagent: error: There is no run 'nosuchrun'") and "imagent gallery --runs" in err
+
+
+def test_gallery_lists_runs_and_images_of_a_known_run(capsys, tmp_path):
+    from agent.config import load_settings
+    from agent.store import Gallery
+
+    gallery = Gallery(load_settings().gallery_path)
+    run_id = gallery.start_run("generate", idea="a cat", params={"prompt": "a cat, watercolor"})
+    empty_run = gallery.start_run("generate", params={"prompt": "nothing yet"})
+    gallery.add_image(run_id, png_with_text(tmp_path / "cat.png", {"imagent": json.dumps(GOOD_RECORD)}), GOOD_RECORD)
+    code, out, err = cli(capsys, "gallery", "--runs")
+    assert code == 0 and out.splitlines()[0].startswith(empty_run) and run_id in out and "a cat" in out
+    code, out, err = cli(capsys, "gallery", "--run", run_id)
+    assert code == 0 and "cat.png" in out
+    assert cli(capsys, "gallery", "--run", empty_run)[:2] == (0, "")

@@ -18,8 +18,9 @@ Environment variables:
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.errors import ConfigError
@@ -82,32 +83,91 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".imagent"
 
 
+# The typed table every setting is parsed through (config.json and the environment alike):
+# name -> (type, whether null/None is allowed), read once from the Settings annotations.
+def _setting_types() -> dict[str, tuple[type, bool]]:
+    import typing
+
+    table = {}
+    for name, hint in typing.get_type_hints(Settings).items():
+        if name == "home":
+            continue
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        table[name] = (args[0], type(None) in typing.get_args(hint))
+    return table
+
+
+SETTING_TYPES: dict[str, tuple[type, bool]] = _setting_types()
+_EXPECTED = {str: "a string", int: "a whole number", float: "a number"}
+
+
+def parse_setting(name: str, value, *, file: Path | None = None, var: str | None = None):
+    """`value` (from config.json `file`, or a string from environment variable `var`) as the type
+    of setting `name`, or ConfigError naming the file or variable, the setting and the type."""
+    kind, nullable = SETTING_TYPES[name]
+    if value is None and nullable and file is not None:
+        return None
+    given = value
+    if isinstance(value, str) and kind is not str:
+        try:
+            value = int(value.strip()) if kind is int else float(value.strip())
+        except ValueError:
+            pass
+    ok = (isinstance(value, str) if kind is str else
+          isinstance(value, int) and not isinstance(value, bool) if kind is int else
+          isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+    if ok:
+        return float(value) if kind is float else value
+    expected = _EXPECTED.get(kind, kind.__name__)
+    shown = (f"a {_json_kind(given)}" if "api_key" in name and given is not None
+             else json.dumps(given, ensure_ascii=False, default=str))
+    if var is not None:
+        raise ConfigError(f"The environment variable {var} (setting '{name}') must be {expected}, not {shown}.",
+                          f"Fix or unset {var}.")
+    raise ConfigError(f"In {file}, setting '{name}' must be {expected}{' or null' if nullable else ''}, not {shown}.",
+                      f"Fix the value in {file}, or remove the line to use the default.")
+
+
+def _read_config(cfg_file: Path) -> dict:
+    try:
+        text = cfg_file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{cfg_file} is not UTF-8 text (byte {exc.start}).",
+                          "Save it as UTF-8 JSON, or delete it.") from None
+    except OSError as exc:
+        raise ConfigError(f"{cfg_file} cannot be read ({exc.strerror or exc}).", "Fix its permissions or delete it.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{cfg_file} is not valid JSON ({exc}).", "Fix or delete the file.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cfg_file} holds a JSON {_json_kind(data)}, not an object of settings.",
+                          'Write it like {"model": "PATH_OR_HUB_ID", "steps": 20}.')
+    return data
+
+
+def _json_kind(value) -> str:
+    return {list: "list", dict: "object", str: "string", bool: "boolean", int: "number",
+            float: "number"}.get(type(value), "null")
+
+
 def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
     env = dict(os.environ if env is None else env)
     home = Path(env["IMAGENT_HOME"]).expanduser() if env.get("IMAGENT_HOME") else default_home()
     values: dict = {}
     cfg_file = home / "config.json"
     if cfg_file.is_file():
-        try:
-            values.update(json.loads(cfg_file.read_text()))
-        except (json.JSONDecodeError, OSError) as exc:
-            raise ConfigError(f"{cfg_file} is not valid JSON ({exc}).", "Fix or delete the file.") from None
+        data = _read_config(cfg_file)
+        unknown = set(data) - set(SETTING_TYPES)
+        if unknown:
+            raise ConfigError(f"Unknown setting(s) in {cfg_file}: {', '.join(sorted(unknown))}.",
+                              f"Known: {', '.join(sorted(SETTING_TYPES))}.")
+        values.update({name: parse_setting(name, value, file=cfg_file) for name, value in data.items()})
     for name, var in _ENV.items():
         if env.get(var):
-            values[name] = env[var]
+            values[name] = parse_setting(name, env[var], var=var)
     if not values.get("llm_api_key") and env.get("OPENAI_API_KEY") and values.get("llm_model"):
         values["llm_api_key"] = env["OPENAI_API_KEY"]
-    known = {f.name: f for f in fields(Settings)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ConfigError(f"Unknown setting(s) in {cfg_file}: {', '.join(sorted(unknown))}.",
-                          f"Known: {', '.join(sorted(k for k in known if k != 'home'))}.")
-    for name in ("llm_timeout", "openai_timeout", "cfg"):
-        if isinstance(values.get(name), str):
-            values[name] = float(values[name])
-    for name in ("steps", "llm_max_retries"):
-        if isinstance(values.get(name), str):
-            values[name] = int(values[name])
     settings = Settings(home=home, **values).with_overrides(**overrides)
     if settings.backend not in {"diffusers", "openai"}:
         raise ConfigError(f"Unknown backend '{settings.backend}'.", "Use diffusers or openai.")

@@ -25,6 +25,7 @@ from agent.config import Settings
 from agent.errors import ConfigError, InvalidInput, LLMError
 from agent.render import check_family, guess_family, render
 from agent.schemas import MAX_LIST_ITEMS, Expansion, PromptSpec
+from tools.generate import check_text
 
 MAX_IDEA_WORDS = 300
 MAX_IDEA_CHARS = 2000
@@ -41,7 +42,7 @@ FAMILY_HINTS = {
 # -- input checks ------------------------------------------------------------------------------
 def check_idea(idea: str | None) -> str:
     """The idea with whitespace normalised, or InvalidInput saying what to do."""
-    text = " ".join(str(idea or "").split())
+    text = " ".join(check_text(str(idea or ""), "The idea").split())
     if not text:
         raise InvalidInput("The idea is empty.", 'Describe what to draw, e.g. imagent expand "a cat coding at night".')
     words = len(text.split())

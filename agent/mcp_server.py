@@ -47,6 +47,7 @@ from agent.errors import ImagentError, InvalidInput
 from agent.jobs import Job, JobQueue
 from agent.session import VERSION, Session
 from agent.tool_schemas import TOOL_BY_NAME, TOOLS
+from tools.images import open_image
 
 log = logging.getLogger("imagent.mcp")
 
@@ -119,7 +120,7 @@ def preview_png(path: Path, max_side: int = MAX_PREVIEW_SIDE, max_bytes: int = M
     """PNG bytes to show inline: the file itself when small enough, else a downscaled copy.
     Returns (png, size of the png, whether it was downscaled)."""
     data = path.read_bytes()
-    with Image.open(io.BytesIO(data)) as im:
+    with open_image(data, name=str(path)) as im:
         size, fmt = im.size, im.format
         if fmt == "PNG" and max(size) <= max_side and len(data) <= max_bytes:
             return data, size, False

@@ -6,6 +6,7 @@ cancel are explicit. Backends live in `tools.diffusers_backend` and `tools.opena
 from __future__ import annotations
 
 import random
+import re
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
@@ -88,13 +89,51 @@ def draw_seed() -> int:
     return random.SystemRandom().randrange(0, 2**32)
 
 
+# C0 controls but tab and newline, DEL and C1 controls: terminal escapes (ESC, BEL, ...), NUL
+# (which would end a PNG tEXt chunk early) and the like. One definition for input and output.
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # the same plus tab and newline
+
+
+def check_text(text: str, what: str = "The prompt") -> str:
+    """`text`, or InvalidInput naming the first control character in it (tab and newline are fine)."""
+    found = CONTROL_CHARS.search(text)
+    if found:
+        char = found.group()
+        raise InvalidInput(f"{what} contains the control character {_char_name(char)} at position {found.start() + 1}.",
+                           "Remove it: terminal escape codes and other control characters are not allowed "
+                           "(tab and newline are).")
+    return text
+
+
+def printable(text, keep: str = "\t\n") -> str:
+    """`text` with control characters shown as escapes (ESC as \\x1b), for printing stored text on a
+    terminal; characters in `keep` stay as they are (keep="" also escapes tab and newline)."""
+    return _ANY_CONTROL.sub(lambda m: m.group() if m.group() in keep else _escape_char(m.group()), str(text))
+
+
+def _escape_char(char: str) -> str:
+    return {"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(char, f"\\x{ord(char):02x}")
+
+
+def _char_name(char: str) -> str:
+    names = {0: "NUL", 7: "BEL", 8: "BS", 0x0B: "VT", 0x0C: "FF", 0x0D: "CR", 0x1B: "ESC", 0x7F: "DEL"}
+    code = ord(char)
+    return f"{names[code]} (U+{code:04X})" if code in names else f"U+{code:04X}"
+
+
 def check_request(req: GenerateRequest) -> GenerateRequest:
     """Validate a request up front; raises InvalidInput with what to do. Fills a missing seed."""
     if not isinstance(req.prompt, str) or not req.prompt.strip():
         raise InvalidInput("The prompt is empty.", "Describe what to generate, e.g. \"two red circles\".")
-    if len(req.prompt) > MAX_PROMPT_CHARS or len(req.negative_prompt or "") > MAX_PROMPT_CHARS:
-        raise InvalidInput(f"The prompt is {len(req.prompt)} characters; the limit is {MAX_PROMPT_CHARS}.",
-                           "Shorten it; long prompts are cut by the text encoder anyway.")
+    if req.negative_prompt is not None and not isinstance(req.negative_prompt, str):
+        raise InvalidInput(f"The negative prompt must be text, not {type(req.negative_prompt).__name__}.",
+                           "Pass a string (or nothing).")
+    for what, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt or "")):
+        if len(text) > MAX_PROMPT_CHARS:
+            raise InvalidInput(f"The {what} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}.",
+                               "Shorten it; long prompts are cut by the text encoder anyway.")
+        check_text(text, f"The {what}")
     for side, value in (("width", req.width), ("height", req.height)):
         if value is None:
             continue
@@ -118,6 +157,8 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     if req.mode != "txt2img" and not 0.0 < req.strength <= 1.0:
         raise InvalidInput(f"--strength {req.strength} is outside 0..1.",
                            "Use a value above 0 and at most 1 (0.3 keeps most of the image, 1 replaces it).")
+    if req.init_image is not None:
+        check_init_size(req.init_image.size)
     if req.mask is not None and req.init_image is None:
         raise InvalidInput("A mask was given without an image to inpaint.", "Add --init-image PATH.")
     if req.mask is not None and req.mask.size != req.init_image.size:
@@ -131,6 +172,25 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     if req.seed is None:
         req.seed = draw_seed()
     return req
+
+
+def check_init_size(size: tuple[int, int], what: str = "input image") -> None:
+    """The output of img2img/inpainting has the input's size, so it must be one a model can make:
+    each side 16 to MAX_SIDE pixels and a multiple of 8 (else the pipeline would silently crop)."""
+    w, h = size
+    if min(w, h) < 16 or max(w, h) > MAX_SIDE:
+        fit = min(1.0, MAX_SIDE / max(w, h))
+        raise InvalidInput(f"The {what} is {w}x{h}; each side must be 16 to {MAX_SIDE} pixels.",
+                           f"Resize it, e.g. to {_nearest_valid(w * fit)}x{_nearest_valid(h * fit)}."
+                           if max(w, h) > MAX_SIDE else "Use a larger image.")
+    if w % 8 or h % 8:
+        raise InvalidInput(f"The {what} is {w}x{h}; both sides must be multiples of 8.",
+                           f"Resize or crop it to {_nearest_valid(w)}x{_nearest_valid(h)}.")
+
+
+def _nearest_valid(side: float) -> int:
+    """The multiple of 8 nearest to `side`, within 16..MAX_SIDE."""
+    return int(min(MAX_SIDE, max(16, round(side / 8) * 8)))
 
 
 def parse_size(text: str) -> tuple[int, int]:

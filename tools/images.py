@@ -1,9 +1,14 @@
 """Image input/output: reading user files with clear errors, and atomic PNG writes."""
 from __future__ import annotations
 
+import io
 import os
-import tempfile
+import re
+import secrets
+import time
+import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -12,22 +17,88 @@ from tools.errors import InvalidInput
 MAX_SIDE = 4096
 
 
-def load_image(path: str | os.PathLike, *, what: str = "image") -> Image.Image:
-    """Open an image file as RGB, or raise InvalidInput that names the file and the problem."""
-    p = Path(path)
-    if not p.exists():
-        raise InvalidInput(f"The {what} file '{p}' does not exist.", "Check the path.")
-    if p.is_dir():
-        raise InvalidInput(f"The {what} path '{p}' is a folder, not an image file.")
+def open_image(source: str | os.PathLike | bytes | BinaryIO, *, what: str = "image",
+               name: str | None = None) -> Image.Image:
+    """Open and decode an image (a path, bytes or a binary file) as stored: its mode and text
+    chunks are kept. Raises InvalidInput that names the file and the problem.
+
+    The one place imagent opens images. A header that claims more than `Image.MAX_IMAGE_PIXELS`
+    pixels (a damaged file or a decompression bomb; PIL only warns up to twice that) is refused
+    before any pixel is decoded."""
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    if isinstance(source, (str, os.PathLike)):
+        source = Path(source)
+        label = f"The {what} file '{name or source}'"
+        if not source.exists():
+            raise InvalidInput(f"{label} does not exist.", "Check the path.")
+        if source.is_dir():
+            raise InvalidInput(f"The {what} path '{name or source}' is a folder, not an image file.")
+    else:
+        label = f"The {what} '{name}'" if name else f"The {what} data"
     try:
-        with Image.open(p) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidInput(
-            f"The {what} file '{p}' is not a readable image ({type(exc).__name__}).",
-            "Pass a PNG, JPEG or WebP file.",
-        ) from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im = Image.open(source)
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and im.size[0] * im.size[1] > limit:  # also when another thread reset the filter
+                im.close()
+                raise Image.DecompressionBombError(f"{im.size} is over {limit} pixels")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _bomb(label, source) from None
+        im.load()
+        return im
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InvalidInput(f"{label} is not a readable image ({type(exc).__name__}).",
+                           "Pass a PNG, JPEG or WebP file.") from None
+
+
+def _bomb(label: str, fh) -> InvalidInput:
+    size = _claimed_size(fh)
+    claimed = f"{size[0]}x{size[1]} pixels" if size else "a size"
+    limit = Image.MAX_IMAGE_PIXELS or 0
+    return InvalidInput(
+        f"{label} claims to be {claimed}, over the {limit / 1e6:.0f}-megapixel limit for decoding "
+        "(a damaged file or a decompression bomb).",
+        f"Use an image of at most {MAX_SIDE}x{MAX_SIDE} pixels; shrink a real photo first.")
+
+
+def _claimed_size(source) -> tuple[int, int] | None:
+    """The width and height in a file's header, read without PIL's decompression bomb check."""
+    if isinstance(source, Path):
+        try:
+            with open(source, "rb") as fh:
+                return _claimed_size(fh)
+        except OSError:
+            return None
+    fh = source
+    try:
+        Image.init()
+        fh.seek(0)
+        prefix = fh.read(16)
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            accepted = accept(prefix) if accept else True
+            if not accepted or isinstance(accepted, str):
+                continue
+            try:
+                fh.seek(0)
+                return tuple(factory(fh, "").size)
+            except Exception:  # noqa: BLE001  (not this format: try the next)
+                continue
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def load_image(path: str | os.PathLike | bytes | BinaryIO, *, what: str = "image") -> Image.Image:
+    """Open an image file as RGB, or raise InvalidInput that names the file and the problem."""
+    im = open_image(path, what=what)
+    try:
+        return im.convert("RGB")
+    finally:
+        im.close()
 
 
 def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> Image.Image:
@@ -41,14 +112,30 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> Image.Image:
     return mask
 
 
+PARTIAL_SUFFIX = ".imagent-partial"   # a PNG being written: `NAME.png.XXXXXXXX.imagent-partial`
+STALE_PARTIAL_SECONDS = 60
+_LEGACY_TMP = re.compile(r"^\.tmp-[a-z0-9_]{8}\.png$")  # what older versions left (tempfile.mkstemp)
+
+
 def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str, str] | None = None) -> Path:
-    """Write a PNG with text chunks so that `path` is either absent or complete, never partial."""
+    """Write a PNG with text chunks so that `path` is either absent or complete, never partial.
+
+    The PNG is written to `NAME.png.XXXXXXXX.imagent-partial` beside it and then renamed; it gets
+    the mode a new file gets (0644 under the usual umask). Partial files older than a minute in
+    the folder (left by a killed process) are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path.parent)
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
+    while True:
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
             image.save(fh, format="PNG", pnginfo=info)
@@ -56,27 +143,43 @@ def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str,
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_partials(directory: Path, max_age: float = STALE_PARTIAL_SECONDS) -> list[Path]:
+    """Delete the partial PNGs in `directory` older than `max_age` seconds; returns them."""
+    removed = []
+    cutoff = time.time() - max_age
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.endswith(PARTIAL_SUFFIX) or _LEGACY_TMP.match(entry.name)):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
 
 
 def png_text(path: str | os.PathLike) -> dict[str, str]:
     """The text chunks of a PNG file (empty for other formats)."""
     image = load_image_raw(path)
-    return dict(getattr(image, "text", {}) or {})
+    try:
+        return dict(getattr(image, "text", {}) or {})
+    finally:
+        image.close()
 
 
 def load_image_raw(path: str | os.PathLike) -> Image.Image:
-    p = Path(path)
-    try:
-        im = Image.open(p)
-        im.load()
-        return im
-    except FileNotFoundError:
-        raise InvalidInput(f"The image file '{p}' does not exist.", "Check the path.") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidInput(f"'{p}' is not a readable image ({type(exc).__name__}).") from None
+    """An image as stored (mode, text chunks), or InvalidInput."""
+    return open_image(path)
 
 
 def unique_path(directory: Path, stem: str, suffix: str = ".png") -> Path:

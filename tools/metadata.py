@@ -68,25 +68,94 @@ def parse_a1111(text: str) -> dict:
                 out[name] = fn(pairs[key])
             except ValueError:
                 pass
-    if "Size" in pairs and "x" in pairs["Size"]:
-        w, h = pairs["Size"].split("x", 1)
-        out["width"], out["height"] = int(w), int(h)
+    size = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", pairs.get("Size", ""))
+    if size:  # anything else (damaged, or another tool's notation) is left out, like other bad values
+        out["width"], out["height"] = int(size.group(1)), int(size.group(2))
     if "Sampler" in pairs:
         out["scheduler"] = from_sampler_label(pairs["Sampler"])
     return out
 
 
 def read_metadata(path: str | Path) -> dict:
-    """{'record': full imagent record or None, 'parameters': A1111 text or None, 'parsed': dict}."""
+    """{'record': full imagent record or None, 'parameters': A1111 text or None, 'parsed': dict}.
+
+    The imagent record is validated here (check_record), so readers can rely on its shape."""
     text = png_text(path)
     record = None
     if JSON_KEY in text:
         try:
             record = json.loads(text[JSON_KEY])
-        except json.JSONDecodeError:
-            record = None
+        except json.JSONDecodeError as exc:
+            raise _damaged(path, f"its JSON does not parse ({exc.msg} at character {exc.pos})") from None
+        check_record(record, path)
     params = text.get("parameters")
     if record is None and params is None:
         raise InvalidInput(f"'{path}' carries no generation metadata.",
                            "Only PNGs written by imagent or AUTOMATIC1111-compatible tools can be shown or rerun.")
     return {"record": record, "parameters": params, "parsed": parse_a1111(params) if params else None}
+
+
+# What readers of a record (show, rerun, upscale) rely on: name -> allowed JSON types.
+_NUMBER = (int, float)
+RECORD_FIELDS: dict[str, tuple] = {
+    "model": (str,), "backend": (str,), "width": (int,), "height": (int,), "seed": (int,),
+    "scheduler": (str, type(None)), "params": (dict,), "inputs": (dict,), "safety": (dict,),
+    "recipe": (dict,), "upscale": (dict,), "spec": (dict,), "source": (dict,),
+}
+PARAMS_FIELDS: dict[str, tuple] = {
+    "prompt": (str,), "negative_prompt": (str,), "steps": (int,), "cfg": _NUMBER, "strength": _NUMBER,
+    "scheduler": (str, type(None)), "mode": (str,), "width": (int,), "height": (int,), "seed": (int, type(None)),
+}
+GENERATED_REQUIRED = ("model", "width", "height", "seed")  # every record with params has these
+_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", dict: "an object",
+               type(None): "null"}
+
+
+def check_record(record, path) -> dict:
+    """The imagent record read from `path`, or InvalidInput saying it is damaged and what is wrong.
+
+    A record is a JSON object; one with `params` (a generated image) has a model, size, seed and a
+    prompt, the inputs of an img2img/inpainting and the recipe of a composed image."""
+    if not isinstance(record, dict):
+        raise _damaged(path, f"it is a JSON {_kind(record)}, not an object")
+    _check_types(record, RECORD_FIELDS, path, "")
+    if "params" not in record:
+        return record
+    params = record["params"]
+    _check_types(params, PARAMS_FIELDS, path, "params.")
+    missing = [k for k in GENERATED_REQUIRED if k not in record] + (["params.prompt"] if "prompt" not in params else [])
+    mode = params.get("mode", "txt2img")
+    if mode in {"img2img", "inpaint"}:
+        if "strength" not in params:
+            missing.append("params.strength")
+        if not isinstance((record.get("inputs") or {}).get("init_image"), str):
+            missing.append("inputs.init_image")
+    if mode == "compose" and "recipe" not in record:
+        missing.append("recipe")
+    if missing:
+        raise _damaged(path, f"it lacks {', '.join(missing)}")
+    return record
+
+
+def _check_types(obj: dict, table: dict[str, tuple], path, prefix: str) -> None:
+    for key, types in table.items():
+        if key not in obj:
+            continue
+        value = obj[key]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            expected = "a number" if types == _NUMBER else " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+            shown = json.dumps(value, default=str, ensure_ascii=True)
+            raise _damaged(path, f"{prefix}{key} is the {_kind(value)} {shown[:40]}{'...' if len(shown) > 40 else ''}, "
+                                 f"not {expected}")
+
+
+def _kind(value) -> str:
+    return {list: "list", dict: "object", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(value), "null")
+
+
+def _damaged(path, problem: str) -> InvalidInput:
+    return InvalidInput(f"The imagent record in '{path}' is damaged: {problem}.",
+                        "Its metadata was edited or corrupted, so it cannot be shown or rerun as recorded; "
+                        "regenerate the image from its prompt.")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from tools.errors import BackendError, Cancelled, InvalidInput, SafetyBlocked
 from tools.generate import GenerateRequest, GenerateResult, ProgressFn, check_request
+from tools.images import load_image
 
 POLICY_CODES = {"content_policy_violation", "moderation_blocked"}
 
@@ -108,7 +109,11 @@ def _message(exc) -> str:
 
 def _decode(item) -> Image.Image:
     if getattr(item, "b64_json", None):
-        return Image.open(io.BytesIO(base64.b64decode(item.b64_json))).convert("RGB")
+        try:
+            return load_image(base64.b64decode(item.b64_json), what="returned image")
+        except (InvalidInput, ValueError) as exc:
+            raise BackendError(f"OpenAI returned an image imagent cannot read: {getattr(exc, 'message', exc)}",
+                               "Try again; if it keeps happening, try another image model.") from None
     raise BackendError("OpenAI returned an image URL instead of image data.",
                        "Use a model that returns b64_json (gpt-image-1, or dall-e-* with response_format).")
 

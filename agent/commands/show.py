@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from tools.generate import printable
 from tools.metadata import read_metadata
 
 
@@ -17,12 +18,13 @@ def run(args) -> int:
         print(json.dumps({"record": meta["record"], "parameters": meta["parameters"], "parsed": meta["parsed"]},
                          default=str))
         return 0
+    # stored text is printed with control characters escaped (a hand-made PNG may carry terminal escapes)
     if meta["parameters"]:
-        print(meta["parameters"])
+        print(printable(meta["parameters"]))
     record = meta["record"] or {}
     for key in ("idea", "revised_prompt", "run_id", "created", "backend", "model"):
         if record.get(key):
-            print(f"{key}: {record[key]}")
+            print(f"{key}: {printable(record[key], keep='')}")
     if record.get("spec"):
         print("spec: " + json.dumps(record["spec"]))
     if record.get("inputs"):

@@ -27,12 +27,12 @@ DEFAULT_GUIDANCE = 5.0
 SIZE = 64
 
 
-def _need(folder: Path, marker: str, what: str) -> Path:
+def _need(folder: Path, marker: str, what: str, rebuild: str = "python -m tools.demo.train vae|clip|unet, "
+          "then python -m tools.demo.export") -> Path:
     if not (folder / marker).is_file():
         raise ModelNotFound(
             f"the demo {what} is not installed (no {marker} in {folder.name}/ of tools/demo/weights)",
-            "reinstall imagent, or rebuild it: python -m tools.demo.train vae|clip|unet, "
-            "then python -m tools.demo.export",
+            f"reinstall imagent, or rebuild it: {rebuild}",
         )
     return folder
 
@@ -54,7 +54,9 @@ def clip_path() -> Path:
 
 def detector_path() -> Path:
     """The shipped transformers OwlViTForObjectDetection folder (with its processor). Raises ModelNotFound."""
-    return _need(WEIGHTS_DIR / "detector", "config.json", "detector")
+    return _need(WEIGHTS_DIR / "detector", "config.json", "detector",
+                 "python -m training.detector --minutes 60, then python -m training.detector --export "
+                 "(from a clone of the repository)")
 
 
 def defaults() -> dict:

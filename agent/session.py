@@ -194,10 +194,13 @@ class Session:
         return out
 
     def _with_defaults(self, request: GenerateRequest) -> GenerateRequest:
+        """A copy with the model's default steps and guidance where the request has none."""
+        import dataclasses
+
         if request.steps is None or request.cfg is None:
             d = self.model_defaults()
-            request.steps = d["steps"] if request.steps is None else request.steps
-            request.cfg = d["cfg"] if request.cfg is None else request.cfg
+            return dataclasses.replace(request, steps=d["steps"] if request.steps is None else request.steps,
+                                       cfg=d["cfg"] if request.cfg is None else request.cfg)
         return request
 
     def cancel(self) -> None:

@@ -107,3 +107,13 @@ def test_bad_requests_are_rejected_with_a_hint(kwargs, fragment):
     with pytest.raises(InvalidInput) as info:
         check_request(GenerateRequest(**kwargs))
     assert fragment in str(info.value)
+
+
+def test_validation_returns_a_new_request_and_never_changes_the_one_given():
+    from tools.generate import check_request
+
+    req = GenerateRequest("two red circles", scheduler="Euler A")
+    checked = check_request(req)
+    assert req.seed is None and req.steps is None and req.scheduler == "Euler A", "the input is untouched"
+    assert checked.seed is not None and checked.steps and checked is not req
+    assert check_request(checked).seed == checked.seed, "the seed is drawn once"

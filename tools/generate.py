@@ -123,7 +123,11 @@ def _char_name(char: str) -> str:
 
 
 def check_request(req: GenerateRequest) -> GenerateRequest:
-    """Validate a request up front; raises InvalidInput with what to do. Fills a missing seed."""
+    """Validate a request up front; raises InvalidInput with what to do. Returns a new request
+    with defaults and a drawn seed filled in; the one passed in is never changed."""
+    import dataclasses
+
+    req = dataclasses.replace(req)
     if not isinstance(req.prompt, str) or not req.prompt.strip():
         raise InvalidInput("The prompt is empty.", "Describe what to generate, e.g. \"two red circles\".")
     if req.negative_prompt is not None and not isinstance(req.negative_prompt, str):

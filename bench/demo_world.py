@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     import torch
 
     import tools.demo as demo
-    from tools.demo import evaluate as E
+    from training import demo_evaluate as E
     from tools.demo.world import CATEGORIES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

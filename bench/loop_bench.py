@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     from agent.config import load_settings
     from agent.session import Session
-    from tools.demo.evaluate import category_prompts
+    from training.demo_evaluate import category_prompts
     from tools.demo.oracle import check, requirement_truth
     from tools.demo.world import CATEGORIES
     from tools.generate import GenerateRequest

@@ -202,7 +202,7 @@ def test_red_circle_passes_the_oracle_in_most_seeds(pipe):
 
 
 def test_clip_ranks_true_captions_above_distractors(clip):
-    from tools.demo.evaluate import retrieval
+    from training.demo_evaluate import retrieval
 
     model, proc = clip
     rng = random.Random(11)

@@ -63,7 +63,7 @@ def resolve_clip(model: str | os.PathLike | None) -> str:
         why = ""
     if not path or not Path(path).exists():
         raise ModelNotFound(f"The demo CLIP model is not available yet{why}.",
-                            "Train it (python -m tools.demo.train clip), or: " + HOW_TO_POINT)
+                            "Train it (python -m training.demo_train clip), or: " + HOW_TO_POINT)
     return str(path)
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from tools.demo import WEIGHTS_DIR
-from tools.demo import models as M
+from training import demo_models as M
 from tools.demo import world as W
 
 PATCH = 8

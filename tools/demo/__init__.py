@@ -2,10 +2,10 @@
 
 - `tools.demo.world`    grammar, parser, renderer, prompt sets
 - `tools.demo.oracle`   reads an image and checks it against a scene (GenEval-like categories)
-- `tools.demo.models`   architectures (tiny diffusers / transformers classes)
-- `tools.demo.train`    resumable training: `python -m tools.demo.train vae|clip|unet`
-- `tools.demo.export`   fp16 shipped weights: `python -m tools.demo.export`
-- `tools.demo.evaluate` generation + oracle scoring per category, CLIP statistics
+
+Training, export and evaluation live outside the installed package, in the repository's
+`training/` folder (`python -m training.demo_train vae|clip|unet`, `python -m training.demo_export`,
+`python -m training.detector`, `training.demo_evaluate`).
 
 The shipped weights live in `tools/demo/weights/` (see MODEL_CARD.md there):
 `pipeline/` is a diffusers StableDiffusionPipeline folder, `clip/` a transformers CLIPModel
@@ -27,8 +27,8 @@ DEFAULT_GUIDANCE = 5.0
 SIZE = 64
 
 
-def _need(folder: Path, marker: str, what: str, rebuild: str = "python -m tools.demo.train vae|clip|unet, "
-          "then python -m tools.demo.export") -> Path:
+def _need(folder: Path, marker: str, what: str, rebuild: str = "python -m training.demo_train vae|clip|unet, "
+          "then python -m training.demo_export") -> Path:
     if not (folder / marker).is_file():
         raise ModelNotFound(
             f"the demo {what} is not installed (no {marker} in {folder.name}/ of tools/demo/weights)",
@@ -93,7 +93,7 @@ def load_pipeline(device: str = "cpu"):
             requires_safety_checker=False, local_files_only=True)
     except Exception as exc:  # corrupt or partial install
         raise ModelNotFound(f"could not load the demo pipeline: {exc}",
-                            "reinstall imagent or re-run python -m tools.demo.export") from exc
+                            "reinstall imagent or re-run python -m training.demo_export") from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -110,5 +110,5 @@ def load_clip(device: str = "cpu"):
         proc = CLIPProcessor.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:
         raise ModelNotFound(f"could not load the demo CLIP: {exc}",
-                            "reinstall imagent or re-run python -m tools.demo.export") from exc
+                            "reinstall imagent or re-run python -m training.demo_export") from exc
     return model.eval().to(device), proc

@@ -187,13 +187,13 @@ def clip_stats(model, processor, results: list[PromptResult], n_rendered: int = 
 def main(argv=None):
     """Quick check of a checkpoint (or the shipped pipeline), e.g. to pick the guidance scale:
 
-        python -m tools.demo.evaluate --ckpt checkpoints/demo --guidance 3 5 --n-prompts 6
+        python -m training.demo_evaluate --ckpt checkpoints/demo --guidance 3 5 --n-prompts 6
     """
     import argparse
 
     import torch
 
-    p = argparse.ArgumentParser(prog="python -m tools.demo.evaluate")
+    p = argparse.ArgumentParser(prog="python -m training.demo_evaluate")
     p.add_argument("--ckpt", help="training checkpoint folder (default: the shipped pipeline)")
     p.add_argument("--no-ema", action="store_true")
     p.add_argument("--categories", nargs="*", default=list(CATEGORIES))
@@ -208,7 +208,7 @@ def main(argv=None):
     if a.ckpt:
         from pathlib import Path
 
-        from tools.demo.export import build_pipeline
+        from training.demo_export import build_pipeline
 
         pipe, info = build_pipeline(Path(a.ckpt), use_ema=not a.no_ema)
         print(info)

@@ -1,10 +1,10 @@
 """Train the demo world's models on this CPU (or a GPU), resumably.
 
-    python -m tools.demo.train vae  --minutes 12          # AutoencoderKL 64x64 -> 16x16x4
-    python -m tools.demo.train clip --minutes 12          # CLIPModel, contrastive with hard negatives
-    python -m tools.demo.train unet --minutes 70          # UNet2DConditionModel (+ text encoder from CLIP)
-    python -m tools.demo.train vaedec --minutes 20        # more decoder training (latent space unchanged)
-    python -m tools.demo.export                           # fp16 weights into tools/demo/weights/
+    python -m training.demo_train vae  --minutes 12          # AutoencoderKL 64x64 -> 16x16x4
+    python -m training.demo_train clip --minutes 12          # CLIPModel, contrastive with hard negatives
+    python -m training.demo_train unet --minutes 70          # UNet2DConditionModel (+ text encoder from CLIP)
+    python -m training.demo_train vaedec --minutes 20        # more decoder training (latent space unchanged)
+    python -m training.demo_export                           # fp16 weights into tools/demo/weights/
 
 Each run continues from the newest checkpoint in --out (default checkpoints/demo), so a job
 killed when a session ends loses at most --ckpt-minutes of work; `--minutes` is the time for
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from tools.demo import models as M
+from training import demo_models as M
 from tools.demo import world as W
 from tools.demo.oracle import REL_MARGIN, relation_holds
 
@@ -458,7 +458,7 @@ def train_unet(a):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.demo.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.demo_train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["vae", "vaedec", "clip", "unet"])
     p.add_argument("--minutes", type=float, default=10.0, help="wall time of this run")

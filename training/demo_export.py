@@ -1,6 +1,6 @@
 """Write the shipped fp16 weights from training checkpoints.
 
-    python -m tools.demo.export [--ckpt checkpoints/demo] [--preset b] [--guidance 4]
+    python -m training.demo_export [--ckpt checkpoints/demo] [--preset b] [--guidance 4]
 
 Writes tools/demo/weights/pipeline (diffusers StableDiffusionPipeline folder: vae, text_encoder,
 tokenizer, unet, scheduler = DPM++ 2M) and tools/demo/weights/clip (CLIPModel + CLIPProcessor).
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from tools.demo import WEIGHTS_DIR
-from tools.demo import models as M
+from training import demo_models as M
 
 
 def folder_mb(path: Path) -> float:
@@ -84,7 +84,7 @@ def export(ckpt: Path, out: Path, preset: str | None, steps: int, guidance: floa
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.demo.export", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.demo_export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="checkpoints/demo")
     p.add_argument("--out", default=str(WEIGHTS_DIR))

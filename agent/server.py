@@ -48,7 +48,7 @@ from agent.errors import ConfigError, ImagentError, InvalidInput, SafetyBlocked
 from agent.jobs import Job, JobQueue
 from agent.session import VERSION, Session
 from agent.tool_schemas import RunInput
-from tools.generate import GenerateRequest, parse_size
+from tools.generate import GenerateRequest, check_request, parse_size
 
 log = logging.getLogger("imagent.serve")
 
@@ -266,7 +266,9 @@ class ImagentService:
         if text is None or text == "auto":
             return None, None
         try:
-            return parse_size(text)
+            width, height = parse_size(text)
+            check_request(GenerateRequest(prompt="-", width=width, height=height))  # range, multiples of 8
+            return width, height
         except InvalidInput as exc:
             raise OpenAIError(400, f"Invalid size '{text}': {exc}", param="size", code="invalid_value") from None
 

@@ -17,6 +17,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli import main
+from agent.errors import BackendError
 from agent.server import is_loopback, make_app, serving_in_thread
 from agent.session import Session
 from tools.metadata import read_metadata
@@ -35,6 +36,7 @@ class CountingBackend:
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
+        self.fail: Exception | None = None
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -43,6 +45,8 @@ class CountingBackend:
         self.calls += 1
         self.entered.set()
         assert self.gate.wait(30)
+        if self.fail is not None:
+            raise self.fail
         return self.inner.generate(request, **kwargs)
 
 
@@ -129,6 +133,13 @@ def test_generations_b64_and_url_through_the_openai_client(serve, backend, tmp_p
     assert meta["seed"] == item.model_extra["seed"] == record["seed"]
     assert res.model_extra["cache"] == "off"  # no seed: never from the cache
 
+    # `style` is an imagent preset: the prompt is expanded (revised_prompt says how); OpenAI's
+    # "vivid"/"natural" are accepted and change nothing
+    styled = c.images.generate(prompt="a cat", style="watercolor", size="32x32", extra_body=FAST)
+    assert "watercolor" in styled.data[0].revised_prompt.lower() and styled.data[0].revised_prompt != "a cat"
+    vivid = c.images.generate(prompt="a cat", style="vivid", size="32x32", extra_body=FAST)
+    assert vivid.data[0].revised_prompt == "a cat"
+
 
 def test_bad_input_comes_back_as_openai_errors(serve, backend):
     url, _ = serve()
@@ -149,6 +160,11 @@ def test_bad_input_comes_back_as_openai_errors(serve, backend):
     with pytest.raises(openai.BadRequestError):
         c.images.generate(prompt="x", n=11)
     assert backend.calls == 0
+    backend.fail = BackendError("The model ran out of memory.", "Try a smaller --size.")
+    with pytest.raises(openai.InternalServerError) as info:
+        c.images.generate(prompt="two red circles", extra_body=FAST)
+    assert info.value.status_code == 502 and info.value.code == "backend_error" and "memory" in info.value.message
+    backend.fail = None
     assert_openai_error(httpx.get(f"{url}/v1/images/999"), 404, "not_found")
     assert_openai_error(httpx.get(f"{url}/v1/jobs/nope"), 404, "not_found")
     assert_openai_error(httpx.get(f"{url}/v1/nothing"), 404)

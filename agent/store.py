@@ -154,6 +154,33 @@ class Gallery:
         sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
         return [_decode(r) for r in self._read(sql, (*args, limit, offset))]
 
+    def find_generated(self, *, model: str, backend: str, prompt: str, negative_prompt: str, seed: int,
+                       steps: int, cfg: float, scheduler: str | None, width: int | None,
+                       height: int | None) -> dict | None:
+        """The newest reproducible text-to-image image made with exactly these parameters, or None.
+
+        `scheduler`, `width` and `height` are as *requested* (None = the model's own), so they are
+        compared with the run's recorded request, which keeps them unresolved; the rest with the
+        image's record. The file must still exist. Used by `imagent serve`'s cache."""
+        rows = self._read(
+            "SELECT images.*, runs.params_json AS run_params_json FROM images JOIN runs ON runs.id = images.run_id "
+            "WHERE images.seed=? AND images.prompt=? AND COALESCE(images.negative_prompt, '')=? AND images.model=? "
+            "AND runs.kind='generate' AND runs.status='done' ORDER BY images.id DESC LIMIT 20",
+            (seed, prompt, negative_prompt or "", str(model)))
+        for row in map(_decode, rows):
+            record, asked = row.get("record") or {}, row.get("run_params") or {}
+            params = record.get("params") or {}
+            if (record.get("backend") != backend or not record.get("reproducible", False)
+                    or params.get("mode") != "txt2img" or params.get("steps") != steps
+                    or params.get("cfg") != cfg or asked.get("scheduler") != scheduler
+                    or (width is not None and (record.get("width"), record.get("height")) != (width, height))
+                    or (width is None and asked.get("width") is not None)
+                    or (height is None and asked.get("height") is not None)):
+                continue
+            if Path(row["path"]).is_file():
+                return row
+        return None
+
     def count_images(self) -> int:
         return self._read("SELECT COUNT(*) AS n FROM images")[0]["n"]
 

@@ -64,7 +64,8 @@ def test_the_loop_repairs_counts_and_replays_a_repaired_image(demo_session, tmp_
     assert correct >= 3, f"{correct}/4 correct after repair"
     assert composed is not None, "no run needed a repair: pick a harder prompt"
     record = read_metadata(composed.best.path)["record"]
-    assert record["recipe"]["mode"] == "compose" and record["recipe"]["plan"]["placements"]
+    plan = record["recipe"]["plan"]
+    assert record["recipe"]["mode"] == "compose" and (plan["placements"] or plan["erase"])
     again = demo_session.rerun(composed.best.path, out_dir=tmp_path).images[0]
     assert np.array_equal(np.asarray(load_image(composed.best.path)), np.asarray(load_image(again.path)))
 

@@ -173,7 +173,9 @@ class Session:
             yield run_id
         except BaseException as exc:
             error = str(exc) if isinstance(exc, ImagentError) else f"{type(exc).__name__}: {exc}"
-            self.gallery.finish_run(run_id, "cancelled" if isinstance(exc, Cancelled) else "failed", error=error)
+            cancelled = isinstance(exc, (Cancelled, KeyboardInterrupt))  # Ctrl-C is a cancel, not a failure
+            self.gallery.finish_run(run_id, "cancelled" if cancelled else "failed",
+                                    error="cancelled (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else error)
             raise
 
     def model_defaults(self) -> dict:

@@ -50,12 +50,12 @@ def main(argv=None) -> int:
     from training.demo_evaluate import category_prompts
     from tools.demo.oracle import check, requirement_truth
     from tools.demo.world import CATEGORIES
-    from tools.generate import GenerateRequest
     from tools.images import load_image
 
     os.environ.setdefault("IMAGENT_HOME", tempfile.mkdtemp(prefix="imagent-loop-bench-"))
     session = Session(load_settings(model="demo", clip_model="demo", safety="off"))
     backend, scorer, verifier = session.backend(), session.scorer(), session.verifier()
+    pipe, d = backend.pipeline(), session.model_defaults()
     cats = a.categories or list(CATEGORIES)
     pairs = category_prompts(cats, a.n_prompts, seed=0)
     out_dir = tempfile.mkdtemp(prefix="imagent-loop-bench-out-")
@@ -67,7 +67,9 @@ def main(argv=None) -> int:
         for s in range(a.seeds):
             seed = 1000 * s + 17
             t0 = time.perf_counter()
-            pool = backend.generate(session._with_defaults(GenerateRequest(prompt, seed=seed, count=a.pool))).images
+            # one batched call (a generator per image, so image i is the seed+i image up to float noise)
+            pool = pipe([prompt] * a.pool, num_inference_steps=d["steps"], guidance_scale=d["cfg"],
+                        generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(a.pool)]).images
             t1 = time.perf_counter()
             correct = [check(im, prompt, cat).correct for im in pool]
             clip = scorer.score(pool, prompt)

@@ -205,3 +205,23 @@ def test_cli_run_prints_only_the_path_on_stdout_and_the_table_on_stderr(capsys, 
     assert out.strip().splitlines() == [out.strip()] and out.strip().endswith(".png"), "IMG=$(imagent run ...)"
     assert "round" in err and ("FAIL" in err or "pass" in err)
     assert "no detector for this model" in err.lower()
+
+
+def test_seed_minus_one_is_random_and_dash_reads_the_prompt_from_stdin(capsys, tiny_sd_path, tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("two red circles\n"))
+    code, out, err = cli(capsys, "generate", "-", "--model", str(tiny_sd_path), "--steps", "1", "--seed", "-1",
+                         "--safety", "off", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    image = json.loads(out)["images"][0]
+    assert image["params"]["prompt"] == "two red circles" and 0 <= image["seed"] < 2**63
+
+
+def test_ctrl_c_mid_generation_is_recorded_as_cancelled(session, tmp_path):
+    def progress(event):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        session.generate(GenerateRequest("a cat", steps=2, seed=1), out_dir=tmp_path, progress=progress)
+    assert session.gallery.runs(limit=1)[0]["status"] == "cancelled"

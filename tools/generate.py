@@ -156,8 +156,10 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
         raise InvalidInput(f"--cfg {req.cfg} is out of range.", "Use a guidance scale from 0 to 50 (7 is typical).")
     if not 1 <= req.count <= MAX_COUNT:
         raise InvalidInput(f"-n {req.count} is out of range.", f"Ask for 1 to {MAX_COUNT} images.")
+    if req.seed == -1:  # A1111's "random"
+        req.seed = None
     if req.seed is not None and not 0 <= req.seed < 2**63:
-        raise InvalidInput(f"--seed {req.seed} is out of range.", "Use a non-negative integer seed.")
+        raise InvalidInput(f"seed {req.seed} is out of range.", "Use a non-negative integer seed, or -1 for a random one.")
     if req.mode != "txt2img" and not 0.0 < req.strength <= 1.0:
         raise InvalidInput(f"--strength {req.strength} is outside 0..1.",
                            "Use a value above 0 and at most 1 (0.3 keeps most of the image, 1 replaces it).")

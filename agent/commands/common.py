@@ -96,3 +96,9 @@ def warn(lines) -> None:
     for line in lines:
         print(f"imagent: warning: {line}", file=sys.stderr)
 
+
+def text_or_stdin(value: str) -> str:
+    """The text of a positional argument; "-" reads it from standard input (for pipes)."""
+    if value != "-":
+        return value
+    return sys.stdin.read().strip()

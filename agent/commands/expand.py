@@ -40,7 +40,7 @@ def add_expansion_options(p: argparse.ArgumentParser, *, for_generate: bool = Fa
 
 
 def add_arguments(p) -> None:
-    p.add_argument("idea", help="the rough idea, e.g. \"a cat coding at night\"")
+    p.add_argument("idea", help="the rough idea, e.g. \"a cat coding at night\" (- reads it from stdin)")
     add_expansion_options(p)
     p.add_argument("--negative", default="", help="extra negatives to add (comma-separated)")
     p.add_argument("--model", help="the model the prompt is for (guesses the family; default: $IMAGENT_MODEL)")
@@ -57,6 +57,9 @@ def expansion_from(args, settings, idea: str):
 
 
 def run(args) -> int:
+    from agent.commands.common import text_or_stdin
+
+    args.idea = text_or_stdin(args.idea)
     from agent.requirements import checklist_for
 
     settings = settings_from(args)

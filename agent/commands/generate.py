@@ -25,7 +25,7 @@ from tools.generate import GenerateRequest
 
 
 def add_arguments(p) -> None:
-    p.add_argument("prompt", help="what to draw (a rough idea with --idea/--style)")
+    p.add_argument("prompt", help="what to draw (a rough idea with --idea/--style; - reads it from stdin)")
     add_expansion_options(p, for_generate=True)
     add_generation_options(p)
     g = p.add_argument_group("editing")
@@ -38,6 +38,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from agent.commands.common import text_or_stdin
+
+    args.prompt = text_or_stdin(args.prompt)
     session = session_from(args)
     fields = request_fields(args, session.settings)
     prompt, idea, spec, extra = args.prompt, None, None, None

@@ -22,7 +22,7 @@ from agent.commands.common import (add_generation_options, add_model_options, ad
 
 
 def add_arguments(p) -> None:
-    p.add_argument("idea", help="a rough idea, e.g. \"two red circles\"")
+    p.add_argument("idea", help="a rough idea, e.g. \"two red circles\" (- reads it from stdin)")
     g = p.add_argument_group("loop")
     g.add_argument("--rounds", type=int, default=3, help="most rounds to try (default: 3)")
     g.add_argument("--candidates", type=int, default=2, help="images per round, each with its own seed (default: 2)")
@@ -43,6 +43,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from agent.commands.common import text_or_stdin
+
+    args.idea = text_or_stdin(args.idea)
     session = session_from(args, clip_model=args.clip, detector=args.detector)
     fields = request_fields(args, session.settings)
     if args.count != 1:

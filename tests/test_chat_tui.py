@@ -231,3 +231,20 @@ def test_snapshot_finished_round_table(session, snap_compare):
         await pilot.pause(0.2)
 
     assert snap_compare(make_app(session, styles=[]), terminal_size=SIZE, run_before=run_before)
+
+
+async def test_esc_closes_the_command_palette_and_enter_then_runs_nothing(session):
+    from textual.command import CommandPalette
+
+    app = make_app(session, styles=[])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, CommandPalette), "Esc closes the palette"
+        before = len(app.query(LogLine))
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert len(app.query(LogLine)) == before and not app.busy, "no palette action ran"

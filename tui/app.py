@@ -374,6 +374,9 @@ class ImagentApp(App):
 
     # -- actions (bindings and the command palette) -------------------------------------------------------
     def action_cancel(self) -> None:
+        if len(self.screen_stack) > 1:  # a palette or dialog is open: Esc closes it (the binding has priority)
+            self.screen.dismiss()
+            return
         if self.busy:
             self.controller.cancel()
             self._set_status("cancelling… (stops after the current step)")

@@ -225,3 +225,11 @@ def test_ctrl_c_mid_generation_is_recorded_as_cancelled(session, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         session.generate(GenerateRequest("a cat", steps=2, seed=1), out_dir=tmp_path, progress=progress)
     assert session.gallery.runs(limit=1)[0]["status"] == "cancelled"
+
+
+def test_progress_into_a_pipe_is_plain_lines(capsys, tiny_sd_path, tmp_path):
+    code, out, err = cli(capsys, "generate", "a cat", "--model", str(tiny_sd_path), "--steps", "4", "--seed", "1",
+                         "--safety", "off", "--out", str(tmp_path), "--progress")
+    assert code == 0
+    lines = [x for x in err.splitlines() if x.startswith("imagent: generating")]
+    assert lines and lines[-1] == "imagent: generating 4/4", err

@@ -67,6 +67,9 @@ def progress_bar(args, description: str = "generating"):
     if not enabled:
         yield None
         return
+    if not sys.stderr.isatty():  # --progress into a pipe or a log: plain lines, at most ~10 per phase
+        yield _line_progress(description)
+        return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
 
@@ -82,6 +85,19 @@ def progress_bar(args, description: str = "generating"):
                        **({"description": event.label} if event.label and event.kind != "step" else {}))
 
         yield sink
+
+
+def _line_progress(description: str):
+    last: dict[str, int] = {}
+
+    def sink(event: Progress) -> None:
+        total = max(1, event.total or 1)
+        tenth = event.done * 10 // total
+        if event.done in (0, total) or tenth != last.get(event.kind):
+            label = description if event.kind == "step" else (event.label or event.kind)
+            print(f"imagent: {label} {event.done}/{event.total}", file=sys.stderr, flush=True)
+            last[event.kind] = tenth
+    return sink
 
 
 def emit(args, payload: dict, human_lines: list[str]) -> None:

@@ -156,3 +156,13 @@ def test_cli_score_json_and_ranking(capsys, tiny_clip_path, tmp_path):
     assert "<- best" in captured.out and "100 x max(cos, 0)" in captured.err
     assert main(["score", str(tmp_path / "nope.png"), "--text", "a", "--clip", str(tiny_clip_path)]) == 2
     assert main(["score", paths[0], "--text", "a", "--clip", str(tmp_path / "missing")]) == 3
+
+
+def test_loading_clip_prints_no_library_noise():
+    import subprocess
+    import sys
+
+    code = "from tools.score import Scorer; Scorer('demo').load(); print('loaded')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "loaded", out.stderr
+    assert "torchvision" not in out.stderr and "Loading weights" not in out.stderr, out.stderr

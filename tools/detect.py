@@ -73,11 +73,11 @@ class Detector:
 
     def _load(self, path: str):
         import torch
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-        from transformers.utils import logging as tlog
 
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
+        from tools.loading import quiet_loading
+
+        quiet_loading()
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
         local = Path(path).expanduser()
         try:
             model = AutoModelForZeroShotObjectDetection.from_pretrained(

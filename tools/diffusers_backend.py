@@ -95,13 +95,9 @@ def _plain_unet(pipe) -> bool:
 
 
 def _quiet_loading():
-    """Silence the libraries' own loading bars and info logs (imagent reports progress itself)."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
+    from tools.loading import quiet_loading
 
-    for lib in (dlog, tlog):
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
+    quiet_loading()
 
 
 class DiffusersBackend:

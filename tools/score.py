@@ -105,6 +105,9 @@ class Scorer:
             return self._model
 
     def _load(self, path: str):
+        from tools.loading import quiet_loading
+
+        quiet_loading()
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
         local = Path(path).exists()

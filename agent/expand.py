@@ -49,8 +49,8 @@ def check_idea(idea: str | None) -> str:
     if words > MAX_IDEA_WORDS or len(text) > MAX_IDEA_CHARS:
         raise InvalidInput(f"The idea is {words} words ({len(text)} characters); expansion takes at most "
                            f"{MAX_IDEA_WORDS} words / {MAX_IDEA_CHARS} characters.",
-                           "Shorten it to what matters (the text encoder reads about 60 words), or pass a "
-                           "finished prompt with --raw.")
+                           "Shorten it to what matters (the text encoder reads about 60 words), or generate "
+                           "a finished prompt as written (imagent generate PROMPT, or imagent run --raw).")
     return text
 
 

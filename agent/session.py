@@ -215,7 +215,8 @@ class Session:
         if not verdict.allowed:
             raise SafetyBlocked(f"The prompt was blocked by the safety policy ({verdict.category}): "
                                 f"{verdict.reason}", verdict.category or "unsafe",
-                                "Rephrase the prompt; see `imagent --help` for the safety levels.")
+                                "Rephrase the prompt. The safety level is off, standard or strict (--safety or "
+                                "IMAGENT_SAFETY); the word lists are in prompts/safety/.")
 
     def generate(self, request: GenerateRequest, *, idea: str | None = None, spec: dict | None = None,
                  out_dir: str | Path | None = None, progress: ProgressSink | None = None,

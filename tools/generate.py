@@ -136,7 +136,8 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     for what, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt or "")):
         if len(text) > MAX_PROMPT_CHARS:
             raise InvalidInput(f"The {what} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}.",
-                               "Shorten it; long prompts are cut by the text encoder anyway.")
+                               "Shorten it: SD 1.x/2.x prompts over 77 tokens are split into chunks (compel), "
+                               "other models cut what their text encoder cannot read.")
         check_text(text, f"The {what}")
     for side, value in (("width", req.width), ("height", req.height)):
         if value is None:

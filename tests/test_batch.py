@@ -197,3 +197,14 @@ def test_cli_json_summary_and_refusals(tiny_sd_path, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(["batch", str(src), "--seeds", "x", "--model", str(tiny_sd_path)]) == 2
     assert main(["batch", str(tmp_path / "missing.txt")]) == 2
+
+
+def test_resume_of_a_batch_with_failed_items_still_exits_1(tiny_sd_path, imagent_home, tmp_path):
+    from agent.cli import main
+
+    src = tmp_path / "items.jsonl"
+    src.write_text('{"prompt": "two red circles"}\n{"prompt": "a cat", "steps": 0}\n')
+    argv = ["batch", str(src), "--steps", "1", "--model", str(tiny_sd_path), "--safety", "off",
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 1, "one item failed"
+    assert main([*argv, "--resume"]) == 1, "the failed item is still failed after a resume"

@@ -98,6 +98,7 @@ def run(args) -> int:
     log, done = open_batch(path, out, fmt=fmt, sweep=sweep, options=options, resume=args.resume,
                            retry_errors=args.retry_errors)
     todo = sum(1 for it in items if it.key not in done)
+    failed_before = sum(1 for it in items if it.key in done and (done[it.key] or {}).get("status") != "ok")
     print(f"imagent batch: {len(items)} item(s) from {len(lines)} line(s) of {path.name} ({fmt}); "
           f"{len(items) - todo} already done, {todo} to go -> {out}", file=sys.stderr)
     session = Session(settings)
@@ -111,7 +112,10 @@ def run(args) -> int:
         print(f"imagent batch: interrupted; continue with: imagent batch {args.file} --resume"
               + (f" --out {args.out}" if args.out else ""), file=sys.stderr)
         return 130
-    return 0 if not summary.failed else 1
+    if failed_before:
+        print(f"imagent batch: {failed_before} item(s) failed in an earlier run; redo them with --resume "
+              "--retry-errors", file=sys.stderr)
+    return 0 if not summary.failed and not failed_before else 1
 
 
 def _tuple(values):

@@ -369,7 +369,9 @@ class ChatController:
         else:
             spec, notes = refine_spec(self.state.spec, words)
         self.say("tool", "refine: " + "; ".join(notes))
-        return self._run(self.state.idea or spec.get("subject", ""), spec=spec)
+        # keep the current image's seed (as A1111 and Fooocus do) unless a seed is set with /seed
+        keep = self.state.seed if self.state.defaults.seed is None else None
+        return self._run(self.state.idea or spec.get("subject", ""), spec=spec, seed=keep)
 
     def rerun_spec(self, spec: dict | None = None) -> str:
         """Run again with `spec` (an edited structured prompt) or the current one."""
@@ -608,15 +610,18 @@ class ChatController:
             self.session.cancel()
         self._emit("loop", data=event)
 
-    def _run(self, idea: str, *, spec: dict | None) -> str:
+    def _run(self, idea: str, *, spec: dict | None, seed: int | None = None) -> str:
         from agent.expand import check_idea
 
         idea = check_idea(idea)
         d = self.state.defaults
         self.say("tool", f"run: {idea}" + (" (edited prompt)" if spec else "") +
                  f" · {d.rounds} round(s) x {d.candidates}")
+        fields = self._request_fields()
+        if seed is not None:
+            fields["seed"] = seed
         outcome = self.session.run(idea, rounds=d.rounds, candidates=d.candidates, style=d.style, raw=d.raw,
-                                   request_fields=self._request_fields(), progress=self._progress,
+                                   request_fields=fields, progress=self._progress,
                                    events=self._loop_event, chat_id=self.chat_id, spec=spec)
         best = outcome.best
         self.state.idea = idea

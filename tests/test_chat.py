@@ -83,8 +83,10 @@ def test_router_idea_refine_undo_and_resume(session):
     assert {"progress", "loop", "image", "state"} <= {e.kind for e in events}
     assert any(e.kind == "progress" and e.data.kind == "step" for e in events)
 
+    first_seed = chat.state.seed
     chat.handle("/refine warmer light, less clutter")
     assert chat.state.image_id != first
+    assert chat.state.rounds[0]["seeds"][0] == first_seed, "a refine keeps the seed (as A1111 and Fooocus do)"
     assert chat.state.spec["lighting"] == "warmer light" and "clutter" in chat.state.spec["negatives"]
     assert chat.state.idea == "two red circles"
     assert "| round |" in chat.handle("/scores")

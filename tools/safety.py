@@ -70,16 +70,94 @@ class NoChecks:
 
 
 # -- text normalisation ---------------------------------------------------------------------------
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
-_WORD = re.compile(r"[a-z0-9]+")
+# Every prompt is normalised once (normalize() / Normalized) before the blocklist and the classifier see
+# it, so rewrites of a blocked prompt meet the same terms as the plain prompt:
+#   NFKC (full-width letters, ligatures, super/subscripts) -> drop zero-width and other format characters
+#   -> look-alike letters from other scripts mapped to Latin (Unicode's confusables, as shipped by the
+#   PyPI package confusable-homoglyphs, plus _EXTRA_CONFUSABLES for the lower-case Cyrillic/Greek forms
+#   that list lacks) -> casefold -> accents and other combining marks stripped (desnudó -> desnudo)
+#   -> apostrophes inside words dropped (kid's -> kids) -> words: runs of letters and digits, anything
+#   else separates -> runs of two or more single letters joined (n u d e, n.u.d.e -> nude)
+#   -> leetspeak inside words (p0rn, pr0n, @ss -> porn, pron, ass; a number alone stays a number).
+_EXTRA_CONFUSABLES = {  # lower-case look-alikes that Unicode's confusables.txt does not list
+    "к": "k", "м": "m", "н": "h", "т": "t", "в": "b", "п": "n", "и": "n", "ь": "b", "я": "r",
+    "з": "3", "ш": "w", "ц": "u", "л": "n", "д": "d",
+    "ω": "w", "τ": "t", "κ": "k", "ε": "e", "χ": "x", "β": "b", "γ": "y", "μ": "u", "σ": "o",
+    "ς": "c", "λ": "a", "ϲ": "c",
+}
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
+                       "@": "a", "$": "s", "€": "e", "!": "i", "|": "i"})
+_TOKEN = re.compile(r"[a-z0-9@$€]+(?:[!|][a-z0-9@$€]+)*")  # '!' and '|' count only inside a word
+_APOSTROPHES = re.compile(r"(?<=\w)['’`´ʼ](?=\w)")
+_confusables: dict[str, str] | None = None
+
+
+def _confusable_map() -> dict[str, str]:
+    """Non-ASCII character -> the ASCII letter or digit it imitates (built once)."""
+    global _confusables
+    if _confusables is None:
+        import string
+        import unicodedata
+
+        from confusable_homoglyphs.confusables import confusables_data
+
+        alnum = set(string.ascii_letters + string.digits)
+        table: dict[str, str] = {}
+        for ch, glyphs in confusables_data.items():  # a character and what it can be mistaken for
+            if len(ch) == 1 and ch not in alnum:
+                for g in glyphs:
+                    base = "".join(c for c in unicodedata.normalize("NFKD", g["c"]) if not unicodedata.combining(c))
+                    if len(base) == 1 and base in alnum:
+                        table[ch] = base
+                        break
+        for letter in alnum:  # and the reverse direction: what can be mistaken for an ASCII letter
+            for g in confusables_data.get(letter, []):
+                if len(g["c"]) == 1 and g["c"] not in alnum:
+                    table.setdefault(g["c"], letter)
+        table.update(_EXTRA_CONFUSABLES)
+        _confusables = table
+    return _confusables
+
+
+def _map_confusables(text: str) -> str:
+    table = _confusable_map()
+    return "".join(ch if ch.isascii() else table.get(ch, ch) for ch in text)
+
+
+def normalize_tokens(text: str) -> list[str]:
+    """The normalised words of `text` (see the comment above); the blocklist and classifier read these."""
+    import unicodedata
+
+    t = unicodedata.normalize("NFKC", text)
+    t = "".join(ch for ch in t if unicodedata.category(ch) != "Cf")  # zero-width, soft hyphen, bidi marks
+    t = _map_confusables(t).casefold()
+    t = _map_confusables(t)  # forms that only appear after case folding
+    t = "".join(ch for ch in unicodedata.normalize("NFKD", t) if not unicodedata.combining(ch))
+    t = _APOSTROPHES.sub("", t)
+    raw = _TOKEN.findall(t)
+    toks: list[str] = []
+    i = 0
+    while i < len(raw):  # join runs of single characters: s e x, s.e.x, s-e-x -> sex
+        j = i
+        while j < len(raw) and len(raw[j]) == 1:
+            j += 1
+        if j - i >= 2:
+            toks.append("".join(raw[i:j]))
+            i = j
+        else:
+            toks.append(raw[i])
+            i += 1
+    return [w if w.isdigit() else w.translate(_LEET) for w in toks]
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words; digits inside words are read as letters (p0rn -> porn), numbers stay."""
-    out = []
-    for w in _WORD.findall(text.lower().replace("-", " ").replace("@", "a").replace("$", "s")):
-        out.append(w if w.isdigit() else w.translate(_LEET))
-    return out
+    """Normalised lower-case words (kept name: the classifier and blocklist use it)."""
+    return normalize_tokens(text)
+
+
+def normalize(text: str) -> str:
+    """The normalised text: normalised words joined by single spaces."""
+    return " ".join(normalize_tokens(text))
 
 
 # -- blocklist ------------------------------------------------------------------------------------
@@ -89,15 +167,30 @@ def _data_path(name: str) -> Path:
     return path_of(f"safety/{name}")
 
 
+# Words that never count as a fragment of a split word ("a pen is" is not "penis", "the rapist" is
+# not "therapist"): short function words that stand on their own in ordinary prompts.
+_STOPWORDS = frozenset("a an the is of on in at to and or as by it be with for his her its my are was he "
+                       "she we me us our their this that up".split())
+# Endings a prefix term (nud*) may take when its word was split ("nu dity"): without this list any
+# continuation would count and "pen island" would read as penis*.
+_SUFFIXES = ("", "s", "es", "e", "ed", "d", "ing", "er", "ers", "y", "ies", "ity", "ic", "ics", "ical", "al",
+             "ation", "ations", "ion", "ions", "ment", "ments", "ous", "a", "as", "o", "os", "i", "en", "ie",
+             "ia", "ias", "ismo", "ista", "ist", "ists", "isme", "itat", "ado", "ada", "ados",
+             "adas", "ato", "ata", "ati", "ate", "ee", "iert", "ierte")
+_MAX_SPAN = 6  # at most this many pieces make one split word
+
+
 class _Term:
-    __slots__ = ("words", "prefix", "text")
+    __slots__ = ("words", "prefix", "text", "compact")
 
     def __init__(self, text: str):
         self.text = text
         self.prefix = text.endswith("*")
         self.words = words(text.rstrip("*"))
+        self.compact = "".join(self.words)
 
     def found_in(self, toks: list[str]) -> bool:
+        """Whole-word match of the term's words in the normalised words `toks`."""
         n = len(self.words)
         if n == 0:
             return False
@@ -107,6 +200,31 @@ class _Term:
                     toks[i + n - 1].startswith(last) if self.prefix else toks[i + n - 1] == last):
                 return True
         return False
+
+    def found_split(self, spans: set[str]) -> bool:
+        """Match with the separators removed: the term's letters spread over adjacent words ('nu de',
+        'se x act', 'selfharm'). Only for terms of three letters or more, and the split word must
+        start and end on word boundaries (so 'scunthorpe' never contains a term)."""
+        if len(self.compact) < 3:
+            return False
+        if not self.prefix:
+            return self.compact in spans
+        return any(self.compact + s in spans for s in _SUFFIXES)
+
+
+def split_spans(toks: list[str]) -> set[str]:
+    """Concatenations of 2..6 adjacent words (no stop word among them), and each word alone."""
+    spans = set(toks)
+    for i in range(len(toks)):
+        if toks[i] in _STOPWORDS:
+            continue
+        s = toks[i]
+        for j in range(i + 1, min(len(toks), i + _MAX_SPAN)):
+            if toks[j] in _STOPWORDS:
+                break
+            s += toks[j]
+            spans.add(s)
+    return spans
 
 
 class Blocklist:
@@ -139,16 +257,21 @@ class Blocklist:
     def match(self, text: str, level: str) -> tuple[str, str] | None:
         """(category, reason) of the first match at `level`, or None."""
         toks = words(text)
+        spans = split_spans(toks)
+
+        def hit(term: _Term) -> bool:
+            return term.found_in(toks) or term.found_split(spans)
+
         active = ("standard",) if level == "standard" else ("standard", "strict")
         for combo in self.combinations:
             if level in combo["levels"]:
-                hits = [next((t.text for t in g if t.found_in(toks)), None) for g in combo["groups"]]
+                hits = [next((t.text for t in g if hit(t)), None) for g in combo["groups"]]
                 if all(hits):
                     return combo["category"], f"{combo['reason'] or 'blocked combination'} ({' + '.join(hits)})"
         for cat, by_level in self.categories.items():
             for lvl in active:
                 for term in by_level[lvl]:
-                    if term.found_in(toks):
+                    if hit(term):
                         return cat, f"the prompt contains '{term.text}' ({cat}, {lvl} list)"
         return None
 

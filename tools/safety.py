@@ -126,6 +126,11 @@ def _map_confusables(text: str) -> str:
 
 def normalize_tokens(text: str) -> list[str]:
     """The normalised words of `text` (see the comment above); the blocklist and classifier read these."""
+    return _normalize(text)[0]
+
+
+def _normalize(text: str) -> tuple[list[str], list[str]]:
+    """(words, the words that were joined from runs of single letters)."""
     import unicodedata
 
     t = unicodedata.normalize("NFKC", text)
@@ -136,18 +141,22 @@ def normalize_tokens(text: str) -> list[str]:
     t = _APOSTROPHES.sub("", t)
     raw = _TOKEN.findall(t)
     toks: list[str] = []
+    runs: list[str] = []
     i = 0
     while i < len(raw):  # join runs of single characters: s e x, s.e.x, s-e-x -> sex
         j = i
         while j < len(raw) and len(raw[j]) == 1:
             j += 1
         if j - i >= 2:
-            toks.append("".join(raw[i:j]))
+            run = "".join(raw[i:j])
+            run = run if run.isdigit() else run.translate(_LEET)
+            toks.append(run)
+            runs.append(run)
             i = j
         else:
-            toks.append(raw[i])
+            toks.append(raw[i] if raw[i].isdigit() else raw[i].translate(_LEET))
             i += 1
-    return [w if w.isdigit() else w.translate(_LEET) for w in toks]
+    return toks, runs
 
 
 def words(text: str) -> list[str]:
@@ -211,6 +220,11 @@ class _Term:
             return self.compact in spans
         return any(self.compact + s in spans for s in _SUFFIXES)
 
+    def found_in_runs(self, runs: list[str]) -> bool:
+        """Inside a word joined from spaced single letters ('a n a k e d c h i l d') the word
+        boundaries are lost, so there a term of three letters or more matches anywhere."""
+        return len(self.compact) >= 3 and any(self.compact in run for run in runs)
+
 
 def split_spans(toks: list[str]) -> set[str]:
     """Concatenations of 2..6 adjacent words (no stop word among them), and each word alone."""
@@ -256,11 +270,11 @@ class Blocklist:
 
     def match(self, text: str, level: str) -> tuple[str, str] | None:
         """(category, reason) of the first match at `level`, or None."""
-        toks = words(text)
+        toks, runs = _normalize(text)
         spans = split_spans(toks)
 
         def hit(term: _Term) -> bool:
-            return term.found_in(toks) or term.found_split(spans)
+            return term.found_in(toks) or term.found_split(spans) or term.found_in_runs(runs)
 
         active = ("standard",) if level == "standard" else ("standard", "strict")
         for combo in self.combinations:

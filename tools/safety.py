@@ -184,7 +184,7 @@ _STOPWORDS = frozenset("a an the is of on in at to and or as by it be with for h
 # continuation would count and "pen island" would read as penis*.
 _SUFFIXES = ("", "s", "es", "e", "ed", "d", "ing", "er", "ers", "y", "ies", "ity", "ic", "ics", "ical", "al",
              "ation", "ations", "ion", "ions", "ment", "ments", "ous", "a", "as", "o", "os", "i", "en", "ie",
-             "ia", "ias", "ismo", "ista", "ist", "ists", "isme", "itat", "ado", "ada", "ados",
+             "ia", "ias", "ismo", "ista", "ist", "ists", "isme", "itat", "ated", "ating", "ates", "ator", "ado", "ada", "ados",
              "adas", "ato", "ata", "ati", "ate", "ee", "iert", "ierte")
 _MAX_SPAN = 6  # at most this many pieces make one split word
 

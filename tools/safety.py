@@ -4,7 +4,12 @@ Contract: a checker has `level`, `check_prompt(text) -> Verdict` and `check_imag
 `build_checker(level)` makes the checker for a policy level (off | standard | strict). The session
 calls both checks on every path; a model never decides whether they run.
 
-Prompt check (in this order, the first block wins):
+Prompt check (in this order, the first block wins). The prompt is normalised once first (see
+`normalize_tokens`): NFKC, zero-width and format characters dropped, look-alike letters of other
+scripts mapped to Latin (Unicode confusables from the package `confusable-homoglyphs`, plus a small
+table of lower-case Cyrillic/Greek forms it lacks), casefold, accents and combining marks stripped,
+leetspeak inside words read as letters, runs of spaced/dotted/dashed single letters joined. Both the
+blocklist and the classifier read only the normalised words.
   1. the blocklist `prompts/safety/blocklist.json`: categories (sexual, minors, violence, hate,
      self-harm, drugs) with `standard` terms and extra `strict` terms, plus combinations (a minor
      together with sexual or nude words is blocked as `minors` at every level but off);
@@ -12,6 +17,19 @@ Prompt check (in this order, the first block wins):
      by `train_prompt_classifier()` from the labelled list `prompts/safety/classifier_train.tsv`,
      weights in `prompts/safety/classifier.json` (retrain: `python -m tools.safety train`). It
      blocks when P(unsafe) reaches the level's threshold.
+Blocklist terms match whole normalised words or phrases, and also with the separators removed: a
+term of three letters or more matches adjacent words that concatenate to it ('nu de', 'se x act';
+never across a short function word, so 'a pen is' is not 'penis'; prefix terms only with a known
+ending), and anywhere inside a word joined from spaced single letters. A term never matches inside
+an ordinary word ('Scunthorpe', 'therapist', 'grape' pass). Terms cover English, Spanish, French,
+German, Italian and Portuguese, and common euphemisms.
+
+Negative prompts are not checked, by decision: a negative prompt names what must stay out of the
+image, so a user who writes "nudity, gore" there is asking for a safer image and must not be
+blocked; the session passes only positive prompts (and ideas) to `check_prompt`. The residual risk,
+a negative prompt that steers towards unsafe content ("clothes, clothing"), is left to the image
+check, which runs on every image whatever the prompts said. `check_negative_prompt(text)` states
+this in code: it allows every text, at every level.
 Both data files can be overridden by files of the same name in `$IMAGENT_HOME/prompts/safety/`.
 
 Image check:
@@ -66,6 +84,9 @@ class NoChecks:
         return ALLOWED
 
     def check_image(self, image: Image.Image) -> Verdict:
+        return ALLOWED
+
+    def check_negative_prompt(self, text: str) -> Verdict:
         return ALLOWED
 
 
@@ -496,6 +517,11 @@ class PolicyChecker:
             return Verdict(False, category, f"the prompt classifier rates it {unsafe:.2f} unsafe, most likely "
                                             f"{category} (threshold {self.prompt_threshold} at {self.level})", scores)
         return Verdict(True, scores=scores)
+
+    def check_negative_prompt(self, text: str) -> Verdict:
+        """Negative prompts are not checked (see the module docstring): unsafe words there keep
+        unsafe content out of the image. The image check stays the last line."""
+        return ALLOWED
 
     def check_image(self, image: Image.Image) -> Verdict:
         p = self.nsfw_probability(image)

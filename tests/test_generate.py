@@ -117,3 +117,26 @@ def test_validation_returns_a_new_request_and_never_changes_the_one_given():
     assert req.seed is None and req.steps is None and req.scheduler == "Euler A", "the input is untouched"
     assert checked.seed is not None and checked.steps and checked is not req
     assert check_request(checked).seed == checked.seed, "the seed is drawn once"
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("cfg", "7", "a number"), ("seed", "1", "an integer"), ("steps", "20", "an integer"),
+    ("steps", 20.0, "an integer"), ("width", "512", "an integer"), ("height", 512.0, "an integer"),
+    ("count", "2", "an integer"), ("count", True, "an integer"), ("seed", True, "an integer"),
+    ("steps", True, "an integer"), ("cfg", True, "a number"), ("strength", "0.5", "a number"),
+    ("strength", None, "a number"), ("cfg", float("nan"), "NaN"),
+])
+def test_numeric_fields_of_the_python_api_are_type_checked(field, value, expected):
+    """Through the Python API nothing parses the numbers: a string or bool must be InvalidInput
+    naming the field and the expected type, not a raw TypeError from a comparison."""
+    with pytest.raises(InvalidInput) as info:
+        check_request(GenerateRequest("two red circles", **{field: value}))
+    assert field in info.value.message and expected in info.value.message
+    assert info.value.hint
+
+
+def test_ints_for_float_fields_and_numpy_ints_are_accepted():
+    import numpy as np
+
+    checked = check_request(GenerateRequest("x", cfg=7, seed=np.int64(3), width=np.int32(64), height=64))
+    assert checked.cfg == 7 and checked.seed == 3

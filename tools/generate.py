@@ -128,6 +128,7 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     import dataclasses
 
     req = dataclasses.replace(req)
+    check_numeric_types(req)
     if not isinstance(req.prompt, str) or not req.prompt.strip():
         raise InvalidInput("The prompt is empty.", "Describe what to generate, e.g. \"two red circles\".")
     if req.negative_prompt is not None and not isinstance(req.negative_prompt, str):
@@ -179,6 +180,35 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     if req.seed is None:
         req.seed = draw_seed()
     return req
+
+
+# field -> (whether None is allowed, integers only); bool is refused even though it is an int
+_NUMERIC_FIELDS = {"steps": (True, True), "cfg": (True, False), "seed": (True, True),
+                   "width": (True, True), "height": (True, True), "count": (False, True),
+                   "strength": (False, False)}
+
+
+def check_numeric_types(req: GenerateRequest) -> None:
+    """InvalidInput naming the first numeric field whose value has the wrong type (e.g. cfg="7"
+    through the Python API), before any comparison could raise a raw TypeError. Changes `req`
+    in place (check_request passes its own copy): numpy scalars become plain int/float."""
+    import numbers
+
+    for name, (optional, integral) in _NUMERIC_FIELDS.items():
+        value = getattr(req, name)
+        if value is None and optional:
+            continue
+        kind = numbers.Integral if integral else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, kind):
+            expected = "an integer" if integral else "a number (int or float)"
+            example = "20" if integral else "7.5"
+            raise InvalidInput(f"The {name} must be {expected}, not {type(value).__name__} ({value!r}).",
+                               f"Pass a number, e.g. {name}={example} (not a string or bool)"
+                               + (", or None for the default." if optional else "."))
+        if not integral and value != value:  # NaN passes every range check as False
+            raise InvalidInput(f"The {name} is NaN.", f"Pass a real number for {name}.")
+        # numpy scalars and the like become plain int/float (JSON metadata, range checks)
+        setattr(req, name, int(value) if integral else (value if isinstance(value, int) else float(value)))
 
 
 def check_init_size(size: tuple[int, int], what: str = "input image") -> None:

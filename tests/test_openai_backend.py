@@ -46,14 +46,32 @@ class FakeImagesAPI(BaseHTTPRequestHandler):
             return self.reply(400, {"error": {"message": "Your request was rejected by the safety system.",
                                               "type": "image_generation_user_error",
                                               "code": "content_policy_violation"}})
+        if mode == "truncated":
+            return self.reply_raw(200, b'{"created": 1, "data": [{"b64_json": "iVBORw0KGgo')
+        if mode == "cut":  # announces more bytes than it sends, then closes
+            return self.reply_raw(200, b'{"created": 1, "data": [{"b64', length=4096)
+        if mode == "nodata":
+            return self.reply(200, {"created": 1})
+        if mode == "nulldata":
+            return self.reply(200, {"created": 1, "data": None})
+        if mode == "emptydata":
+            return self.reply(200, {"created": 1, "data": []})
+        if mode == "notimage":
+            return self.reply(200, {"created": 1, "data": [{"b64_json": base64.b64encode(b"hello, not a png").decode()}]})
+        if mode == "badb64":
+            return self.reply(200, {"created": 1, "data": [{"b64_json": "***not base64***"}]})
+        if mode == "notjson":
+            return self.reply_raw(200, b"<html>gateway says hi</html>", content_type="text/html")
         color = (0, 0, 255) if self.path.endswith("/edits") else (255, 0, 0)
         self.reply(200, {"created": 1, "data": [{"b64_json": png_b64(color), "revised_prompt": "a red thing"}]})
 
     def reply(self, status, payload):
-        data = json.dumps(payload).encode()
+        self.reply_raw(status, json.dumps(payload).encode())
+
+    def reply_raw(self, status, data, length=None, content_type="application/json"):
         self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(length or len(data)))
         self.end_headers()
         try:
             self.wfile.write(data)
@@ -112,6 +130,26 @@ def test_api_errors_become_clear_messages(server, mode, error, fragment):
     with pytest.raises(error) as info:
         backend(server).generate(GenerateRequest("a cat", seed=1))
     assert fragment in str(info.value)
+    assert info.value.hint
+
+
+@pytest.mark.parametrize("mode,fragment", [
+    ("truncated", "not valid JSON"),
+    ("cut", "OpenAI"),
+    ("notjson", "not valid JSON"),
+    ("nodata", "no images"),
+    ("nulldata", "no images"),
+    ("emptydata", "no images"),
+    ("notimage", "cannot read"),
+    ("badb64", "base64"),
+])
+def test_malformed_answers_become_backend_errors(server, mode, fragment):
+    """A truncated or non-JSON body, a 200 without `data`, and base64 that is not an image are
+    BackendError with a message and a hint, never a raw JSONDecodeError / KeyError / IndexError."""
+    FakeImagesAPI.mode = mode
+    with pytest.raises(BackendError) as info:
+        backend(server).generate(GenerateRequest("a red circle", seed=1))
+    assert fragment in info.value.message, info.value.message
     assert info.value.hint
 
 

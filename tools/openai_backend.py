@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import threading
 import time
@@ -53,7 +54,7 @@ class OpenAIBackend:
             if progress:
                 progress(i, req.count)
             response = self._call(req, prompt, size)
-            for item in response.data:
+            for item in _items(response):
                 images.append(_decode(item))
                 revised.append(getattr(item, "revised_prompt", None))
         if progress:
@@ -98,6 +99,24 @@ class OpenAIBackend:
                                "Check the size (e.g. 1024x1024) and the model name.") from None
         except openai.APIStatusError as exc:
             raise BackendError(f"OpenAI error {exc.status_code}: {_message(exc)}", "Retry later.") from None
+        except ValueError as exc:  # json.JSONDecodeError: a truncated or non-JSON body
+            raise BackendError(f"The answer from the OpenAI API was not valid JSON ({exc}).",
+                               "Retry; if it keeps happening, check OPENAI_BASE_URL points at an OpenAI-compatible "
+                               "images API (a proxy or gateway may be cutting the answer).") from None
+
+
+def _items(response) -> list:
+    """The `data` list of an images answer, or BackendError when there is none (a 200 answer
+    without `data`, `data: null`, an empty list, or a body that is not a JSON object at all)."""
+    data = getattr(response, "data", None)
+    if isinstance(response, (str, bytes)) or not isinstance(data, list) or not data:
+        shown = repr(response)[:120] if isinstance(response, (str, bytes)) else f"`data` is {data!r}"[:120]
+        what = ("was not valid JSON" if isinstance(response, (str, bytes))
+                else "contained no images")
+        raise BackendError(f"The answer from the OpenAI API {what} ({shown}); no images were returned.",
+                           "Retry; if it keeps happening, check the model name and that OPENAI_BASE_URL "
+                           "points at an OpenAI-compatible images API.")
+    return data
 
 
 def _message(exc) -> str:
@@ -110,7 +129,12 @@ def _message(exc) -> str:
 def _decode(item) -> Image.Image:
     if getattr(item, "b64_json", None):
         try:
-            return load_image(base64.b64decode(item.b64_json), what="returned image")
+            raw = base64.b64decode(item.b64_json, validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise BackendError("OpenAI returned image data that is not valid base64.",
+                               "Try again; if it keeps happening, check OPENAI_BASE_URL or try another model.") from None
+        try:
+            return load_image(raw, what="returned image")
         except (InvalidInput, ValueError) as exc:
             raise BackendError(f"OpenAI returned an image imagent cannot read: {getattr(exc, 'message', exc)}",
                                "Try again; if it keeps happening, try another image model.") from None

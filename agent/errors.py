@@ -2,6 +2,7 @@
 from tools.errors import (  # noqa: F401  (re-exported)
     BackendError,
     Cancelled,
+    DiskFull,
     ImagentError,
     InvalidInput,
     ModelNotFound,

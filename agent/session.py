@@ -17,7 +17,7 @@ from agent.config import DEMO, Settings
 from agent.errors import Cancelled, ImagentError, InvalidInput, SafetyBlocked
 from agent.store import Gallery
 from tools.generate import GenerateRequest, GenerateResult, check_request
-from tools.images import atomic_save_png, load_image, load_mask, unique_path
+from tools.images import atomic_save_png, load_image, load_mask, prepare_out_dir, unique_path
 from tools.metadata import png_chunks, read_metadata
 from tools.schedulers import SCHEDULERS
 
@@ -230,6 +230,7 @@ class Session:
         if req.mode not in backend.capabilities:
             raise InvalidInput(f"The {backend.name} backend cannot do {req.mode}.",
                                "Use the diffusers backend for this.")
+        out_dir = self._out_dir(out_dir)  # checked before generating: a bad --out never costs an image
         step = (lambda done, total: progress(Progress("step", done, total))) if progress else None
         with self._recorded(kind, idea=idea, spec=spec, params=req.params(), chat_id=chat_id) as run_id:
             result = backend.generate(req, progress=step, cancel=self.cancel_event)
@@ -238,10 +239,16 @@ class Session:
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome
 
+    def _out_dir(self, out_dir) -> Path:
+        """The one place outputs are resolved: `out_dir` or today's folder under outputs_dir,
+        created and checked to be a writable directory (InvalidInput naming it otherwise)."""
+        out = Path(out_dir) if out_dir else self.settings.outputs_dir / datetime.now().strftime("%Y-%m-%d")
+        return prepare_out_dir(out)
+
     def _save(self, run_id, req, result, *, idea, spec, out_dir, inputs, extra,
               verdicts: list | None = None, params_update: dict | None = None) -> GenerationOutcome:
         """Safety-check (unless `verdicts` already holds each image's verdict), write and record."""
-        out = Path(out_dir) if out_dir else self.settings.outputs_dir / datetime.now().strftime("%Y-%m-%d")
+        out = self._out_dir(out_dir)
         checker = self.safety()
         saved, blocked = [], []
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -333,6 +340,7 @@ class Session:
             if events:
                 events(event)
 
+        out_dir = self._out_dir(out_dir)  # before any round runs
         step = (lambda done, total: progress(Progress("step", done, total))) if progress else None
         with self._recorded("run", idea=idea, spec=spec_json, chat_id=chat_id,
                             params=dict(base.params(), rounds=rounds, candidates=candidates)) as run_id:
@@ -654,6 +662,7 @@ class Session:
         backend = self.backend() if method == "hires-fix" else None
         label = f"upscale x{scale} ({method})"
         step = (lambda done, total: progress(Progress("step", done, total, label))) if progress else None
+        out_dir = self._out_dir(out_dir)  # before the upscale runs
         with self._recorded("upscale", params={"source": str(source), "scale": scale, "method": method,
                                                            **({"prompt": prompt} if prompt else {})}) as run_id:
             result = self.upscaler().upscale(image, scale, method, backend=backend, prompt=prompt,
@@ -698,7 +707,7 @@ class Session:
                 chunks["parameters"] = f"{text}, Hires upscale: {result.scale}, Hires upscaler: {result.method}"
             except (KeyError, TypeError):  # a partial source record: the JSON chunk alone says it all
                 pass
-        out = Path(out_dir) if out_dir else self.settings.outputs_dir / datetime.now().strftime("%Y-%m-%d")
+        out = self._out_dir(out_dir)
         stem = f"{source.stem}-x{result.scale}-{result.method}"
         dest = atomic_save_png(result.image, unique_path(out, stem), chunks)
         image_id = self.gallery.add_image(run_id, dest, record)

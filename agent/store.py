@@ -88,8 +88,17 @@ class Gallery:
     def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
             conn = self.conn()
-            with conn:
-                return conn.execute(sql, args)
+            try:
+                with conn:
+                    return conn.execute(sql, args)
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc).lower():
+                    raise
+                from agent.errors import DiskFull
+
+                raise DiskFull(f"The disk is full: the gallery database '{self.path}' could not record this "
+                               f"({exc}); images already written are on disk but not in the gallery.",
+                               "Free some disk space and run again.") from None
 
     def _read(self, sql: str, args: tuple = ()) -> list[dict]:
         with self._lock:

@@ -25,6 +25,10 @@ class InvalidInput(ImagentError):
     exit_code = 2
 
 
+class DiskFull(InvalidInput):
+    """The disk (or quota) is full: a PNG or a gallery record could not be written."""
+
+
 class ModelNotFound(ImagentError):
     """A model (diffusers folder, hub id, CLIP, upscaler) could not be found or loaded."""
 

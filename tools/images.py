@@ -12,7 +12,9 @@ from typing import BinaryIO
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from tools.errors import InvalidInput
+import errno
+
+from tools.errors import DiskFull, InvalidInput
 
 MAX_SIDE = 4096
 
@@ -117,6 +119,36 @@ STALE_PARTIAL_SECONDS = 60
 _LEGACY_TMP = re.compile(r"^\.tmp-[a-z0-9_]{8}\.png$")  # what older versions left (tempfile.mkstemp)
 
 
+def prepare_out_dir(directory: str | os.PathLike) -> Path:
+    """Create the output folder and check it is a writable directory, before anything is generated
+    (so a bad --out never costs a generated image). Raises InvalidInput naming the folder."""
+    directory = Path(directory).expanduser()
+    hint = "Pass --out a folder you can write to (it is created if missing)."
+    for parent in (directory, *directory.parents):
+        if parent.exists() and not parent.is_dir():
+            raise InvalidInput(f"The output folder '{directory}' cannot be created: '{parent}' is a file, "
+                               "not a folder.", hint)
+        if parent.exists():
+            break
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull(f"The disk is full: the output folder '{directory}' could not be created.",
+                           "Free some disk space, or pass --out a folder on another disk.") from None
+        raise InvalidInput(f"The output folder '{directory}' cannot be created ({exc.strerror or exc}).", hint) from None
+    probe = directory / f".imagent-write-test-{secrets.token_hex(4)}"
+    try:  # a real write: os.access says yes to root on a read-only mount
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"The disk is full: nothing can be written to the output folder '{directory}'.",
+                           "Free some disk space, or pass --out a folder on another disk.") from None
+        raise InvalidInput(f"The output folder '{directory}' is not writable ({exc.strerror or exc}).", hint) from None
+    return directory
+
+
 def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str, str] | None = None) -> Path:
     """Write a PNG with text chunks so that `path` is either absent or complete, never partial.
 
@@ -124,7 +156,7 @@ def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str,
     the mode a new file gets (0644 under the usual umask). Partial files older than a minute in
     the folder (left by a killed process) are removed first."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(path.parent)
     remove_stale_partials(path.parent)
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
@@ -142,8 +174,12 @@ def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str,
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"The disk is full: the image '{path}' was not saved.",
+                           "Free some disk space (or pass --out a folder on another disk) and generate it "
+                           "again; the seed is in the gallery record of this run.") from None
         raise
     return path
 

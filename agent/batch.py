@@ -31,6 +31,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +44,7 @@ from agent.capabilities import error_payload
 from agent.errors import Cancelled, ConfigError, InvalidInput, ModelNotFound
 from agent.session import Session
 from tools.generate import GenerateRequest, parse_size
+from tools.metadata import read_metadata
 
 RECORDS = "records.jsonl"
 MANIFEST = "batch.json"
@@ -231,6 +233,11 @@ def item_key(line: int, point: dict) -> str:
     return "/".join([f"L{line}", *(f"{k}={_fmt(v)}" for k, v in point.items())])
 
 
+def image_name(key: str) -> str:
+    """The batch image's file name for an item key: 'L12/seed=3/cfg=7.5' -> 'L12_seed=3_cfg=7.5.png'."""
+    return re.sub(r"[^A-Za-z0-9=._-]", "_", key.replace("/", "_")) + ".png"
+
+
 def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -406,6 +413,7 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
                               threshold_mode=options.threshold_mode,
                               style=None if raw else style, raw=raw, request_fields=fields, out_dir=images_dir)
         best = outcome.best
+        best.path = settle_image(session, best.path, best.image_id, images_dir / image_name(item.key))
         params = best.record.get("params", {})
         return {**base, "status": "ok", "prompt": params.get("prompt"), "negative_prompt": params.get("negative_prompt"),
                 "params": params, "seed": best.seed, "path": str(best.path), "image_id": best.image_id,
@@ -418,9 +426,11 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
         exp = session.expand(p.idea, style=style, negative=fields["negative_prompt"])
         prompt, idea, spec = exp.positive, exp.idea, exp.spec.model_dump(mode="json")
         fields["negative_prompt"], extra = exp.negative, {"expansion": exp.record()}
+    extra = {**(extra or {}), "batch": {"key": item.key, "line": item.line.number}}
     outcome = session.generate(GenerateRequest(prompt=prompt, count=1, **fields), idea=idea, spec=spec, extra=extra,
                                out_dir=images_dir, kind="batch")
     saved = outcome.images[0]
+    saved.path = settle_image(session, saved.path, saved.image_id, images_dir / image_name(item.key))
     record = {**base, "status": "ok", "prompt": prompt, "negative_prompt": fields["negative_prompt"],
               "params": saved.record.get("params"), "seed": saved.seed, "path": str(saved.path),
               "image_id": saved.image_id, "run_id": outcome.run_id, "score": None, "scores": None, "rounds": None,
@@ -429,6 +439,80 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
         record["warnings"] = outcome.warnings
     if options.score:
         scored = session.score([saved.path], text)
+        record["score"], record["scores"] = scored["scores"][0], {"formula": scored["formula"],
+                                                                  "model": scored["model"],
+                                                                  "cosine": scored["cosine"][0]}
+    return record
+
+
+def settle_image(session: Session, path: Path, image_id: int | None, target: Path) -> Path:
+    """Move a finished item's PNG to its deterministic name (`image_name`) and point its gallery row there.
+    The rename is atomic, so a PNG under that name is always complete (see `recover_item`)."""
+    path = Path(path)
+    if path.resolve() != target.resolve():
+        os.replace(path, target)
+    if image_id is not None:
+        session.gallery.set_image_path(image_id, target)
+    return target
+
+
+def _png_record(path: Path) -> dict | None:
+    try:
+        return read_metadata(path)["record"]
+    except Exception:  # not ours, damaged: not a finished item
+        return None
+
+
+def _gallery_row(session: Session, record: dict, path: Path) -> dict | None:
+    rows = session.gallery.images(limit=1000, run_id=record.get("run_id")) if record.get("run_id") else []
+    names = {str(path)}
+    return next((r for r in rows if r.get("path") in names), None) or next(
+        (r for r in rows if r.get("seed") == record.get("seed")), None)
+
+
+def find_finished_images(images_dir: Path, keys: set[str]) -> dict[str, Path]:
+    """key -> PNG for the items whose image is complete in `images_dir` but which have no record yet
+    (a kill between the PNG landing and its record being written): under the item's deterministic
+    name, or still under the name the session gave it, tagged with the key in its own metadata."""
+    found: dict[str, Path] = {}
+    if not images_dir.is_dir() or not keys:
+        return found
+    by_name = {image_name(k): k for k in keys}
+    for png in sorted(images_dir.glob("*.png")):
+        if png.name in by_name:
+            found[by_name[png.name]] = png
+    for png in sorted(images_dir.glob("*.png")):
+        if png.name in by_name or png.name.startswith("L"):
+            continue
+        rec = _png_record(png)
+        key = ((rec or {}).get("batch") or {}).get("key") if isinstance((rec or {}).get("batch"), dict) else None
+        if key in keys and key not in found:
+            found[key] = png
+    return found
+
+
+def recover_item(session: Session, item: Item, png: Path, options: BatchOptions, images_dir: Path) -> dict | None:
+    """The record of an item whose PNG is complete (found by `find_finished_images`), without redoing it."""
+    rec = _png_record(png)
+    if rec is None:
+        return None
+    row = _gallery_row(session, rec, png)
+    target = settle_image(session, png, row["id"] if row else None, images_dir / image_name(item.key))
+    params = rec.get("params", {})
+    record = {"key": item.key, "line": item.line.number, "idea": item.line.fields.get("prompt")
+              or item.line.fields.get("idea"), "sweep": item.point}
+    if item.line.fields.get("id") is not None:
+        record["id"] = item.line.fields["id"]
+    if item.line.meta:
+        record["meta"] = item.line.meta
+    loop = rec.get("loop") or {}
+    record.update({"status": "ok", "prompt": params.get("prompt"), "negative_prompt": params.get("negative_prompt"),
+                   "params": params, "seed": rec.get("seed"), "path": str(target),
+                   "image_id": row["id"] if row else None, "run_id": rec.get("run_id"),
+                   "score": loop.get("score"), "scores": None, "rounds": loop.get("rounds"), "recovered": True,
+                   "timings": {}})
+    if options.score and not options.loop:
+        scored = session.score([target], record["idea"])
         record["score"], record["scores"] = scored["scores"][0], {"formula": scored["formula"],
                                                                   "model": scored["model"],
                                                                   "cosine": scored["cosine"][0]}
@@ -462,10 +546,14 @@ def run_batch(session: Session, items: list[Item], log: RecordLog, done: dict[st
     summary = Summary(total=len(items), done_before=len(items) - len(todo), records=str(log.path), out=str(out))
     images_dir = out / "images"
     t0 = time.perf_counter()
+    finished = find_finished_images(images_dir, {it.key for it in todo})
     for n, item in enumerate(todo, 1):
         t1 = time.perf_counter()
         try:
-            record = run_item(session, item, options, images_dir)
+            record = recover_item(session, item, finished[item.key], options, images_dir) \
+                if item.key in finished else None
+            if record is None:
+                record = run_item(session, item, options, images_dir)
         except (Cancelled, KeyboardInterrupt):
             summary.cancelled = True
             break

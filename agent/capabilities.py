@@ -43,9 +43,19 @@ class PathPolicy:
     def confined(cls, inputs: str | Path, outputs: str | Path) -> "PathPolicy":
         """Read only inside `inputs` and `outputs`, write only into `outputs` (both are created)."""
         ins, outs = Path(inputs).expanduser(), Path(outputs).expanduser()
-        for folder in (ins, outs):
-            folder.mkdir(parents=True, exist_ok=True)
+        for folder, name in ((ins, "--inputs"), (outs, "--outputs")):
+            if folder.exists() and not folder.is_dir():
+                raise InvalidInput(f"{name} '{folder}' is a file, not a folder.",
+                                   f"Pass a folder for {name} (it is created if missing).")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InvalidInput(f"{name} '{folder}' cannot be created ({exc.strerror or type(exc).__name__}).",
+                                   f"Pass a folder you can write to for {name}.") from None
         return cls((ins.resolve(), outs.resolve()), outs.resolve())
+
+    def no_such_file(self, text: str, what: str = "image") -> str:
+        return f"The {what} '{text}': no such file in the input folder {self.inputs[0]}."
 
     @property
     def is_confined(self) -> bool:
@@ -64,16 +74,14 @@ class PathPolicy:
             p = self.inputs[0] / p
         try:
             real = p.resolve(strict=True)  # follows every symlink, so a link cannot point out of the roots
-        except (FileNotFoundError, NotADirectoryError):
-            raise InvalidInput(f"The {what} file '{text}' does not exist in the input folder {self.inputs[0]}.",
-                               f"Copy it into {self.inputs[0]} and pass its name.") from None
-        except (OSError, RuntimeError) as exc:  # symlink loops, permission errors
-            raise InvalidInput(f"The {what} path '{text}' cannot be read ({type(exc).__name__}).") from None
-        if not any(real.is_relative_to(root) for root in self.inputs):
-            raise InvalidInput(
-                f"The {what} path '{text}' is outside the folders this server may read.",
-                f"Put the file in {self.inputs[0]} (inputs) or use an image from {self.outputs} (outputs) "
-                f"by its name or gallery id.")
+        except (OSError, RuntimeError):  # missing, symlink loops, permission errors
+            real = None
+        # One answer for "missing" and "outside" (and unreadable), so that a client cannot probe
+        # which files exist outside the folders.
+        if real is None or not any(real.is_relative_to(root) for root in self.inputs):
+            raise InvalidInput(self.no_such_file(text, what),
+                               f"Copy it into {self.inputs[0]} and pass its name, or use an image from "
+                               f"{self.outputs} (outputs) by its name or gallery id.") from None
         if not real.is_file():
             raise InvalidInput(f"The {what} path '{text}' is not a file.")
         return real

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.errors import Cancelled, ImagentError, InvalidInput, LLMError
+from tools.upscale import DEFAULT_METHOD
 
 SIZE_RE = re.compile(r"^(\d+)\s*[x*]\s*(\d+)$")
 MAX_RECURSION = 24
@@ -434,7 +435,7 @@ class ChatController:
         self._save_state()
         return f"Edited ({what}): image **#{best.image_id}**, seed {best.seed}."
 
-    def upscale(self, *, image: int | str | None = None, scale: int = 2, method: str = "lanczos") -> str:
+    def upscale(self, *, image: int | str | None = None, scale: int = 2, method: str = DEFAULT_METHOD) -> str:
         path, _ = self._image(image)
         self._checkpoint("upscale")
         self.say("tool", f"upscale x{scale} ({method}) of image #{self._id_of(path)}")
@@ -740,7 +741,7 @@ class ChatController:
                 scale = w.lower().lstrip("x")
             else:
                 raise InvalidInput(f"/upscale does not understand '{w}'.", "Try /upscale x2, /upscale #12 x4 method=lanczos.")
-        return self.upscale(image=image, scale=_int(scale, "scale", 2, 4), method=opts.get("method", "lanczos"))
+        return self.upscale(image=image, scale=_int(scale, "scale", 2, 4), method=opts.get("method", DEFAULT_METHOD))
 
     def _cmd_images(self, rest: str) -> str:
         return self.list_images()
@@ -875,8 +876,8 @@ class ChatController:
         """instruction: what the edit should show. image: its number. strength: 0..1, how much changes."""
         return self.edit(instruction, image=image, mask=mask, rect=rect, strength=strength)
 
-    def _t_upscale(self, image: int | None = None, scale: int = 2, method: str = "lanczos") -> str:
-        """image: its number (default current). scale: 2, 3 or 4. method: lanczos, realesrgan, realesrgan-anime."""
+    def _t_upscale(self, image: int | None = None, scale: int = 2, method: str = DEFAULT_METHOD) -> str:
+        """image: its number (default current). scale: 2, 3 or 4. method: realesrgan (default), lanczos, realesrgan-anime."""
         return self.upscale(image=image, scale=scale, method=method)
 
     def _t_show_defaults(self) -> str:

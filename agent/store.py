@@ -144,6 +144,9 @@ class Gallery:
              record.get("width"), record.get("height"), record.get("model"), score, round_no, _dump(record)))
         return int(cur.lastrowid)
 
+    def set_image_path(self, image_id: int, path: str | Path) -> None:
+        self._write("UPDATE images SET path=? WHERE id=?", (str(path), image_id))
+
     def set_image_score(self, image_id: int, score: float | None, round_no: int | None = None) -> None:
         self._write("UPDATE images SET score=?, round=? WHERE id=?", (score, round_no, image_id))
 

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tools.upscale import DEFAULT_METHOD
+
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
@@ -107,7 +109,7 @@ class UpscaleInput(_ImageRef):
     """Enlarge an image by 2, 3 or 4 times."""
 
     scale: int = Field(2, ge=2, le=4, description="Enlargement factor: 2, 3 or 4 (the method must support it).")
-    method: str = Field("realesrgan", max_length=32,
+    method: str = Field(DEFAULT_METHOD, max_length=32,
                         description="realesrgan (photos), realesrgan-anime (flat colours, fast), "
                                     "realesrgan-anime-hq, lanczos (no model), sd-x4, hires-fix.")
     prompt: str | None = Field(None, max_length=4000,

@@ -208,3 +208,54 @@ def test_resume_of_a_batch_with_failed_items_still_exits_1(tiny_sd_path, imagent
             "--out", str(tmp_path / "out")]
     assert main(argv) == 1, "one item failed"
     assert main([*argv, "--resume"]) == 1, "the failed item is still failed after a resume"
+
+
+class _Killed(BaseException):
+    """What a SIGKILL at that point leaves: nothing after it runs."""
+
+
+@pytest.mark.parametrize("where", ["before_record", "before_rename"])
+def test_kill_after_png_landed_is_recorded_not_redone(session, tmp_path, monkeypatch, where):
+    import agent.batch as batch
+
+    src = tmp_path / "i.txt"
+    src.write_text("two red circles\na blue square\n")
+    _, lines = read_lines(src)
+    sweep, options, out = Sweep(seeds=(1, 2)), BatchOptions(steps=1), tmp_path / "out"
+    items = plan(lines, sweep)
+    before = session.gallery.count_images()
+    log, done = open_batch(src, out, fmt="txt", sweep=sweep, options=options, resume=False)
+    calls = []
+    if where == "before_record":                     # the PNG is in place, its JSONL record not yet written
+        real = batch.RecordLog.append
+
+        def append(self, record):
+            calls.append(record["key"])
+            if len(calls) == 2:
+                raise _Killed
+            real(self, record)
+        monkeypatch.setattr(batch.RecordLog, "append", append)
+    else:                                            # the PNG landed under the session's name, not yet renamed
+        real = batch.settle_image
+
+        def settle(*a, **k):
+            calls.append(1)
+            if len(calls) == 2:
+                raise _Killed
+            return real(*a, **k)
+        monkeypatch.setattr(batch, "settle_image", settle)
+    with pytest.raises(_Killed):
+        run_batch(session, items, log, done, options, out)
+    monkeypatch.undo()
+    assert len(records(out / "records.jsonl")) == 1 and len(list((out / "images").glob("*.png"))) == 2
+    log, done = open_batch(src, out, fmt="txt", sweep=sweep, options=options, resume=True)
+    summary = run_batch(session, items, log, done, options, out)
+    recs = records(out / "records.jsonl")
+    assert [r["key"] for r in recs] == [i.key for i in items] and all(r["status"] == "ok" for r in recs)
+    assert recs[1].get("recovered") is True and summary.ok == 3
+    pngs = sorted(p.name for p in (out / "images").glob("*.png"))
+    assert pngs == ["L1_seed=1.png", "L1_seed=2.png", "L2_seed=1.png", "L2_seed=2.png"]   # none orphaned
+    assert session.gallery.count_images() - before == 4
+    for r in recs:
+        assert Path(r["path"]).name == batch.image_name(r["key"])
+        assert session.gallery.image(r["image_id"])["path"] == r["path"]

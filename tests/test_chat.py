@@ -148,7 +148,7 @@ def test_edit_inpaint_upscale_open_and_save(session, tmp_path):
     chat.handle(f"/edit #{first} at night")
     record = read_metadata(chat.state.image_path)["record"]
     assert record["params"]["mode"] == "img2img" and record["params"]["prompt"].endswith(", at night")
-    assert "(64x64)" in chat.handle("/upscale x2")
+    assert "(64x64)" in chat.handle("/upscale x2 method=lanczos")
     assert load_image(chat.state.image_path).size == (64, 64)
     assert "#" + str(first) in chat.handle("/images")
     chat.handle(f"/open #{first}")
@@ -185,3 +185,21 @@ def test_the_last_runs_requirements_show_with_pass_fail_marks(session):
     assert checklist_markdown(checks) == "- ✓ two red circles\n- ✗ nothing else in the picture"
     panel = params_text(chat)
     assert "requirements" in panel and "✗ nothing else in the picture" in panel
+
+
+def test_upscale_has_one_default_for_chat_cli_and_mcp(monkeypatch):
+    import inspect
+
+    from agent.chat import ChatController
+    from agent.cli import build_parser
+    from agent.tool_schemas import UpscaleInput
+    from tools.upscale import DEFAULT_METHOD, Upscaler
+
+    seen = []
+    monkeypatch.setattr(ChatController, "upscale", lambda self, **kw: seen.append(kw) or "ok")
+    ChatController._cmd_upscale(object.__new__(ChatController), "x2")
+    assert seen == [{"image": None, "scale": 2, "method": DEFAULT_METHOD}]
+    assert build_parser(["upscale", "a.png"]).parse_args(["upscale", "a.png"]).method == DEFAULT_METHOD
+    assert UpscaleInput(image="a.png").method == DEFAULT_METHOD
+    assert inspect.signature(ChatController._t_upscale).parameters["method"].default == DEFAULT_METHOD
+    assert inspect.signature(Upscaler.upscale).parameters["method"].default == DEFAULT_METHOD

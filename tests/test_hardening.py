@@ -289,7 +289,7 @@ def test_gallery_and_show_escape_control_characters_already_stored(capsys, tmp_p
 
     code, out, err = cli(capsys, "gallery")
     assert code == 0, err
-    assert "\x1b" not in out and "\x07" not in out and len(out.splitlines()) == 1
+    assert "\x1b" not in out and "\x07" not in out and len(out.splitlines()) == 2   # the header and the image
     assert "a cat\\x1b]0;owned\\x07\\x1b[2J\\nsecond line" in out and "old\\x1b[1m.png" in out
     code, out, err = cli(capsys, "show", png)
     assert code == 0, err

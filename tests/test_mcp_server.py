@@ -168,8 +168,12 @@ def test_paths_are_confined(app, folders, tmp_path, path):
         res = call(app, tool, args)
         assert res.is_error, (tool, path)
         text = res.content[0].text
-        assert "outside the folders" in text or "does not exist" in text, text
-        assert str(tmp_path / "secret.png") not in text or "outside" in text
+        assert "no such file in the input folder" in text, text
+        assert str(tmp_path / "secret.png") not in text
+        # the same answer as for a file that does not exist at all (nothing tells which exists outside)
+        missing = call(app, tool, {**args, **{k: path.replace("secret", "nothere").replace("passwd", "nothere")
+                                              for k, v in args.items() if v == path}})
+        assert missing.content[0].text == text.replace("secret", "nothere").replace("passwd", "nothere"), tool
 
 
 def test_jobs_start_and_poll(app):
@@ -298,5 +302,25 @@ def test_imagent_mcp_over_stdio(tiny_sd_path, imagent_home, tmp_path):
     names, listed, bad = asyncio.run(main())
     assert {"run", "generate", "start_job"} <= names
     assert listed.structured_content["count"] == 0
-    assert bad.is_error and ("outside" in bad.content[0].text or "does not exist" in bad.content[0].text)
+    assert bad.is_error and "no such file in the input folder" in bad.content[0].text
     assert (tmp_path / "in").is_dir()
+
+
+def test_a_missing_file_inside_and_a_file_outside_read_the_same(app, folders, tmp_path):
+    Image.new("RGB", (32, 32)).save(tmp_path / "secret.png")
+    outside = call(app, "edit", {"prompt": "x", "image": "../secret.png", "steps": 1}).content[0].text
+    missing = call(app, "edit", {"prompt": "x", "image": "../absent.png", "steps": 1}).content[0].text
+    assert outside.replace("secret", "absent") == missing and "no such file in the input folder" in missing
+
+
+def test_mcp_inputs_that_is_a_file_is_invalid_input(tmp_path, capsys):
+    from agent.capabilities import PathPolicy
+    from agent.cli import main
+    from agent.errors import InvalidInput
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    with pytest.raises(InvalidInput, match="is a file, not a folder"):
+        PathPolicy.confined(afile, tmp_path / "out")
+    assert main(["mcp", "--inputs", str(afile), "--outputs", str(tmp_path / "out")]) == 2
+    assert "not a folder" in capsys.readouterr().err

@@ -52,6 +52,7 @@ METHODS: dict[str, tuple[int, ...]] = {
     "sd-x4": (4,),
     "hires-fix": (2, 3, 4),
 }
+DEFAULT_METHOD = "realesrgan"   # the one default everywhere (CLI, chat, MCP, API): change it here
 MAX_OUTPUT_SIDE = 8192           # any method
 MAX_OUTPUT_PIXELS = 8192 * 8192
 MIN_INPUT_SIDE = 8
@@ -124,7 +125,7 @@ class Upscaler:
         self._lock = threading.Lock()
 
     # -- the contract ------------------------------------------------------------------------------
-    def upscale(self, image: Image.Image, scale: int = 4, method: str = "realesrgan", *,
+    def upscale(self, image: Image.Image, scale: int = 4, method: str = DEFAULT_METHOD, *,
                 backend=None, refine: Callable | None = None, prompt: str | None = None,
                 negative_prompt: str = "", strength: float = 0.3, steps: int = 20, cfg: float = 7.0,
                 seed: int | None = None, base_method: str = "realesrgan-anime", tile: int | None = None,
@@ -340,6 +341,6 @@ def load_sd_x4(model: str | None = None):
     return pipe, source
 
 
-def upscale(image: Image.Image, scale: int = 4, method: str = "realesrgan", **kwargs) -> Image.Image:
+def upscale(image: Image.Image, scale: int = 4, method: str = DEFAULT_METHOD, **kwargs) -> Image.Image:
     """One-shot convenience: build an Upscaler, upscale, return the image (models load every call)."""
     return Upscaler().upscale(image, scale, method, **kwargs).image

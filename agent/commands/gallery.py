@@ -26,12 +26,35 @@ def run(args) -> int:
         raise InvalidInput(f"There is no run '{printable(args.run, keep='')}' in the gallery.",
                            "List the recent runs and their ids with: imagent gallery --runs")
     rows = gallery.images(limit=args.limit, run_id=args.run, query=args.search)
-    items = [{k: r[k] for k in ("id", "run_id", "path", "seed", "prompt", "width", "height", "model", "score")}
-             for r in rows]
-    emit(args, {"images": items},
-         [f"{r['id']:>5}  {'-' if r['seed'] is None else r['seed']:>10}  {printable(r['path'], keep='')}  "
-          f"{printable((r['prompt'] or '')[:60], keep='')}" for r in items])
+    items = [_image_item(r) for r in rows]
+    lines = [f"{'ID':>5}  {'DATE':<16}  {'SEED':>10}  {'SCORE':>6}  PATH  PROMPT"] if items else []
+    lines += [f"{r['id']:>5}  {_date(r['created']):<16}  {'-' if r['seed'] is None else r['seed']:>10}  "
+              f"{'-' if r['score'] is None else format(r['score'], '.3f'):>6}  {printable(r['path'], keep='')}  "
+              f"{printable((r['prompt'] or '')[:60], keep='')}" for r in items]
+    emit(args, {"images": items}, lines)
     return 0
+
+
+def _image_item(row: dict) -> dict:
+    """One image as listed: the stored columns, its date, and for an upscaled image (which has no prompt
+    of its own) the prompt of the image it was made from."""
+    item = {k: row.get(k) for k in ("id", "run_id", "path", "seed", "prompt", "width", "height", "model", "score")}
+    record = row.get("record") if isinstance(row.get("record"), dict) else {}
+    if not item["prompt"]:
+        source = record.get("source") if isinstance(record.get("source"), dict) else {}
+        params = source.get("params") if isinstance(source.get("params"), dict) else {}
+        if isinstance(params.get("prompt"), str):
+            item["prompt"] = params["prompt"]
+    item["created"] = row.get("created")
+    item["kind"] = record.get("kind")
+    return item
+
+
+def _date(created) -> str:
+    try:
+        return datetime.fromtimestamp(float(created)).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError, OSError, OverflowError):
+        return "-"
 
 
 def _list_runs(args, gallery: Gallery) -> int:

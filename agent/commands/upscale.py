@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from agent.commands.common import add_model_options, add_output_options, emit, progress_bar, settings_from
 from agent.session import Session
-from tools.upscale import METHODS
+from tools.upscale import DEFAULT_METHOD, METHODS
 
 
 def add_arguments(p) -> None:
     p.add_argument("image", help="the image to upscale (PNG, JPEG, WebP)")
     p.add_argument("--scale", type=int, default=4, choices=[2, 3, 4], help="factor (default: 4; 3 only where the method has it)")
-    p.add_argument("--method", default="realesrgan", choices=list(METHODS), help="how to upscale (default: realesrgan)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+                   help=f"how to upscale (default: {DEFAULT_METHOD})")
     g = p.add_argument_group("hires-fix and sd-x4")
     g.add_argument("--prompt", help="prompt to refine towards (default: the one recorded in the image)")
     g.add_argument("--strength", type=float, default=0.3, help="img2img strength for hires-fix, 0..1 (default: 0.3)")

@@ -345,28 +345,10 @@ def http_app(app: ImagentMCP, host: str = "127.0.0.1"):
 def serving_http_in_thread(app: ImagentMCP, *, start_timeout: float = 10.0):
     """Serve streamable HTTP on a free loopback port in a background thread (tests, benchmarks,
     embedding): yields the URL of the /mcp endpoint and stops the server on exit."""
-    import socket
-    import threading
-    import time
+    from agent.serving import uvicorn_in_thread
 
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(http_app(app), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + start_timeout
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"the MCP HTTP server did not start on 127.0.0.1:{port}")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with uvicorn_in_thread(http_app(app), start_timeout=start_timeout, what="the MCP HTTP server") as url:
+        yield url + "/mcp"
 
 
 def serve_http(app: ImagentMCP, host: str = "127.0.0.1", port: int = 8765, *, log_level: str = "warning") -> None:

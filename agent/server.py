@@ -724,26 +724,10 @@ def _save_uploads(home: Path, init, mask) -> dict:
 def serving_in_thread(app: FastAPI, *, start_timeout: float = 10.0):
     """Serve `app` on a free loopback port in a background thread; yields the base URL
     (http://127.0.0.1:PORT) and stops the server on exit."""
-    import socket
+    from agent.serving import uvicorn_in_thread
 
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + start_timeout
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"the imagent HTTP server did not start on 127.0.0.1:{port}")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with uvicorn_in_thread(app, start_timeout=start_timeout, what="the imagent HTTP server") as url:
+        yield url
 
 
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info") -> None:

@@ -115,7 +115,7 @@ class Detector:
         inputs = processor(text=[queries], images=image, return_tensors="pt", padding="max_length",
                            truncation=True)
         with torch.no_grad():
-            logits, pred_boxes = _owl_forward(model, inputs["pixel_values"].to(self.device),
+            logits, pred_boxes = owl_forward(model, inputs["pixel_values"].to(self.device),
                                               inputs["input_ids"].to(self.device),
                                               inputs["attention_mask"].to(self.device))
         probs = torch.sigmoid(logits[0]).float().cpu().numpy()
@@ -154,7 +154,7 @@ class Detector:
         return {"model": self.model_id, "threshold": self.threshold}
 
 
-def _owl_forward(model, pixels, input_ids, attention_mask):
+def owl_forward(model, pixels, input_ids, attention_mask):
     """OWL-ViT / OWLv2 heads with every query taken as real. (The library's forward treats a query
     whose first token id is 0 as padding; the demo tokenizer's start token is id 0.)"""
     import torch

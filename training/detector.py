@@ -172,17 +172,11 @@ def init_heads(model) -> None:
 
 
 def forward(model, pixels, input_ids, attention_mask):
-    """(logits B x P x Q, boxes B x P x 4 cxcywh in 0..1), queries shared by the whole batch."""
-    feature_map = model.image_embedder(pixel_values=pixels)[0]
-    b, h, w, d = feature_map.shape
-    feats = feature_map.reshape(b, h * w, d)
-    q = model.owlvit.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-    if not isinstance(q, torch.Tensor):  # newer transformers return an output object
-        q = q.pooler_output if getattr(q, "pooler_output", None) is not None else q[0]
-    q = q[None].expand(b, -1, -1)
-    logits = model.class_predictor(feats, q, None)[0]
-    boxes = model.box_predictor(feats, feature_map)
-    return logits, boxes
+    """(logits B x P x Q, boxes B x P x 4 cxcywh in 0..1), queries shared by the whole batch: the
+    same heads the verifier runs (tools.detect.owl_forward)."""
+    from tools.detect import owl_forward
+
+    return owl_forward(model, pixels, input_ids, attention_mask)
 
 
 def giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -160,10 +160,9 @@ def choose_repair(best: Candidate, can_compose: bool, history: list[RoundRecord]
     kinds = {v.kind for v in best.failed}
     if kinds & STRUCTURAL and can_compose:
         last = history[-1].repair if history else "initial"
-        composed_best = best.recipe is not None and best.recipe.get("mode") == "compose"
-        if last != "edit" and best.passed > 0 and not (composed_best and last == "layout" and len(history) > 2):
-            return "edit"
-        return "layout"
+        # edit the best image when something in it passes (and the last round was not already an
+        # edit of it); otherwise lay the scene out afresh
+        return "edit" if last != "edit" and best.passed > 0 else "layout"
     return "prompt"
 
 

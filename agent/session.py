@@ -429,10 +429,10 @@ class Session:
         from tools.requirements import Checklist
 
         if checklist is not None:
-            cl = checklist if isinstance(checklist, Checklist) else Checklist.from_json(checklist)
-            cl.source = "edited" if cl.source == "parser" else cl.source
+            given = checklist if isinstance(checklist, Checklist) else Checklist.from_json(checklist)
             verifier = self.verifier()
-            cl.unsupported = verifier.unsupported(cl) if verifier is not None else []
+            cl = Checklist(list(given.requirements), given.source,
+                           verifier.unsupported(given) if verifier is not None else [])
             warnings = []
         else:
             cl, warnings = self.checklist(idea, spec.subject, chat_model=chat_model)

@@ -100,3 +100,14 @@ def test_the_real_model_path_end_to_end_on_tiny_sd_and_tiny_owlvit(tmp_path, tin
     assert out.met == all(c["passed"] for c in out.checks)
     if not out.met:
         assert out.failed and out.stop_reason.startswith("rounds exhausted; failing:")
+
+
+def test_an_edited_checklist_is_the_one_checked(demo_session, tmp_path):
+    from agent.requirements import parse_checklist
+
+    given = parse_checklist("two red circles")
+    out = demo_session.run("red things", rounds=1, candidates=1, spec={"subject": "two red circles"},
+                           checklist=given.to_json(), request_fields={"seed": 2}, out_dir=tmp_path)
+    assert [c["id"] for c in out.checks] == ["o1", "only", "holistic"]
+    assert out.checks[0]["text"] == "two red circles" and out.checklist["source"] == "demo-grammar"
+    assert given.unsupported == [], "the caller's checklist is not changed"

@@ -86,7 +86,12 @@ def _room(centres, width: int, height: int) -> float:
     if len(centres) < 2:
         return 0.6 * min(width, height)
     d = min(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5 for i, a in enumerate(centres) for b in centres[i + 1:])
-    return max(4.0, 0.8 * d - 0.06 * min(width, height))
+    return _side_for(d, width, height)
+
+
+def _side_for(distance: float, width: int, height: int) -> float:
+    """The largest object side for a slot `distance` pixels from its nearest neighbour."""
+    return max(4.0, 0.8 * distance - 0.06 * min(width, height))
 
 
 def _box(j: dict) -> tuple[float, float, float, float]:
@@ -142,11 +147,11 @@ def plan_edit(checklist: Checklist, verdicts: list[RequirementVerdict], *, width
         for _ in range(max(0, missing)):
             free = max(grid, key=lambda g: min(((g[0] - o[0]) ** 2 + (g[1] - o[1]) ** 2 for o in occupied),
                                                default=1e9) + rng.random())
-            room = min(((free[0] - o[0]) ** 2 + (free[1] - o[1]) ** 2) ** 0.5 for o in occupied) \
+            nearest = min(((free[0] - o[0]) ** 2 + (free[1] - o[1]) ** 2) ** 0.5 for o in occupied) \
                 if occupied else 0.6 * min(width, height)
             placements.append(Placement(label=r.phrase, target=free, prompt=object_prompt(r, checklist),
                                         seed=seed + 101 * (len(placements) + 1),
-                                        max_size=max(4.0, 0.8 * room - 0.06 * min(width, height))))
+                                        max_size=_side_for(nearest, width, height)))
             occupied.append(free)
     if not placements and not erase:
         return None

@@ -80,19 +80,22 @@ def save_tiny_sd(folder: Path, in_channels: int = 4) -> Path:
     return folder
 
 
+def _tiny_towers(tokenizer, *, max_positions: int) -> dict:
+    """Text and vision tower configs (width 32, 2 layers, 32x32 images in 8x8 patches) for CLIP-like models."""
+    return {"text_config": dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                num_attention_heads=4, max_position_embeddings=max_positions, bos_token_id=0,
+                                eos_token_id=1, pad_token_id=1),
+            "vision_config": dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
+                                  num_hidden_layers=2, num_attention_heads=4)}
+
+
 def save_tiny_clip(folder: Path, seed: int = 0) -> Path:
     """A tiny random transformers CLIPModel (32x32 images) with tokenizer and image processor."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     tokenizer = word_tokenizer(folder.parent / (folder.name + "-tok"))
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
-                           num_hidden_layers=2, num_attention_heads=4),
-        projection_dim=16)
+    config = CLIPConfig(**_tiny_towers(tokenizer, max_positions=77), projection_dim=16)
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -107,13 +110,8 @@ def save_tiny_owlvit(folder: Path, seed: int = 0) -> Path:
 
     tokenizer = word_tokenizer(folder.parent / (folder.name + "-tok"))
     tokenizer.model_max_length = 16
-    config = OwlViTConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
-                           num_hidden_layers=2, num_attention_heads=4),
-        projection_dim=32)  # OWL-ViT compares class embeddings (text width) with projected queries
+    # OWL-ViT compares class embeddings (text width) with projected queries: projection = text width
+    config = OwlViTConfig(**_tiny_towers(tokenizer, max_positions=16), projection_dim=32)
     torch.manual_seed(seed)
     OwlViTForObjectDetection(config).save_pretrained(folder)
     OwlViTProcessor(image_processor=OwlViTImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False),

@@ -141,8 +141,8 @@ class Detector:
         order = [int(i) for i in np.argsort(-p) if p[i] >= thr]
         kept: list[int] = []
         for i in order:
-            if all(_iou(det.boxes[i], det.boxes[j]) < self.nms_iou and _inside(det.boxes[i], det.boxes[j]) < 0.6
-                   for j in kept):
+            if all(_iou(det.boxes[i], det.boxes[j]) < self.nms_iou
+                   and inside_share(det.boxes[i], det.boxes[j]) < 0.6 for j in kept):
                 kept.append(i)
         return [(Box(*[float(v) for v in det.boxes[i]], score=float(p[i]), noun=query), i) for i in kept]
 
@@ -170,8 +170,8 @@ def owl_forward(model, pixels, input_ids, attention_mask):
     return logits, model.box_predictor(feats, feature_map)
 
 
-def _inside(a, b) -> float:
-    """Intersection over the smaller box: a duplicate box mostly inside another scores high."""
+def inside_share(a, b) -> float:
+    """Intersection over the smaller of two xyxy boxes: a duplicate mostly inside another scores high."""
     x0, y0 = max(a[0], b[0]), max(a[1], b[1])
     x1, y1 = min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)

@@ -92,6 +92,10 @@ class Box:
     attribute: str = ""
 
     @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return self.x0, self.y0, self.x1, self.y1
+
+    @property
     def cx(self) -> float:
         return (self.x0 + self.x1) / 2
 

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from tools.detect import inside_share
 from tools.requirements import Box, Checklist, Requirement, RequirementVerdict
 
 BASIC_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
@@ -111,7 +112,7 @@ class DetectorVerifier:
         other_attrs = [a for a in r.attributes if a not in colours]
         matched, seen = [], []
         for box, patch in boxes:
-            if colour_attrs or colours:
+            if colours:
                 probs = {c: float(det.probs[patch, det.queries.index(f"{c} {r.noun}")]) for c in colours}
                 box.attribute = max(probs, key=probs.get)
             ok = all(box.attribute == c for c in colour_attrs)
@@ -172,7 +173,4 @@ class DetectorVerifier:
 
 
 def _overlap(a: Box, b: Box) -> float:
-    x0, y0, x1, y1 = max(a.x0, b.x0), max(a.y0, b.y0), min(a.x1, b.x1), min(a.y1, b.y1)
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    small = min((a.x1 - a.x0) * (a.y1 - a.y0), (b.x1 - b.x0) * (b.y1 - b.y0))
-    return inter / small if small > 0 else 0.0
+    return inside_share(a.xyxy, b.xyxy)

@@ -214,14 +214,9 @@ def with_extra_objects(scene, rng: random.Random) -> Image.Image:
         like = rng.choice(objs)
         colour, shape = ((like.colour, like.shape) if rng.random() < 0.6 else
                          (rng.choice(list(W.COLOURS)), rng.choice(list(W.SHAPES))))
-        size = rng.randint(10, 16)
-        for _t in range(200):
-            cx = rng.uniform(size / 2 + 2, W.SIZE - size / 2 - 2)
-            cy = rng.uniform(size / 2 + 2, W.SIZE - size / 2 - 2)
-            cand = W.Placed(colour, shape, cx, cy, size, -1)
-            if all(W.apart(cand, o, gap=2) for o in objs):
-                objs.append(cand)
-                break
+        spot = W.free_spot(colour, shape, rng.randint(10, 16), objs, rng, gap=2)
+        if spot is not None:
+            objs.append(spot)
     return W.draw(W.Layout(scene, objs))
 
 

@@ -81,13 +81,9 @@ def _extra(objs: list, rng: random.Random, n: int) -> list:
     for _ in range(n):
         size = rng.randint(10, 16)
         colour, shape = rng.choice(list(W.COLOURS)), rng.choice(W.SHAPES)
-        for _t in range(200):
-            cx = rng.uniform(size / 2 + 2, W.SIZE - size / 2 - 2)
-            cy = rng.uniform(size / 2 + 2, W.SIZE - size / 2 - 2)
-            cand = W.Placed(colour, shape, cx, cy, size, -1)
-            if all(W.apart(cand, o, gap=4) for o in objs):
-                objs.append(cand)
-                break
+        spot = W.free_spot(colour, shape, size, objs, rng, gap=4)
+        if spot is not None:
+            objs.append(spot)
     return objs
 
 

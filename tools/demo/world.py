@@ -397,6 +397,18 @@ def apart(a: Placed, b: Placed, gap: int) -> bool:
             or abs(a.cy - b.cy) * 2 >= a.size + b.size + 2 * gap)
 
 
+def free_spot(colour: str, shape: str, size: int, placed: list[Placed], rng: random.Random, gap: int,
+              tries: int = 200) -> Placed | None:
+    """A random position for one more object that keeps `gap` pixels from every placed one."""
+    for _t in range(tries):
+        cx = rng.uniform(size / 2 + 2, SIZE - size / 2 - 2)
+        cy = rng.uniform(size / 2 + 2, SIZE - size / 2 - 2)
+        cand = Placed(colour, shape, cx, cy, size, -1)
+        if all(apart(cand, p, gap) for p in placed):
+            return cand
+    return None
+
+
 def layout(scene: Scene, rng: random.Random, gap: int = 4) -> Layout:
     """Random non-touching positions and sizes for the scene's objects."""
     n = scene.n_objects

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agent.capabilities import error_payload
 from agent.errors import Cancelled, ConfigError, InvalidInput, ModelNotFound
 from agent.session import Session
+from tools.adapters import controls_from_specs, merge_loras, parse_lora
 from tools.generate import GenerateRequest, parse_size
 from tools.metadata import read_metadata
 
@@ -73,6 +74,8 @@ class LineParams(BaseModel):
     rounds: int | None = Field(None, ge=1, le=10)
     candidates: int | None = Field(None, ge=1, le=8)
     threshold: float | None = None
+    lora: list[str] = Field([], max_length=8)      # 'PATH_OR_NAME[:WEIGHT]'; one string is one LoRA
+    control: list[str] = Field([], max_length=4)   # 'KIND:IMAGE[:SCALE]'
     id: str | int | None = None
 
     @model_validator(mode="before")
@@ -80,6 +83,10 @@ class LineParams(BaseModel):
     def _aliases(cls, data):
         if isinstance(data, dict) and "negative_prompt" in data and "negative" not in data:
             data = {**data, "negative": data.pop("negative_prompt")}
+        if isinstance(data, dict):
+            for key in ("lora", "control"):
+                if isinstance(data.get(key), str):
+                    data = {**data, key: [data[key]] if data[key].strip() else []}
         return data
 
     @model_validator(mode="after")
@@ -322,9 +329,15 @@ class BatchOptions:
     size: str | None = None
     scheduler: str | None = None
     score: bool = False
+    lora: tuple[str, ...] = ()       # for every line, before the line's own
 
     def manifest(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not out["lora"]:
+            out.pop("lora")  # as batches made before LoRAs recorded it, so they still resume
+        else:
+            out["lora"] = list(out["lora"])
+        return out
 
 
 def file_digest(path: Path) -> str:
@@ -392,7 +405,9 @@ def item_request_fields(session: Session, item: Item, options: BatchOptions) -> 
                   steps=item.point.get("steps") or p.steps or options.steps,   # None: the model's default
                   cfg=item.point.get("cfg", p.cfg if p.cfg is not None else options.cfg),
                   seed=item.point.get("seed", p.seed), width=width, height=height,
-                  scheduler=p.scheduler or options.scheduler or s.scheduler)
+                  scheduler=p.scheduler or options.scheduler or s.scheduler,
+                  loras=merge_loras(parse_lora(x) for x in [*options.lora, *p.lora]),
+                  controls=controls_from_specs(p.control))
     return p, fields
 
 

@@ -150,8 +150,13 @@ class Capabilities:
     # -- helpers ---------------------------------------------------------------------------------
     def _fields(self, inp, *, size: bool = True) -> dict:
         # steps/cfg left None: the session applies the model's defaults (settings, model card, generic)
+        from tools.adapters import Control, parse_lora
+
         out = dict(negative_prompt=inp.negative_prompt, steps=inp.steps, cfg=inp.cfg, seed=inp.seed,
-                   scheduler=inp.scheduler or self.session.settings.scheduler)
+                   scheduler=inp.scheduler or self.session.settings.scheduler,
+                   loras=tuple(parse_lora(x) for x in inp.loras),
+                   controls=tuple(Control.load(c.kind, self.paths.read_path(c.image, what="control image"), c.scale,
+                                               c.start, c.end, c.model) for c in inp.controls))
         if size:
             out.update(width=inp.width, height=inp.height)
         return out

@@ -44,6 +44,7 @@ class Defaults:
     rounds: int = 3
     candidates: int = 2
     raw: bool = False
+    loras: list[str] = field(default_factory=list)   # 'PATH_OR_NAME:WEIGHT', as --lora
 
     def size_text(self) -> str:
         return f"{self.width}x{self.height}" if self.width and self.height else "native"
@@ -99,6 +100,7 @@ COMMAND_HELP = {
     "rounds": ("[N]", "critique rounds per image (1 = no retry)"),
     "candidates": ("[N]", "images per round"),
     "raw": ("[on|off]", "use your words as the prompt, no expansion"),
+    "lora": ("[NAME[:W] ...|off]", "LoRA adapters for new images, e.g. /lora demo-tall:0.8 (off: none)"),
     "defaults": ("", "show the current defaults"),
     "refine": ("WORDS", "change the last result in words, e.g. /refine warmer light, less clutter"),
     "run": ("", "run the current structured prompt again (after editing it)"),
@@ -482,9 +484,17 @@ class ChatController:
                 d.candidates = _int(value, "candidates", 1, 8)
             elif key == "raw":
                 d.raw = _bool(value)
+            elif key == "lora":
+                from tools.adapters import merge_loras, parse_lora
+
+                items = value.split() if isinstance(value, str) else list(value)
+                if [str(x).lower() for x in items] in (["off"], ["none"], []):
+                    d.loras = []
+                else:
+                    d.loras = [f"{x.source}:{x.weight:g}" for x in merge_loras(parse_lora(str(x)) for x in items)]
             else:
                 raise InvalidInput(f"Unknown setting '{key}'.",
-                                   "Settings: style, size, steps, seed, rounds, candidates, raw.")
+                                   "Settings: style, size, steps, seed, rounds, candidates, raw, lora.")
         self._checkpoint("change defaults")
         self.state.defaults = d
         self._save_state()
@@ -495,7 +505,8 @@ class ChatController:
         steps = d.steps or self.session.model_defaults()["steps"]
         return (f"style **{d.style or 'none'}** · size **{d.size_text()}** · steps **{steps}** · "
                 f"seed **{d.seed if d.seed is not None else 'random'}** · rounds **{d.rounds}** · "
-                f"candidates **{d.candidates}** · raw **{'on' if d.raw else 'off'}**")
+                f"candidates **{d.candidates}** · raw **{'on' if d.raw else 'off'}**"
+                + (f" · lora **{', '.join(d.loras)}**" if d.loras else ""))
 
     def list_images(self, limit: int = 20) -> str:
         ids = list(reversed(self.state.images))[:limit]
@@ -599,6 +610,10 @@ class ChatController:
             out.update(width=d.width, height=d.height)
         if d.seed is not None:
             out["seed"] = d.seed
+        if d.loras:
+            from tools.adapters import parse_lora
+
+            out["loras"] = tuple(parse_lora(x) for x in d.loras)
         return out
 
     def _progress(self, event) -> None:
@@ -707,6 +722,9 @@ class ChatController:
 
     def _cmd_candidates(self, rest: str) -> str:
         return self.set_defaults(candidates=rest) if rest else self.defaults_text()
+
+    def _cmd_lora(self, rest: str) -> str:
+        return self.set_defaults(lora=rest) if rest else self.defaults_text()
 
     def _cmd_raw(self, rest: str) -> str:
         return self.set_defaults(raw=rest if rest else not self.state.defaults.raw)

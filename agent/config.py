@@ -62,6 +62,11 @@ class Settings:
     def outputs_dir(self) -> Path:
         return self.home / "outputs"
 
+    @property
+    def loras_dir(self) -> Path:
+        """Where `--lora NAME` finds NAME.safetensors (or a folder NAME/)."""
+        return self.home / "loras"
+
     def with_overrides(self, **overrides) -> "Settings":
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 

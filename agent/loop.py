@@ -215,13 +215,16 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
             next_seed += options.candidates
             request = GenerateRequest(prompt=attempt.positive, negative_prompt=attempt.negative, steps=base.steps,
                                       cfg=attempt.cfg, width=base.width, height=base.height, seed=seeds[0],
-                                      scheduler=base.scheduler, count=options.candidates)
+                                      scheduler=base.scheduler, count=options.candidates, loras=base.loras,
+                                      controls=base.controls)
             result = backend.generate(request, progress=step_progress, cancel=cancel)
             scheduler = result.scheduler
             images, seeds = result.images, result.seeds
             plain = {"mode": "txt2img", "prompt": attempt.positive, "negative_prompt": attempt.negative,
                      "steps": base.steps, "cfg": attempt.cfg, "width": result.width, "height": result.height,
-                     "scheduler": base.scheduler}
+                     "scheduler": base.scheduler,
+                     **({"loras": [x.to_json() for x in base.loras]} if base.loras else {}),
+                     **({"controls": [c.to_json() for c in base.controls]} if base.controls else {})}
             spent += len(images)
         candidates, blocked, allowed = [], [], []
         for image, s in zip(images, seeds):

@@ -126,6 +126,7 @@ class _Extras(_Body):
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0)
     seed: int | None = Field(None, ge=0, lt=2**63)
     scheduler: str | None = Field(None, max_length=64)
+    loras: list[str] = Field([], max_length=8)   # 'PATH_OR_NAME[:WEIGHT]', as --lora
 
 
 class _OpenAIFields(_Body):
@@ -258,8 +259,10 @@ class ImagentService:
             if cfg is not None and cfg != body.guidance_scale:
                 raise OpenAIError(400, "`cfg` and `guidance_scale` are the same setting; give one.", param="cfg")
             cfg = body.guidance_scale
+        from tools.adapters import parse_lora
+
         return dict(negative_prompt=body.negative_prompt, steps=body.steps, cfg=cfg, seed=body.seed,
-                    scheduler=body.scheduler)
+                    scheduler=body.scheduler, loras=tuple(parse_lora(x) for x in body.loras))
 
     @staticmethod
     def size(text: str | None) -> tuple[int | None, int | None]:
@@ -297,14 +300,18 @@ class ImagentService:
         """Gallery rows for seeds seed..seed+n-1 made with exactly these parameters, or None."""
         if not self.cache or fields.get("seed") is None:
             return None
+        from tools.adapters import merge_loras, split_prompt_loras
+
         backend = self.session.backend()  # built, not loaded: only its name and model id are read
         resolved = self._defaults(fields)
+        prompt, tagged = split_prompt_loras(prompt)  # as check_request records it
+        loras = [x.to_json() for x in merge_loras([*fields.get("loras", ()), *tagged])]
         rows = []
         for i in range(n):
             row = self.session.gallery.find_generated(
                 model=str(backend.model), backend=backend.name, prompt=prompt,
                 negative_prompt=fields.get("negative_prompt") or "", seed=fields["seed"] + i,
-                width=fields.get("width"), height=fields.get("height"), **resolved)
+                width=fields.get("width"), height=fields.get("height"), loras=loras, **resolved)
             if row is None:
                 return None
             rows.append(row)
@@ -536,6 +543,9 @@ def make_app(session: Session, *, token: str | None = None, queue_size: int = DE
         from agent import loop
 
         svc.check_model(body.model)
+        if body.controls:
+            raise OpenAIError(400, "`controls` are not taken over HTTP yet (they name files on the server).",
+                              param="controls", code="unsupported")
         width, height = svc.size(body.size) if body.size else (body.width, body.height)
         fields = dict(svc.sampling(body), width=width, height=height)
         fields["scheduler"] = fields["scheduler"] or session.settings.scheduler

@@ -17,6 +17,7 @@ from agent.config import DEMO, Settings
 from agent.errors import Cancelled, ImagentError, InvalidInput, SafetyBlocked
 from agent.store import Gallery
 from tools.generate import GenerateRequest, GenerateResult, check_request
+from tools.adapters import Control, Lora, merge_loras, split_prompt_loras
 from tools.images import atomic_save_png, load_image, load_mask, prepare_out_dir, unique_path
 from tools.metadata import png_chunks, read_metadata
 from tools.schedulers import SCHEDULERS
@@ -154,7 +155,7 @@ class Session:
         from tools.diffusers_backend import DiffusersBackend
 
         device = pick_device(s.device)
-        return DiffusersBackend(s.model, device, pick_dtype(device, s.dtype))
+        return DiffusersBackend(s.model, device, pick_dtype(device, s.dtype), lora_dirs=[s.loras_dir])
 
     def safety(self):
         with self._lock:
@@ -310,6 +311,9 @@ class Session:
                                    threshold_mode=threshold_mode).check()
         fields_ = dict(request_fields or {})
         negative = fields_.pop("negative_prompt", "") or ""
+        idea, tagged = split_prompt_loras(idea)  # <lora:NAME:W> in the idea: an adapter, not words to expand
+        if tagged:
+            fields_["loras"] = merge_loras([*fields_.get("loras", ()), *tagged])
         family = guess_family(self.settings.model, self.settings.backend)
         spec, positive, neg, warnings = self._first_prompt(idea, spec, raw, style, negative, family, chat_model)
         base = check_request(self._with_defaults(GenerateRequest(prompt=positive, negative_prompt=neg, **fields_)))
@@ -527,7 +531,8 @@ class Session:
         record = check_rerunnable(meta["record"], png_path)
         p = record["params"]
         fields_ = {k: p[k] for k in ("prompt", "negative_prompt", "steps", "cfg", "scheduler") if k in p}
-        fields_.update(width=record["width"], height=record["height"], seed=record["seed"], count=1)
+        fields_.update(width=record["width"], height=record["height"], seed=record["seed"], count=1,
+                       **recorded_adapters(p))
         inputs = record.get("inputs") or {}
         if p.get("mode") == "compose":
             return self._rerun_composed(record, png_path, out_dir, same_model)
@@ -566,7 +571,7 @@ class Session:
         """The image a recipe describes (txt2img, or a composition over its base), made again."""
         if recipe.get("mode") == "txt2img":
             keys = ("prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed", "scheduler")
-            req = GenerateRequest(**{k: recipe[k] for k in keys if k in recipe})
+            req = GenerateRequest(**{k: recipe[k] for k in keys if k in recipe}, **recorded_adapters(recipe))
             return self.backend().generate(req, cancel=self.cancel_event).images[0]
         if recipe.get("mode") != "compose":
             raise InvalidInput(f"Unknown recipe mode '{recipe.get('mode')}'.", "The record is damaged or newer.")
@@ -721,3 +726,15 @@ class Session:
         request, inputs = self.edit_request(prompt, image_path, mask_path=mask_path, strength=strength, **params)
         return self.generate(request, out_dir=out_dir, progress=progress, kind="edit", inputs=inputs,
                              chat_id=chat_id)
+
+
+def recorded_adapters(params: dict) -> dict:
+    """The LoRAs and control conditions of a recorded request (params.loras / params.controls),
+    as GenerateRequest fields; a control's image is loaded again from its recorded file."""
+    out = {}
+    if params.get("loras"):
+        out["loras"] = tuple(Lora(str(x.get("source")), x.get("weight", 1.0)) for x in params["loras"]
+                             if isinstance(x, dict))
+    if params.get("controls"):
+        out["controls"] = tuple(Control.from_json(x) for x in params["controls"])
+    return out

@@ -22,7 +22,30 @@ class _Input(BaseModel):
 
 
 # -- shared field groups ------------------------------------------------------------------------
-class _Sampling(_Input):
+class ControlInput(_Input):
+    """One ControlNet condition."""
+
+    kind: Literal["canny", "layout", "scribble", "depth", "pose", "seg", "lineart", "softedge", "tile"] = Field(
+        ..., description="canny: any image (imagent computes its edges); layout: boxes filled in object colours "
+                         "(the demo model ships a ControlNet for it); the others: a ready condition image.")
+    image: str = Field(..., min_length=1, max_length=400,
+                       description="Path of the condition image (relative paths: the server's input folder).")
+    scale: float = Field(1.0, ge=0.0, le=4.0, description="How strongly the condition steers (1 typical, 0 off).")
+    start: float = Field(0.0, ge=0.0, le=1.0, description="Share of the steps after which the condition starts.")
+    end: float = Field(1.0, ge=0.0, le=1.0, description="Share of the steps after which the condition stops.")
+    model: str | None = Field(None, max_length=400,
+                              description="ControlNet folder or hub id. Default: the model's own for the kind.")
+
+
+class _Adapters(_Input):
+    loras: list[str] = Field([], max_length=8,
+                             description="LoRA adapters, each 'PATH_OR_NAME[:WEIGHT]' (weight 1 by default): a "
+                                         ".safetensors file, a name in the LoRA folder, a hub id, or the demo "
+                                         "model's demo-tall. <lora:NAME:W> in the prompt works too.")
+    controls: list[ControlInput] = Field([], max_length=4, description="ControlNet conditions (several at once).")
+
+
+class _Sampling(_Adapters):
     negative_prompt: str = Field("", max_length=4000,
                                  description="What to keep out of the image (negative prompt). Empty for none.")
     steps: int | None = Field(None, ge=1, le=500,

@@ -117,3 +117,42 @@ def save_tiny_owlvit(folder: Path, seed: int = 0) -> Path:
     OwlViTProcessor(image_processor=OwlViTImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False),
                     tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+def save_tiny_lora(unet, path: Path, *, rank: int = 4, seed: int = 0, scale: float = 0.5) -> Path:
+    """A random LoRA for `unet` (attention projections) made with peft, saved as one
+    .safetensors file in diffusers format. `unet` is copied, never changed."""
+    import copy
+
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    u = copy.deepcopy(unet)
+    u.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                             target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in u.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(u))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(str(path.parent), unet_lora_layers=layers, weight_name=path.name)
+    return path
+
+
+def save_tiny_controlnet(unet, folder: Path, *, seed: int = 0, embed=(8, 16), scale: float = 0.3) -> Path:
+    """A ControlNet made from `unet` (ControlNetModel.from_unet) with random output convolutions
+    (a trained one's are not zero), so a condition visibly changes the image."""
+    import torch
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=embed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+            block.weight.copy_(torch.randn(block.weight.shape, generator=gen) * scale)
+    net.save_pretrained(str(folder))
+    return folder

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from tools.errors import BackendError, Cancelled, ModelNotFound
+from tools.errors import BackendError, Cancelled, InvalidInput, ModelNotFound
 from tools.generate import GenerateRequest, GenerateResult, ProgressFn, check_request
 from tools.prompt_encoding import pipeline_prompt_kwargs
 from tools.schedulers import make_scheduler, name_of
@@ -177,6 +177,22 @@ def keep_unmasked(generated, init, mask):
         lambda v: 255 if v >= 128 else 0))
 
 
+def _adapter_has_weights(pipe, adapter: str) -> bool:
+    """Whether loading placed any weight: peft creates an adapter's up-projections (lora_B) as
+    zeros and only logs the keys it could not match, so an all-zero adapter loaded nothing."""
+    found = False
+    for component in ("unet", "transformer", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, component, None)
+        if module is None or not hasattr(module, "named_parameters"):
+            continue
+        for name, param in module.named_parameters():
+            if f"lora_B.{adapter}." in name:
+                found = True
+                if param.detach().abs().max().item() > 0:
+                    return True
+    return not found  # an adapter type without lora_B layers: nothing to judge by
+
+
 def _plain_unet(pipe) -> bool:
     """True for a 4-channel text-to-image UNet (not a 9-channel inpainting one)."""
     unet = getattr(pipe, "unet", None)
@@ -193,13 +209,21 @@ class DiffusersBackend:
     name = "diffusers"
     capabilities = frozenset({"txt2img", "img2img", "inpaint", "compose"})
 
-    def __init__(self, model: str, device: str = "cpu", dtype=None, pipe=None):
-        """`pipe` may be passed in (tests, benchmarks); otherwise it is loaded on first use."""
+    def __init__(self, model: str, device: str = "cpu", dtype=None, pipe=None, *,
+                 lora_dirs=(), control_models: dict[str, str] | None = None):
+        """`pipe` may be passed in (tests, benchmarks); otherwise it is loaded on first use.
+        `lora_dirs`: folders where a LoRA named NAME is NAME.safetensors; `control_models`: the
+        ControlNet to use per control kind when a condition names none (the demo model ships one
+        for `layout`)."""
         self.model = model
         self.device = device
         self.dtype = dtype
+        self.lora_dirs = tuple(lora_dirs)
+        self.control_models = dict(control_models or {})
         self._pipes: dict[str, object] = {}
         self._lock = threading.Lock()
+        self._loras: dict[tuple, str] = {}        # (folder, file) -> adapter name in the UNet
+        self._controlnets: dict[str, object] = {}  # source -> ControlNetModel
         if pipe is not None:
             self._pipes["txt2img"] = pipe
         self.load_seconds = 0.0
@@ -230,9 +254,11 @@ class DiffusersBackend:
         import torch
 
         req = check_request(request)
-        pipe = self.pipeline(req.mode)
         width, height = (req.init_image.size if req.init_image is not None else
                          (req.width or self.native_size()[0], req.height or self.native_size()[1]))
+        pipe = self._control_pipeline(req.mode, req.controls) if req.controls else self.pipeline(req.mode)
+        control_kwargs = self._control_kwargs(req, (width, height)) if req.controls else {}
+        self._set_loras(req.loras)
         base_scheduler = pipe.scheduler
         if req.scheduler:
             pipe.scheduler = make_scheduler(req.scheduler, base_scheduler.config)
@@ -247,6 +273,7 @@ class DiffusersBackend:
                 call = dict(prompt_kwargs, num_inference_steps=req.steps, guidance_scale=req.cfg,
                             generator=torch.Generator("cpu").manual_seed(seed),
                             callback_on_step_end=self._callback(i, req.count, total, progress, cancel))
+                call.update(control_kwargs)
                 if req.mode == "txt2img":
                     call.update(width=width, height=height)
                 else:
@@ -280,6 +307,135 @@ class DiffusersBackend:
                               width=width, height=height, scheduler=scheduler,
                               timings={"generate_s": time.perf_counter() - t0, "load_s": self.load_seconds},
                               warnings=warnings)
+
+    # -- LoRA ------------------------------------------------------------------------------------
+    def _set_loras(self, loras) -> None:
+        """Activate exactly these adapters at their weights for the next call (loading each once;
+        every pipeline derived with from_pipe shares the UNet, so one setting serves all modes)."""
+        pipe = self.pipeline("txt2img")
+        if not loras:
+            if self._loras:
+                pipe.disable_lora()
+            return
+        from tools.adapters import resolve_lora
+
+        names = []
+        with self._lock:
+            for lora in loras:
+                where = resolve_lora(lora.source, self.lora_dirs)
+                if where not in self._loras:
+                    self._loras[where] = self._load_lora(pipe, lora, where, f"lora{len(self._loras)}")
+                names.append(self._loras[where])
+        pipe.enable_lora()
+        pipe.set_adapters(names, [lora.weight for lora in loras])
+
+    def _load_lora(self, pipe, lora, where, adapter: str) -> str:
+        folder, weight_name = where
+        if not hasattr(pipe, "load_lora_weights"):
+            raise InvalidInput(f"The model '{self.model}' ({type(pipe).__name__}) does not take LoRA adapters.",
+                               "Drop --lora, or use a Stable Diffusion / SDXL / FLUX model.")
+        kwargs = {"weight_name": weight_name} if weight_name else {}
+        try:
+            pipe.load_lora_weights(folder, adapter_name=adapter, **kwargs)
+        except Exception as exc:  # noqa: BLE001  (diffusers/peft raise many types for a bad file)
+            try:
+                pipe.delete_adapters(adapter)  # a half-loaded adapter must not stay in the UNet
+            except Exception:  # noqa: BLE001
+                pass
+            text = (str(exc).splitlines() or [""])[0][:200]
+            if "size mismatch" in str(exc) or "shape" in str(exc).lower():
+                raise InvalidInput(f"The LoRA '{lora.name}' does not fit the model '{self.model}': its layers have "
+                                   f"other sizes ({text}).",
+                                   "It was trained for another base model: use a LoRA made for this one.") from None
+            if weight_name is None and not Path(folder).exists():
+                raise ModelNotFound(f"The LoRA '{lora.source}' is not a local file and could not be fetched ({text}).",
+                                    "Pass the path of a .safetensors file, or connect to the network.") from None
+            raise InvalidInput(f"The LoRA '{lora.name}' could not be loaded ({type(exc).__name__}: {text}).",
+                               "Check that the file is a LoRA .safetensors (diffusers or kohya/A1111 format) "
+                               "and not damaged.") from None
+        if not _adapter_has_weights(pipe, adapter):
+            pipe.delete_adapters(adapter)
+            raise InvalidInput(f"The LoRA '{lora.name}' matches no layer of the model '{self.model}': none of its "
+                               "weights could be placed, so it would change nothing.",
+                               "It was made for another kind of model (or its layer names are not ones diffusers "
+                               "converts): use a LoRA made for this base model.")
+        return adapter
+
+    # -- ControlNet ------------------------------------------------------------------------------
+    def _controlnet(self, source: str):
+        import diffusers
+
+        with self._lock:
+            if source in self._controlnets:
+                return self._controlnets[source]
+        local = Path(source).expanduser()
+        if local.exists() and not (local / "config.json").is_file():
+            raise ModelNotFound(f"The ControlNet folder '{local}' has no config.json.",
+                                "Point --control-model at a folder saved with ControlNetModel.save_pretrained().")
+        if not local.exists():
+            _require_hub(source)
+        try:
+            net = diffusers.ControlNetModel.from_pretrained(str(local) if local.exists() else source,
+                                                            torch_dtype=self.dtype)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelNotFound(f"The ControlNet '{source}' could not be loaded ({type(exc).__name__}: "
+                                f"{(str(exc).splitlines() or [''])[0][:200]}).", _RESAVE_HINT) from None
+        unet = self.pipeline("txt2img").unet
+        if (tuple(net.config.block_out_channels) != tuple(unet.config.block_out_channels)
+                or net.config.cross_attention_dim != unet.config.cross_attention_dim):
+            raise InvalidInput(f"The ControlNet '{source}' was made for another base model than '{self.model}' "
+                               f"(blocks {tuple(net.config.block_out_channels)}, text width "
+                               f"{net.config.cross_attention_dim}; the model has "
+                               f"{tuple(unet.config.block_out_channels)}, {unet.config.cross_attention_dim}).",
+                               "Use a ControlNet trained for this model (e.g. an SD 1.5 one for SD 1.5).")
+        net.to(self.device)
+        with self._lock:
+            self._controlnets[source] = net
+        return net
+
+    def control_model_for(self, control) -> str:
+        source = control.model or self.control_models.get(control.kind)
+        if source is None and self.model == DEMO_MODEL:
+            from tools.adapters import DEMO_CONTROLNETS
+            from tools.demo import weights_path
+
+            if control.kind in DEMO_CONTROLNETS:
+                source = str(weights_path() / DEMO_CONTROLNETS[control.kind])
+        if source is None:
+            raise InvalidInput(f"No ControlNet is set for the control kind '{control.kind}'.",
+                               f"Name one with --control-model {control.kind}=PATH_OR_ID.")
+        return source
+
+    def _control_pipeline(self, mode: str, controls):
+        import diffusers
+
+        nets = [self._controlnet(self.control_model_for(c)) for c in controls]
+        base = self.pipeline("txt2img")
+        if not hasattr(base, "unet"):
+            raise InvalidInput(f"The model '{self.model}' does not take ControlNet conditions.",
+                               "Use a Stable Diffusion or SDXL model for --control.")
+        controlnet = nets[0] if len(nets) == 1 else diffusers.MultiControlNetModel(nets)
+        cls = {"txt2img": diffusers.AutoPipelineForText2Image,
+               "img2img": diffusers.AutoPipelineForImage2Image}[mode]
+        try:
+            pipe = cls.from_pipe(base, controlnet=controlnet)
+        except Exception as exc:  # noqa: BLE001
+            raise InvalidInput(f"This model has no ControlNet pipeline ({type(exc).__name__}: {exc}).",
+                               "Use a Stable Diffusion or SDXL model for --control.") from None
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @staticmethod
+    def _control_kwargs(req, size) -> dict:
+        from tools.adapters import condition_image
+
+        images = [condition_image(c, size) for c in req.controls]
+        one = len(images) == 1
+        key = "image" if req.mode == "txt2img" else "control_image"
+        return {key: images[0] if one else images,
+                "controlnet_conditioning_scale": req.controls[0].scale if one else [c.scale for c in req.controls],
+                "control_guidance_start": req.controls[0].start if one else [c.start for c in req.controls],
+                "control_guidance_end": req.controls[0].end if one else [c.end for c in req.controls]}
 
     def compose(self, plan, locate, base_image=None, *, cancel: threading.Event | None = None):
         """Layout-guided generation and local edits (tools.compose) on this model's pipelines."""

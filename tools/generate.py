@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import re
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from PIL import Image
@@ -41,6 +41,8 @@ class GenerateRequest:
     init_image: Image.Image | None = None
     strength: float = 0.75
     mask: Image.Image | None = None
+    loras: tuple = ()          # tools.adapters.Lora, in order; `<lora:NAME:W>` prompt tags join them
+    controls: tuple = ()       # tools.adapters.Control conditions (ControlNet; several = MultiControlNet)
 
     @property
     def mode(self) -> str:
@@ -52,10 +54,15 @@ class GenerateRequest:
 
     def params(self) -> dict:
         """The JSON-able parameters (no images), as recorded in metadata and the gallery."""
-        d = {k: v for k, v in asdict(self).items() if k not in {"init_image", "mask"}}
+        skip = {"init_image", "mask", "loras", "controls"}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
         d["mode"] = self.mode
         if self.mode == "txt2img":
             d.pop("strength")
+        if self.loras:
+            d["loras"] = [lora.to_json() for lora in self.loras]
+        if self.controls:
+            d["controls"] = [c.to_json() for c in self.controls]
         return d
 
 
@@ -173,6 +180,7 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
         raise InvalidInput(
             f"The mask is {req.mask.size[0]}x{req.mask.size[1]} but the image is "
             f"{req.init_image.size[0]}x{req.init_image.size[1]}.", "Use a mask of the same size as the image.")
+    check_adapters(req)
     if req.scheduler is not None:
         from tools.schedulers import check_name
 
@@ -180,6 +188,43 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     if req.seed is None:
         req.seed = draw_seed()
     return req
+
+
+def check_adapters(req: GenerateRequest) -> None:
+    """LoRAs (strings are parsed as PATH[:WEIGHT]; `<lora:NAME:W>` tags move from the prompt into
+    `loras`) and control conditions (ranges, the image's shape against the output). Sets the
+    checked values on `req`, check_request's own copy."""
+    from tools.adapters import (MAX_CONTROLS, Control, Lora, check_control, check_lora, merge_loras,
+                                parse_lora, split_prompt_loras)
+
+    loras = req.loras if isinstance(req.loras, (list, tuple)) else [req.loras]
+    given = []
+    for item in loras:
+        if isinstance(item, str):
+            given.append(parse_lora(item))
+        elif isinstance(item, Lora):
+            given.append(check_lora(item))
+        else:
+            raise InvalidInput(f"A LoRA must be a Lora or 'PATH[:WEIGHT]' text, not {type(item).__name__}.",
+                               "Pass e.g. loras=['demo-tall:0.8'].")
+    req.prompt, tagged = split_prompt_loras(req.prompt)
+    if not req.prompt.strip():
+        raise InvalidInput("The prompt holds only LoRA tags.", "Describe what to generate besides the <lora:...> tags.")
+    req.loras = merge_loras(given + tagged)
+    controls = req.controls if isinstance(req.controls, (list, tuple)) else [req.controls]
+    if len(controls) > MAX_CONTROLS:
+        raise InvalidInput(f"{len(controls)} control conditions were given; the limit is {MAX_CONTROLS}.",
+                           "Use fewer --control options.")
+    size = req.init_image.size if req.init_image is not None else (
+        (req.width, req.height) if req.width and req.height else None)
+    for c in controls:
+        if not isinstance(c, Control):
+            raise InvalidInput(f"A control condition must be a Control, not {type(c).__name__}.",
+                               "Build it with tools.adapters.Control(kind, image, scale).")
+    if controls and req.mode == "inpaint":
+        raise InvalidInput("Control conditions work with text-to-image and img2img, not inpainting yet.",
+                           "Drop --control, or edit without a mask.")
+    req.controls = tuple(check_control(c, size) for c in controls)
 
 
 # field -> (whether None is allowed, integers only); bool is refused even though it is an int

@@ -19,7 +19,9 @@ JSON_KEY = "imagent"
 def a1111_parameters(record: dict) -> str:
     """Render a record as A1111's `parameters` text: prompt, negative line, then key: value pairs."""
     p = record["params"]
-    lines = [p["prompt"]]
+    tags = [f"<lora:{_lora_name(x)}:{_num(x.get('weight', 1.0))}>" for x in p.get("loras") or []
+            if isinstance(x, dict)]
+    lines = [" ".join([p["prompt"], *tags])]
     if p.get("negative_prompt"):
         lines.append(f"Negative prompt: {p['negative_prompt']}")
     pairs = [
@@ -32,9 +34,19 @@ def a1111_parameters(record: dict) -> str:
     ]
     if p.get("mode") in {"img2img", "inpaint"}:
         pairs.append(("Denoising strength", _num(p["strength"])))
+    for i, c in enumerate(x for x in p.get("controls") or [] if isinstance(x, dict)):
+        model = Path(str(c.get("model") or "default")).name
+        pairs.append((f"ControlNet {i}", f'"Module: {c.get("kind")}, Model: {model}, Weight: {_num(c.get("scale", 1))}, '
+                                         f'Guidance Start: {_num(c.get("start", 0))}, Guidance End: {_num(c.get("end", 1))}"'))
     pairs.append(("Version", f"imagent {record.get('version', '')}".strip()))
     lines.append(", ".join(f"{k}: {v}" for k, v in pairs if v not in (None, "")))
     return "\n".join(lines)
+
+
+def _lora_name(entry: dict) -> str:
+    from tools.adapters import Lora
+
+    return Lora(str(entry.get("source", "lora"))).name
 
 
 def _num(x: float) -> str:
@@ -105,6 +117,7 @@ RECORD_FIELDS: dict[str, tuple] = {
 PARAMS_FIELDS: dict[str, tuple] = {
     "prompt": (str,), "negative_prompt": (str,), "steps": (int,), "cfg": _NUMBER, "strength": _NUMBER,
     "scheduler": (str, type(None)), "mode": (str,), "width": (int,), "height": (int,), "seed": (int, type(None)),
+    "loras": (list,), "controls": (list,),
 }
 GENERATED_REQUIRED = ("model", "width", "height", "seed")  # every record with params has these
 _TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", dict: "an object",

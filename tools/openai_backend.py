@@ -41,6 +41,9 @@ class OpenAIBackend:
     def generate(self, request: GenerateRequest, *, progress: ProgressFn | None = None,
                  cancel: threading.Event | None = None) -> GenerateResult:
         req = check_request(request)
+        if req.loras or req.controls:
+            raise InvalidInput("The OpenAI images API takes no LoRA adapters or ControlNet conditions.",
+                               "Drop --lora/--control, or use --backend diffusers with a local model.")
         if req.mode == "img2img":
             raise InvalidInput("The OpenAI backend edits only with a mask.",
                                "Add --mask PATH (white = repaint), or use --backend diffusers for img2img.")

@@ -30,6 +30,21 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="random seed (default: drawn and reported)")
     g.add_argument("--scheduler", metavar="NAME", help=f"sampler: {', '.join(SCHEDULERS)}")
     g.add_argument("-n", "--count", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
+    a = p.add_argument_group("adapters and control")
+    a.add_argument("--lora", action="append", default=[], metavar="PATH_OR_ID[:WEIGHT]",
+                   help="apply a LoRA (repeatable): a .safetensors file (diffusers or kohya/A1111), a name in "
+                        "$IMAGENT_HOME/loras, a hub id, or the shipped demo-tall; weight 1 by default. "
+                        "<lora:NAME:WEIGHT> in the prompt works too")
+    a.add_argument("--control", action="append", default=[], metavar="KIND:IMAGE[:SCALE]",
+                   help="ControlNet condition (repeatable: several at once). canny takes any image and "
+                        "imagent computes its edges; layout, scribble, depth, pose, ... take a ready "
+                        "condition image. The demo model ships a layout ControlNet")
+    a.add_argument("--control-model", action="append", default=[], metavar="KIND=PATH_OR_ID",
+                   help="the ControlNet for a kind (e.g. canny=lllyasviel/sd-controlnet-canny)")
+    a.add_argument("--control-start", type=float, default=0.0,
+                   help="share of the steps after which the control starts (default 0)")
+    a.add_argument("--control-end", type=float, default=1.0,
+                   help="share of the steps after which the control stops (default 1)")
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -55,8 +70,13 @@ def request_fields(args, settings: Settings) -> dict:
     width = height = None
     if getattr(args, "size", None):
         width, height = parse_size(args.size)
+    from tools.adapters import controls_from_specs, parse_lora
+
     return dict(negative_prompt=args.negative, steps=args.steps, cfg=args.cfg, width=width, height=height,
-                seed=args.seed, scheduler=args.scheduler or settings.scheduler, count=args.count)
+                seed=args.seed, scheduler=args.scheduler or settings.scheduler, count=args.count,
+                loras=tuple(parse_lora(x) for x in getattr(args, "lora", None) or ()),
+                controls=controls_from_specs(getattr(args, "control", None), getattr(args, "control_model", None),
+                                             getattr(args, "control_start", 0.0), getattr(args, "control_end", 1.0)))
 
 
 @contextmanager

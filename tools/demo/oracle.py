@@ -8,6 +8,8 @@ How it reads an image:
 - an object's colour is its majority colour over pixels close to the palette; its shape comes
   from geometry (see `_shape`): how full its outer rows/columns are (square), how much
   narrower its top is than its bottom (triangle, drawn point up), else circle;
+- an object's style is "tall" when its box is at least TALL_ASPECT times taller than wide (as
+  the demo LoRA draws them), else "normal";
 - relations compare centroids: "A left of B" holds when A's centroid is more than
   REL_MARGIN pixels left of B's (likewise right/above/below).
 
@@ -30,6 +32,7 @@ from tools.demo.world import BACKGROUNDS, COLOURS, SIZE, Scene, parse
 from tools.errors import InvalidInput
 
 MIN_AREA = 20
+TALL_ASPECT = 1.25   # "tall" style objects are drawn 1/0.7 = 1.43 times taller than wide
 REL_MARGIN = 2.0
 CORE_DIST = 60.0
 
@@ -45,6 +48,12 @@ class Found:
     cy: float
     area: int
     fill: float
+    aspect: float = 1.0     # height / width of the object's box
+
+    @property
+    def style(self) -> str:
+        """'tall' when the object is at least TALL_ASPECT times taller than wide, else 'normal'."""
+        return "tall" if self.aspect >= TALL_ASPECT else "normal"
 
 
 @dataclass
@@ -195,8 +204,9 @@ def read(image) -> Reading:
             col = (cc or Counter(lab[part].tolist())).most_common(1)[0][0]
             shape, fill = _shape(part)
             ys, xs = np.nonzero(part)
+            aspect = float(np.ptp(ys) + 1) / float(np.ptp(xs) + 1)
             objects.append(Found(_OBJ_NAMES[col - 1], shape, float(xs.mean()), float(ys.mean()),
-                                 a, fill))
+                                 a, fill, aspect))
     return Reading(bg_name, objects)
 
 

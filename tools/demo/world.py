@@ -49,6 +49,8 @@ RELATIONS = ("left of", "right of", "above", "below")
 NUMBERS = {1: "a", 2: "two", 3: "three", 4: "four"}
 WORD_TO_NUMBER = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
 MAX_OBJECTS = 4
+STYLES = ("normal", "tall")   # how objects are drawn; captions never say it
+TALL_WIDTH = 0.7               # a "tall" object's width as a share of its height
 CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 
 # every word the grammar can produce or read; the tokenizers are built from this list
@@ -441,15 +443,21 @@ def layout(scene: Scene, rng: random.Random, gap: int = 4) -> Layout:
     raise RuntimeError(f"could not lay out {scene.caption()!r}")  # pragma: no cover
 
 
-def draw(lay: Layout, supersample: int = 4) -> Image.Image:
-    """Draw a layout at 64x64 (drawn larger and box-filtered down, so edges are anti-aliased)."""
+def draw(lay: Layout, supersample: int = 4, style: str = "normal") -> Image.Image:
+    """Draw a layout at 64x64 (drawn larger and box-filtered down, so edges are anti-aliased).
+
+    style "normal" (the base world: each object as wide as it is tall) or "tall" (each object
+    TALL_WIDTH as wide as its box, the style the demo LoRA teaches); the boxes are the same."""
+    if style not in STYLES:
+        raise InvalidInput(f"unknown style {style!r}", f"use one of {', '.join(STYLES)}")
     k = supersample
     img = Image.new("RGB", (SIZE * k, SIZE * k), BACKGROUNDS[lay.scene.background])
     d = ImageDraw.Draw(img)
     for p in lay.objects:
         col = COLOURS[p.colour]
-        x0, y0 = (p.cx - p.size / 2) * k, (p.cy - p.size / 2) * k
-        x1, y1 = (p.cx + p.size / 2) * k - 1, (p.cy + p.size / 2) * k - 1
+        half_w = p.size / 2 * (TALL_WIDTH if style == "tall" else 1.0)
+        x0, y0 = (p.cx - half_w) * k, (p.cy - p.size / 2) * k
+        x1, y1 = (p.cx + half_w) * k - 1, (p.cy + p.size / 2) * k - 1
         if p.shape == "circle":
             d.ellipse([x0, y0, x1, y1], fill=col)
         elif p.shape == "square":
@@ -461,13 +469,32 @@ def draw(lay: Layout, supersample: int = 4) -> Image.Image:
     return img
 
 
-def render(scene: Scene | str, seed: int | random.Random = 0) -> tuple[Image.Image, Layout]:
+def layout_image(lay: Layout) -> Image.Image:
+    """The box layout of a scene, the demo ControlNet's condition: a black 64x64 image with each
+    object's box filled in the object's colour (what goes where; the prompt says what it is)."""
+    return boxes_image([(p.cx - p.size / 2, p.cy - p.size / 2, p.cx + p.size / 2, p.cy + p.size / 2,
+                         p.colour) for p in lay.objects])
+
+
+def boxes_image(boxes, size: tuple[int, int] = (SIZE, SIZE)) -> Image.Image:
+    """A box layout from (x0, y0, x1, y1, colour) tuples in pixels of `size` (colour: a world colour
+    name or an RGB tuple)."""
+    img = Image.new("RGB", size, (0, 0, 0))
+    d = ImageDraw.Draw(img)
+    for x0, y0, x1, y1, colour in boxes:
+        rgb = COLOURS[colour] if isinstance(colour, str) else tuple(colour)
+        d.rectangle([round(x0), round(y0), round(x1) - 1, round(y1) - 1], fill=rgb)
+    return img
+
+
+def render(scene: Scene | str, seed: int | random.Random = 0,
+           style: str = "normal") -> tuple[Image.Image, Layout]:
     """Scene (or caption) -> (64x64 RGB image, layout). Same seed, same image."""
     if isinstance(scene, str):
         scene = parse(scene)
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     lay = layout(scene, rng)
-    return draw(lay), lay
+    return draw(lay, style=style), lay
 
 
 def sample(rng: random.Random, category: str | None = None) -> tuple[Image.Image, str, Scene]:

@@ -1,0 +1,222 @@
+"""Train, export and judge the demo LoRA: the shipped demo model learns the "tall" style.
+
+    python -m training.demo_lora --minutes 30        # train (resumes from checkpoints/lora/)
+    python -m training.demo_lora --export            # fp16 LoRA into tools/demo/weights/lora-tall/
+    python -m training.demo_lora --eval 96           # oracle: style share and accuracy, weight 0 / 1
+
+The base model draws every object as wide as it is tall; in the "tall" style
+(`tools.demo.world.draw(style="tall")`) each object is 0.7 of its height wide, in the same
+box. Captions never mention the style, so the adapter applies it to any prompt when loaded, as
+an art-style LoRA does. Only LoRA matrices are trained (peft, rank --rank) on the shipped UNet's
+attention, feed-forward and ResNet convolutions; VAE and text encoder stay frozen, so weight 0
+is the base model exactly. The export is a diffusers LoRA file that
+`pipe.load_lora_weights(folder)` reads, and imagent's `--lora demo-tall`.
+
+Why not "outlined" (rings): the demo VAE (16x16 latents for 64x64 images) cannot draw rings:
+encoding and decoding outlined scenes kept the hole on 17% of objects (measured, 96 scenes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from tools.demo import WEIGHTS_DIR
+from tools.demo import world as W
+from training import demo_models as M
+from training.demo_train import Checkpointer, images_to_tensor, log, lr_at
+
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+           "conv1", "conv2"]
+EXPORT_DIR = WEIGHTS_DIR / "lora-tall"
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+def lora_config(rank: int):
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=TARGETS)
+
+
+def latent_cache(pipe, out: Path, n: int, seed: int) -> dict:
+    path = out / f"latents_tall_{n}.pt"
+    if path.exists():
+        return torch.load(path)
+    log(f"encoding {n} tall-style scenes into latents")
+    zs, ids = [], []
+    with torch.no_grad():
+        for i in range(0, n, 256):
+            rng = random.Random(f"lora-{seed}-{i}")
+            imgs, caps = [], []
+            for _ in range(256):
+                scene = W.sample_scene(rng)
+                img, _ = W.render(scene, rng, style="tall")
+                imgs.append(img)
+                caps.append(scene.caption())
+            zs.append((pipe.vae.encode(images_to_tensor(imgs)).latent_dist.mean
+                       * pipe.vae.config.scaling_factor).half())
+            ids.append(pipe.tokenizer(caps, padding="max_length", truncation=True,
+                                      max_length=pipe.tokenizer.model_max_length,
+                                      return_tensors="pt").input_ids.short())
+    cache = {"z": torch.cat(zs)[:n], "ids": torch.cat(ids)[:n]}
+    torch.save(cache, path)
+    return cache
+
+
+def train(a) -> None:
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from tools.demo import load_pipeline
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(a.seed)
+    pipe = load_pipeline()
+    unet, text = pipe.unet, pipe.text_encoder
+    for m in (unet, text, pipe.vae):
+        m.requires_grad_(False)
+    unet.add_adapter(lora_config(a.rank))
+    live = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(live, lr=a.lr, weight_decay=0.0)
+    ck = Checkpointer(out / "lora_tall.pt", a.ckpt_minutes * 60)
+    step, elapsed = 0, 0.0
+    st = ck.load()
+    if st:
+        set_peft_model_state_dict(unet, st["lora"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        log(f"resumed lora at step {step}, {elapsed / 60:.1f} min")
+    log(f"lora rank {a.rank}: {sum(p.numel() for p in live)} trainable parameters")
+    cache = latent_cache(pipe, out, a.cache, a.seed)
+    Z, IDS = cache["z"], cache["ids"]
+    empty = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                           return_tensors="pt").input_ids[0]
+    sched = M.make_scheduler("epsilon")   # the noise schedule the UNet was trained with
+    snr_all = sched.alphas_cumprod / (1 - sched.alphas_cumprod)
+    t0, deadline = time.time(), time.time() + a.minutes * 60
+
+    def state():
+        return {"lora": get_peft_model_state_dict(unet), "opt": opt.state_dict(), "step": step,
+                "elapsed": elapsed + time.time() - t0, "rank": a.rank}
+
+    unet.train()
+    run_loss, tl = 0.0, time.time()
+    while time.time() < deadline and step < a.max_steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, a.lr, 100)
+        gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
+        idx = torch.randint(0, Z.shape[0], (a.batch,), generator=gen)
+        z0, ids = Z[idx].float(), IDS[idx].long()
+        ids[torch.rand(a.batch, generator=gen) < 0.1] = empty
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, 1000, (a.batch,), generator=gen)
+        with torch.no_grad():
+            cond = text(input_ids=ids).last_hidden_state
+        pred = unet(sched.add_noise(z0, noise, t), t, cond).sample
+        snr = snr_all[t]
+        w = torch.clamp(snr, max=5.0) / snr
+        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(live, 1.0)
+        opt.step()
+        step += 1
+        run_loss += loss.item()
+        if step % 50 == 0:
+            log(f"lora step {step} loss {run_loss / 50:.4f} {(time.time() - tl) / 50:.3f}s/step "
+                f"total {(elapsed + time.time() - t0) / 60:.1f} min")
+            run_loss, tl = 0.0, time.time()
+        ck.maybe_save(state)
+    ck.maybe_save(state, force=True)
+    log(f"lora done: step {step}, {(elapsed + time.time() - t0) / 60:.1f} min total")
+
+
+def export(a) -> None:
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from tools.demo import load_pipeline
+
+    st = torch.load(Path(a.out) / "lora_tall.pt", map_location="cpu", weights_only=False)
+    pipe = load_pipeline()
+    pipe.unet.add_adapter(lora_config(st["rank"]))
+    set_peft_model_state_dict(pipe.unet, st["lora"])
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    layers = {k: v.half().contiguous() for k, v in layers.items()}
+    EXPORT_DIR.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(str(EXPORT_DIR), unet_lora_layers=layers,
+                                              weight_name=WEIGHT_NAME, safe_serialization=True)
+    info = {"style": "tall", "rank": st["rank"], "steps": st["step"],
+            "minutes": round(st["elapsed"] / 60, 1), "base": "imagent demo pipeline"}
+    (EXPORT_DIR / "imagent_lora.json").write_text(json.dumps(info, indent=1) + "\n")
+    size = (EXPORT_DIR / WEIGHT_NAME).stat().st_size / 1e6
+    print(json.dumps({**info, "file_mb": round(size, 3)}))
+
+
+def evaluate(a) -> None:
+    """Oracle figures for the exported LoRA at weights 0 and 1 against the base model."""
+    from collections import Counter
+
+    from tools.demo import load_pipeline
+    from tools.demo import oracle as O
+
+    pipe = load_pipeline()
+    prompts = [W.sample_scene(random.Random(f"lora-eval-{i}")).caption() for i in range(a.eval)]
+    seeds = list(range(len(prompts)))
+    rows = {}
+    for label, weight in (("base", None), ("lora 0", 0.0), ("lora 1", 1.0)):
+        if weight is not None and "tall" not in (pipe.get_list_adapters().get("unet", []) or []):
+            pipe.load_lora_weights(str(EXPORT_DIR), weight_name=WEIGHT_NAME, adapter_name="tall")
+        if weight is not None:
+            pipe.set_adapters(["tall"], [weight])
+        tall, objs, correct, strict = 0, 0, 0, 0
+        per = Counter()
+        for i in range(0, len(prompts), 16):
+            gens = [torch.Generator().manual_seed(s) for s in seeds[i:i + 16]]
+            imgs = pipe(prompts[i:i + 16], generator=gens, num_inference_steps=20,
+                        guidance_scale=5.0, height=64, width=64).images
+            for img, p in zip(imgs, prompts[i:i + 16]):
+                v = O.check(img, p)
+                correct += v.correct
+                per[v.category] += v.correct
+                tall += sum(o.style == "tall" for o in v.reading.objects)
+                objs += len(v.reading.objects)
+        rows[label] = {"accuracy": round(correct / len(prompts), 3),
+                       "tall_share": round(tall / max(objs, 1), 3), "objects": objs}
+        log(label, rows[label])
+    print(json.dumps({"prompts": len(prompts), **rows}))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m training.demo_lora", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=20.0, help="wall time of this training run")
+    p.add_argument("--max-steps", type=int, default=10**9, help="stop training at this step")
+    p.add_argument("--out", default="checkpoints/lora")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--cache", type=int, default=8192, help="scenes in the latent cache")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ckpt-minutes", type=float, default=3.0)
+    p.add_argument("--export", action="store_true", help="write the fp16 LoRA and exit")
+    p.add_argument("--eval", type=int, default=0, metavar="N",
+                   help="judge the exported LoRA on N prompts with the oracle and exit")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.export:
+        export(a)
+    elif a.eval:
+        evaluate(a)
+    else:
+        train(a)
+
+
+if __name__ == "__main__":
+    main()

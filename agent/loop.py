@@ -17,6 +17,8 @@ contracts (backend, safety, scorer, verifier, reviser, composer); no LangChain h
 """
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 import time
 from dataclasses import dataclass, field
@@ -213,18 +215,14 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
         if recipe is None:
             seeds = [next_seed + i for i in range(options.candidates)]
             next_seed += options.candidates
-            request = GenerateRequest(prompt=attempt.positive, negative_prompt=attempt.negative, steps=base.steps,
-                                      cfg=attempt.cfg, width=base.width, height=base.height, seed=seeds[0],
-                                      scheduler=base.scheduler, count=options.candidates, loras=base.loras,
-                                      controls=base.controls)
+            # the base request (size, steps, scheduler, adapters, speed options) with this attempt's words
+            request = dataclasses.replace(base, prompt=attempt.positive, negative_prompt=attempt.negative,
+                                          cfg=attempt.cfg, seed=seeds[0], count=options.candidates)
             result = backend.generate(request, progress=step_progress, cancel=cancel)
             scheduler = result.scheduler
             images, seeds = result.images, result.seeds
-            plain = {"mode": "txt2img", "prompt": attempt.positive, "negative_prompt": attempt.negative,
-                     "steps": base.steps, "cfg": attempt.cfg, "width": result.width, "height": result.height,
-                     "scheduler": base.scheduler,
-                     **({"loras": [x.to_json() for x in base.loras]} if base.loras else {}),
-                     **({"controls": [c.to_json() for c in base.controls]} if base.controls else {})}
+            plain = {**request.params(), "seed": None, "count": 1, "width": result.width,
+                     "height": result.height}
             spent += len(images)
         candidates, blocked, allowed = [], [], []
         for image, s in zip(images, seeds):

@@ -532,7 +532,7 @@ class Session:
         p = record["params"]
         fields_ = {k: p[k] for k in ("prompt", "negative_prompt", "steps", "cfg", "scheduler") if k in p}
         fields_.update(width=record["width"], height=record["height"], seed=record["seed"], count=1,
-                       **recorded_adapters(p))
+                       **recorded_options(p))
         inputs = record.get("inputs") or {}
         if p.get("mode") == "compose":
             return self._rerun_composed(record, png_path, out_dir, same_model)
@@ -571,7 +571,7 @@ class Session:
         """The image a recipe describes (txt2img, or a composition over its base), made again."""
         if recipe.get("mode") == "txt2img":
             keys = ("prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed", "scheduler")
-            req = GenerateRequest(**{k: recipe[k] for k in keys if k in recipe}, **recorded_adapters(recipe))
+            req = GenerateRequest(**{k: recipe[k] for k in keys if k in recipe}, **recorded_options(recipe))
             return self.backend().generate(req, cancel=self.cancel_event).images[0]
         if recipe.get("mode") != "compose":
             raise InvalidInput(f"Unknown recipe mode '{recipe.get('mode')}'.", "The record is damaged or newer.")
@@ -728,10 +728,12 @@ class Session:
                              chat_id=chat_id)
 
 
-def recorded_adapters(params: dict) -> dict:
-    """The LoRAs and control conditions of a recorded request (params.loras / params.controls),
-    as GenerateRequest fields; a control's image is loaded again from its recorded file."""
-    out = {}
+def recorded_options(params: dict) -> dict:
+    """The LoRAs, control conditions and speed options of a recorded request, as GenerateRequest
+    fields; a control's image is loaded again from its recorded file."""
+    from tools.generate import SPEED_OPTIONS
+
+    out = {k: params[k] for k in SPEED_OPTIONS if k in params}
     if params.get("loras"):
         out["loras"] = tuple(Lora(str(x.get("source")), x.get("weight", 1.0)) for x in params["loras"]
                              if isinstance(x, dict))

@@ -177,6 +177,17 @@ def keep_unmasked(generated, init, mask):
         lambda v: 255 if v >= 128 else 0))
 
 
+def compile_available() -> bool:
+    """Whether torch.compile can run here (PyTorch 2 with dynamo support for this Python)."""
+    try:
+        import torch
+        import torch._dynamo
+
+        return hasattr(torch, "compile") and torch._dynamo.is_dynamo_supported()
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _adapter_has_weights(pipe, adapter: str) -> bool:
     """Whether loading placed any weight: peft creates an adapter's up-projections (lora_B) as
     zeros and only logs the keys it could not match, so an all-zero adapter loaded nothing."""
@@ -259,6 +270,7 @@ class DiffusersBackend:
         pipe = self._control_pipeline(req.mode, req.controls) if req.controls else self.pipeline(req.mode)
         control_kwargs = self._control_kwargs(req, (width, height)) if req.controls else {}
         self._set_loras(req.loras)
+        self._set_speed(pipe, req)
         base_scheduler = pipe.scheduler
         if req.scheduler:
             pipe.scheduler = make_scheduler(req.scheduler, base_scheduler.config)
@@ -307,6 +319,32 @@ class DiffusersBackend:
                               width=width, height=height, scheduler=scheduler,
                               timings={"generate_s": time.perf_counter() - t0, "load_s": self.load_seconds},
                               warnings=warnings)
+
+    # -- speed and memory ------------------------------------------------------------------------
+    def _set_speed(self, pipe, req) -> None:
+        """Attention, VAE tiling/slicing for this call (each pipeline keeps its own setting, so
+        each is set every call); compile once per process, on first request."""
+        if req.attention == "sliced":
+            pipe.enable_attention_slicing()
+        elif hasattr(pipe, "disable_attention_slicing"):
+            pipe.disable_attention_slicing()   # back to the default processor: SDPA on torch 2
+        vae = getattr(pipe, "vae", None)
+        if vae is not None and hasattr(vae, "enable_tiling"):
+            vae.enable_tiling() if req.vae_tiling else vae.disable_tiling()
+            vae.enable_slicing() if req.vae_slicing else vae.disable_slicing()
+        if req.compile:
+            self._compile(pipe)
+
+    def _compile(self, pipe) -> None:
+        unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        if unet is None or getattr(unet, "_imagent_compiled", False):
+            return
+        if not compile_available():
+            raise InvalidInput("torch.compile is not available here (this PyTorch or Python cannot compile).",
+                               "Drop --compile, or install a PyTorch 2.x that supports this Python.")
+        with self._lock:
+            unet.compile()          # in place: every pipeline sharing this UNet uses the compiled one
+            unet._imagent_compiled = True
 
     # -- LoRA ------------------------------------------------------------------------------------
     def _set_loras(self, loras) -> None:

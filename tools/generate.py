@@ -22,6 +22,8 @@ DEFAULT_CFG = 7.0
 MAX_COUNT = 64
 
 ProgressFn = Callable[[int, int], None]  # (step done, total steps)
+SPEED_OPTIONS = {"attention": "sdpa", "vae_tiling": False, "vae_slicing": False, "compile": False}  # defaults
+ATTENTION = ("sdpa", "sliced")
 
 
 @dataclass
@@ -43,6 +45,11 @@ class GenerateRequest:
     mask: Image.Image | None = None
     loras: tuple = ()          # tools.adapters.Lora, in order; `<lora:NAME:W>` prompt tags join them
     controls: tuple = ()       # tools.adapters.Control conditions (ControlNet; several = MultiControlNet)
+    # speed and memory (SPEED_OPTIONS): same image, other time/memory; recorded when set
+    attention: str = "sdpa"    # "sdpa" (PyTorch scaled-dot-product attention) or "sliced" (less memory)
+    vae_tiling: bool = False   # decode in tiles: large sizes in little memory
+    vae_slicing: bool = False  # decode a batch one image at a time
+    compile: bool = False      # torch.compile the UNet (once per process; later calls reuse it)
 
     @property
     def mode(self) -> str:
@@ -55,7 +62,8 @@ class GenerateRequest:
     def params(self) -> dict:
         """The JSON-able parameters (no images), as recorded in metadata and the gallery."""
         skip = {"init_image", "mask", "loras", "controls"}
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip
+             and not (k in SPEED_OPTIONS and getattr(self, k) == SPEED_OPTIONS[k])}
         d["mode"] = self.mode
         if self.mode == "txt2img":
             d.pop("strength")
@@ -181,6 +189,13 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
             f"The mask is {req.mask.size[0]}x{req.mask.size[1]} but the image is "
             f"{req.init_image.size[0]}x{req.init_image.size[1]}.", "Use a mask of the same size as the image.")
     check_adapters(req)
+    if req.attention not in ATTENTION:
+        raise InvalidInput(f"Unknown attention '{req.attention}'.",
+                           "Use sdpa (the default, PyTorch's fused attention) or sliced (less memory, slower).")
+    for name in ("vae_tiling", "vae_slicing", "compile"):
+        if not isinstance(getattr(req, name), bool):
+            raise InvalidInput(f"The {name} option must be true or false, not {getattr(req, name)!r}.",
+                               f"Pass {name}=True or False.")
     if req.scheduler is not None:
         from tools.schedulers import check_name
 

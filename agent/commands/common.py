@@ -30,6 +30,17 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="random seed (default: drawn and reported)")
     g.add_argument("--scheduler", metavar="NAME", help=f"sampler: {', '.join(SCHEDULERS)}")
     g.add_argument("-n", "--count", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
+    sp = p.add_argument_group("speed and memory (the image stays the same)")
+    sp.add_argument("--attention", choices=["sdpa", "sliced"], default="sdpa",
+                    help="sdpa: PyTorch's fused attention (default, fastest); sliced: computed in slices, "
+                         "less memory, slower")
+    sp.add_argument("--vae-tiling", action="store_true",
+                    help="decode the image in overlapping tiles: large sizes (1024x1024 and up) in little memory")
+    sp.add_argument("--vae-slicing", action="store_true",
+                    help="decode several images (-n) one at a time: less memory for batches")
+    sp.add_argument("--compile", action="store_true",
+                    help="torch.compile the UNet: the first image is slow (compiling), later ones faster; "
+                         "kept for the rest of the process")
     a = p.add_argument_group("adapters and control")
     a.add_argument("--lora", action="append", default=[], metavar="PATH_OR_ID[:WEIGHT]",
                    help="apply a LoRA (repeatable): a .safetensors file (diffusers or kohya/A1111), a name in "
@@ -74,6 +85,8 @@ def request_fields(args, settings: Settings) -> dict:
 
     return dict(negative_prompt=args.negative, steps=args.steps, cfg=args.cfg, width=width, height=height,
                 seed=args.seed, scheduler=args.scheduler or settings.scheduler, count=args.count,
+                attention=getattr(args, "attention", "sdpa"), vae_tiling=getattr(args, "vae_tiling", False),
+                vae_slicing=getattr(args, "vae_slicing", False), compile=getattr(args, "compile", False),
                 loras=tuple(parse_lora(x) for x in getattr(args, "lora", None) or ()),
                 controls=controls_from_specs(getattr(args, "control", None), getattr(args, "control_model", None),
                                              getattr(args, "control_start", 0.0), getattr(args, "control_end", 1.0)))

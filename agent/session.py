@@ -733,7 +733,7 @@ def recorded_options(params: dict) -> dict:
     fields; a control's image is loaded again from its recorded file."""
     from tools.generate import SPEED_OPTIONS
 
-    out = {k: params[k] for k in SPEED_OPTIONS if k in params}
+    out = {k: params[k] for k in (*SPEED_OPTIONS, "refiner", "refiner_switch") if k in params}
     if params.get("loras"):
         out["loras"] = tuple(Lora(str(x.get("source")), x.get("weight", 1.0)) for x in params["loras"]
                              if isinstance(x, dict))

@@ -156,3 +156,54 @@ def save_tiny_controlnet(unet, folder: Path, *, seed: int = 0, embed=(8, 16), sc
             block.weight.copy_(torch.randn(block.weight.shape, generator=gen) * scale)
     net.save_pretrained(str(folder))
     return folder
+
+
+def tiny_sdxl_components(tmp: Path, seed: int = 0, *, refiner: bool = False) -> dict:
+    """Tiny random SDXL parts (diffusers' SDXL test pattern): two text encoders (the second with a
+    projection), a `text_time` UNet. `refiner`: the img2img refiner's parts (text encoder 2 only,
+    aesthetic-score time ids), as SDXL's refiner is built."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = word_tokenizer(tmp / "tok")
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=(5 if refiner else 6) * 8 + 32,
+        cross_attention_dim=32 if refiner else 64, norm_num_groups=4)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       timestep_spacing="leading", steps_offset=1)
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(block_out_channels=[8, 16], in_channels=3, out_channels=3,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        latent_channels=4, norm_num_groups=4, sample_size=32)
+    config = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+                            num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer),
+                            max_position_embeddings=77, projection_dim=32, hidden_act="gelu")
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(config)
+    torch.manual_seed(seed + 1)
+    text_encoder_2 = CLIPTextModelWithProjection(config)
+    parts = {"unet": unet, "scheduler": scheduler, "vae": vae, "text_encoder_2": text_encoder_2,
+             "tokenizer_2": tokenizer, "image_encoder": None, "feature_extractor": None}
+    if refiner:
+        parts.update(text_encoder=None, tokenizer=None, requires_aesthetics_score=True)
+    else:
+        parts.update(text_encoder=text_encoder, tokenizer=tokenizer)
+    return parts
+
+
+def save_tiny_sdxl(folder: Path, *, refiner: bool = False, seed: int = 0) -> Path:
+    """A tiny random SDXL base (32x32) or refiner (`refiner`) saved as a diffusers folder."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    parts = tiny_sdxl_components(folder.parent / (folder.name + "-build"), seed, refiner=refiner)
+    cls = StableDiffusionXLImg2ImgPipeline if refiner else StableDiffusionXLPipeline
+    if not refiner:
+        parts.pop("requires_aesthetics_score", None)
+    cls(**parts).save_pretrained(folder)
+    return folder

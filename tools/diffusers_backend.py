@@ -298,7 +298,8 @@ class DiffusersBackend:
                         # paste it back (A1111's "inpaint only masked"); pixels outside stay as given
                         call.update(padding_mask_crop=max(2, round(min(width, height) / 16)))
                 try:
-                    out = pipe(**call)
+                    out = self._refined(pipe, call, req, seed, i, total, progress, cancel) if req.refiner \
+                        else pipe(**call)
                 except Cancelled:
                     raise
                 except (RuntimeError, ValueError) as exc:
@@ -319,6 +320,55 @@ class DiffusersBackend:
                               width=width, height=height, scheduler=scheduler,
                               timings={"generate_s": time.perf_counter() - t0, "load_s": self.load_seconds},
                               warnings=warnings)
+
+    # -- SDXL refiner ----------------------------------------------------------------------------
+    def _refined(self, pipe, call, req, seed, index, total, progress, cancel):
+        """Base to `refiner_switch` of the steps (latents), then the refiner from there."""
+        import torch
+
+        refiner = self._refiner(req.refiner)
+        latents = pipe(**dict(call, denoising_end=req.refiner_switch, output_type="latent")).images
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Generation cancelled.")
+        return refiner(prompt=req.prompt, negative_prompt=req.negative_prompt or None, image=latents,
+                       num_inference_steps=req.steps, denoising_start=req.refiner_switch, guidance_scale=req.cfg,
+                       generator=torch.Generator("cpu").manual_seed(seed),
+                       callback_on_step_end=self._callback(index, req.count, total, progress, cancel,
+                                                           offset=int(req.steps * req.refiner_switch)))
+
+    def _refiner(self, source: str):
+        import diffusers
+
+        base = self.pipeline("txt2img")
+        if not type(base).__name__.startswith("StableDiffusionXL"):
+            raise InvalidInput(f"A refiner needs an SDXL base model; '{self.model}' is {type(base).__name__}.",
+                               "Drop --refiner, or use an SDXL model (e.g. stabilityai/stable-diffusion-xl-base-1.0).")
+        with self._lock:
+            if source in self._pipes:
+                return self._pipes[source]
+        local = Path(source).expanduser()
+        if local.exists():
+            if not (local / "model_index.json").is_file():
+                raise ModelNotFound(f"The refiner '{local}' is a folder but not a diffusers model (no model_index.json).",
+                                    "Point --refiner at a folder saved with save_pretrained(), or a hub id.")
+            check_model_folder(local)
+        else:
+            _require_hub(source)
+        try:  # the refiner shares the base's second text encoder and VAE, as SDXL's guide does
+            refiner = diffusers.AutoPipelineForImage2Image.from_pretrained(
+                str(local) if local.exists() else source, text_encoder_2=base.text_encoder_2, vae=base.vae,
+                dtype=self.dtype)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelNotFound(f"The refiner '{source}' could not be loaded ({type(exc).__name__}: "
+                                f"{(str(exc).splitlines() or [''])[0][:200]}).", _RESAVE_HINT) from None
+        if not type(refiner).__name__.startswith("StableDiffusionXL"):
+            raise InvalidInput(f"The refiner '{source}' is a {type(refiner).__name__}, not an SDXL model.",
+                               "Use an SDXL refiner (e.g. stabilityai/stable-diffusion-xl-refiner-1.0).")
+        refiner.to(self.device)
+        refiner.set_progress_bar_config(disable=True)
+        with self._lock:
+            self._pipes[source] = refiner
+        return refiner
 
     # -- speed and memory ------------------------------------------------------------------------
     def _set_speed(self, pipe, req) -> None:
@@ -489,11 +539,11 @@ class DiffusersBackend:
             raise BackendError(f"Layout-guided generation failed: {exc}") from exc
 
     @staticmethod
-    def _callback(index, count, total, progress, cancel):
+    def _callback(index, count, total, progress, cancel, offset: int = 0):
         def on_step_end(pipe, step, timestep, kwargs):
             if cancel is not None and cancel.is_set():
                 pipe._interrupt = True
             if progress is not None:
-                progress(index * total + min(step + 1, total), count * total)
+                progress(index * total + min(offset + step + 1, total), count * total)
             return kwargs
         return on_step_end

@@ -45,6 +45,8 @@ class GenerateRequest:
     mask: Image.Image | None = None
     loras: tuple = ()          # tools.adapters.Lora, in order; `<lora:NAME:W>` prompt tags join them
     controls: tuple = ()       # tools.adapters.Control conditions (ControlNet; several = MultiControlNet)
+    refiner: str | None = None  # SDXL refiner (folder or hub id): base to refiner_switch, then the refiner
+    refiner_switch: float = 0.8
     # speed and memory (SPEED_OPTIONS): same image, other time/memory; recorded when set
     attention: str = "sdpa"    # "sdpa" (PyTorch scaled-dot-product attention) or "sliced" (less memory)
     vae_tiling: bool = False   # decode in tiles: large sizes in little memory
@@ -71,6 +73,8 @@ class GenerateRequest:
             d["loras"] = [lora.to_json() for lora in self.loras]
         if self.controls:
             d["controls"] = [c.to_json() for c in self.controls]
+        if not self.refiner:
+            d.pop("refiner"), d.pop("refiner_switch")
         return d
 
 
@@ -189,6 +193,16 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
             f"The mask is {req.mask.size[0]}x{req.mask.size[1]} but the image is "
             f"{req.init_image.size[0]}x{req.init_image.size[1]}.", "Use a mask of the same size as the image.")
     check_adapters(req)
+    if req.refiner is not None:
+        if not isinstance(req.refiner, str) or not req.refiner.strip():
+            raise InvalidInput("The refiner must name a model folder or hub id.", "Pass --refiner PATH_OR_ID.")
+        if isinstance(req.refiner_switch, bool) or not isinstance(req.refiner_switch, (int, float)) \
+                or not 0.0 < req.refiner_switch < 1.0:
+            raise InvalidInput(f"--refiner-switch {req.refiner_switch} is outside 0..1.",
+                               "Use e.g. 0.8: the base model does the first 80% of the steps, the refiner the rest.")
+        if req.mode != "txt2img":
+            raise InvalidInput("A refiner works with text-to-image only.", "Drop --refiner for img2img and inpainting.")
+        req.refiner_switch = float(req.refiner_switch)
     if req.attention not in ATTENTION:
         raise InvalidInput(f"Unknown attention '{req.attention}'.",
                            "Use sdpa (the default, PyTorch's fused attention) or sliced (less memory, slower).")

@@ -30,6 +30,11 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="random seed (default: drawn and reported)")
     g.add_argument("--scheduler", metavar="NAME", help=f"sampler: {', '.join(SCHEDULERS)}")
     g.add_argument("-n", "--count", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
+    g.add_argument("--refiner", metavar="PATH_OR_ID",
+                   help="SDXL refiner: the base model makes the first part of the steps, the refiner the rest "
+                        "(shares the base's second text encoder and VAE)")
+    g.add_argument("--refiner-switch", type=float, default=0.8, metavar="SHARE",
+                   help="share of the steps the base makes before the refiner takes over (default 0.8)")
     sp = p.add_argument_group("speed and memory (the image stays the same)")
     sp.add_argument("--attention", choices=["sdpa", "sliced"], default="sdpa",
                     help="sdpa: PyTorch's fused attention (default, fastest); sliced: computed in slices, "
@@ -85,6 +90,7 @@ def request_fields(args, settings: Settings) -> dict:
 
     return dict(negative_prompt=args.negative, steps=args.steps, cfg=args.cfg, width=width, height=height,
                 seed=args.seed, scheduler=args.scheduler or settings.scheduler, count=args.count,
+                refiner=getattr(args, "refiner", None), refiner_switch=getattr(args, "refiner_switch", 0.8),
                 attention=getattr(args, "attention", "sdpa"), vae_tiling=getattr(args, "vae_tiling", False),
                 vae_slicing=getattr(args, "vae_slicing", False), compile=getattr(args, "compile", False),
                 loras=tuple(parse_lora(x) for x in getattr(args, "lora", None) or ()),

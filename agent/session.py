@@ -17,7 +17,7 @@ from agent.config import DEMO, Settings
 from agent.errors import Cancelled, ImagentError, InvalidInput, SafetyBlocked
 from agent.store import Gallery
 from tools.generate import GenerateRequest, GenerateResult, check_request
-from tools.adapters import Control, Lora, merge_loras, split_prompt_loras
+from tools.adapters import Control, IPAdapter, Lora, merge_loras, split_prompt_loras
 from tools.images import atomic_save_png, load_image, load_mask, prepare_out_dir, unique_path
 from tools.metadata import png_chunks, read_metadata
 from tools.schedulers import SCHEDULERS
@@ -739,4 +739,6 @@ def recorded_options(params: dict) -> dict:
                              if isinstance(x, dict))
     if params.get("controls"):
         out["controls"] = tuple(Control.from_json(x) for x in params["controls"])
+    if params.get("ip_adapter"):
+        out["ip_adapter"] = IPAdapter.from_json(params["ip_adapter"])
     return out

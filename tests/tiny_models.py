@@ -207,3 +207,41 @@ def save_tiny_sdxl(folder: Path, *, refiner: bool = False, seed: int = 0) -> Pat
         parts.pop("requires_aesthetics_score", None)
     cls(**parts).save_pretrained(folder)
     return folder
+
+
+def save_tiny_ip_adapter(unet, folder: Path, *, seed: int = 0, tokens: int = 4, embed_dim: int = 32,
+                         image_size: int = 32, scale: float = 0.5) -> Path:
+    """A random IP-Adapter for `unet` in the layout of h94/IP-Adapter: `ip-adapter.safetensors`
+    (`image_proj.*`: the image-embedding projection to `tokens` text tokens; `ip_adapter.N.to_k_ip`
+    and `.to_v_ip` for each cross-attention layer, N = 1, 3, 5, ...) and `image_encoder/` (a tiny
+    CLIPVisionModelWithProjection)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    gen = torch.Generator().manual_seed(seed)
+    cross = unet.config.cross_attention_dim
+    weights = {"image_proj.proj.weight": torch.randn(tokens * cross, embed_dim, generator=gen) * scale,
+               "image_proj.proj.bias": torch.zeros(tokens * cross),
+               "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
+    key = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = unet.config.block_out_channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(unet.config.block_out_channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = unet.config.block_out_channels[int(name[len("down_blocks.")])]
+        for part in ("to_k_ip", "to_v_ip"):
+            weights[f"ip_adapter.{key}.{part}.weight"] = torch.randn(hidden, cross, generator=gen) * scale
+        key += 2
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(folder / "ip-adapter.safetensors"))
+    torch.manual_seed(seed)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=image_size,
+        patch_size=8, projection_dim=embed_dim))
+    encoder.save_pretrained(str(folder / "image_encoder"))
+    return folder

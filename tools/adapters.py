@@ -89,6 +89,84 @@ class Control:
                         entry.get("end", 1.0), entry.get("model"))
 
 
+@dataclass(frozen=True, eq=False)
+class IPAdapter:
+    """An image style reference through an IP-Adapter (`pipe.load_ip_adapter`)."""
+
+    image: Image.Image
+    scale: float = 1.0
+    model: str | None = None     # weights: a file, a folder, or 'ORG/NAME:SUBFOLDER/FILE' on the hub
+    path: str | None = None      # the reference image's file (recorded, so rerun can load it)
+
+    def to_json(self) -> dict:
+        out = {"scale": self.scale}
+        if self.path:
+            out["image"] = self.path
+        if self.model:
+            out["model"] = self.model
+        return out
+
+    @classmethod
+    def load(cls, path, scale: float = 1.0, model: str | None = None) -> "IPAdapter":
+        from tools.images import load_image
+
+        return cls(load_image(path, what="IP-Adapter reference image"), scale, model, str(Path(path).resolve()))
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "IPAdapter":
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+            raise InvalidInput("The recorded IP-Adapter reference has no image file.",
+                               "The record is damaged; regenerate with --ip-adapter IMAGE.")
+        return cls.load(entry["image"], entry.get("scale", 1.0), entry.get("model"))
+
+
+def parse_ip_adapter(spec: str, model: str | None = None) -> IPAdapter:
+    """'IMAGE[:SCALE]' (and the --ip-adapter-model) -> IPAdapter with the image loaded."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise InvalidInput("An empty --ip-adapter was given.", "Write --ip-adapter IMAGE[:SCALE], e.g. style.png:0.6.")
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and re.fullmatch(r"\s*[-+]?[\d.]+\s*", tail):
+        return IPAdapter.load(head, _number(tail, "IP-Adapter scale", spec), model)
+    return IPAdapter.load(spec, 1.0, model)
+
+
+def check_ip_adapter(ip: IPAdapter) -> IPAdapter:
+    if not isinstance(ip, IPAdapter):
+        raise InvalidInput(f"An IP-Adapter reference must be an IPAdapter, not {type(ip).__name__}.",
+                           "Build it with tools.adapters.IPAdapter(image, scale, model).")
+    if isinstance(ip.scale, bool) or not isinstance(ip.scale, (int, float)) or not 0.0 <= ip.scale <= 2.0:
+        raise InvalidInput(f"The IP-Adapter scale {ip.scale!r} is out of range.",
+                           "Use 0 to 2 (0.5-1 is typical; 0 turns the reference off).")
+    if not isinstance(ip.image, Image.Image):
+        raise InvalidInput("The IP-Adapter reference has no image.", "Pass --ip-adapter IMAGE.")
+    return IPAdapter(ip.image.convert("RGB"), float(ip.scale), ip.model, ip.path)
+
+
+def resolve_ip_adapter(model: str) -> tuple[str, str, str]:
+    """IP-Adapter weights -> (folder or hub id, subfolder, weight file name) for load_ip_adapter.
+
+    A file (its folder holds image_encoder/), a folder (its ip-adapter*.safetensors or .bin), or
+    'ORG/NAME:SUBFOLDER/FILE' on the hub (e.g. h94/IP-Adapter:models/ip-adapter_sd15.safetensors)."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return str(path.parent), "", path.name
+    if path.is_dir():
+        files = sorted(f.name for f in path.iterdir() if f.suffix in (".safetensors", ".bin")
+                       and f.name.startswith("ip-adapter"))
+        if not files:
+            raise ModelNotFound(f"The IP-Adapter folder '{path}' holds no ip-adapter*.safetensors or .bin file.",
+                                "Point --ip-adapter-model at the weights file itself.")
+        return str(path), "", files[0]
+    repo, sep, rest = model.partition(":")
+    if sep and re.fullmatch(r"[\w.-]+/[\w.-]+", repo) and rest:
+        sub, _, name = rest.rpartition("/")
+        return repo, sub, name
+    raise ModelNotFound(f"No IP-Adapter weights at '{model}'.",
+                        "Pass a weights file or folder (with image_encoder/ beside it), or "
+                        "ORG/NAME:SUBFOLDER/FILE, e.g. h94/IP-Adapter:models/ip-adapter_sd15.safetensors.")
+
+
 def _number(text: str, what: str, spec: str) -> float:
     try:
         value = float(text)

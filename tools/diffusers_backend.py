@@ -235,6 +235,7 @@ class DiffusersBackend:
         self._lock = threading.Lock()
         self._loras: dict[tuple, str] = {}        # (folder, file) -> adapter name in the UNet
         self._controlnets: dict[str, object] = {}  # source -> ControlNetModel
+        self._ip: tuple | None = None              # (pipeline, weights source) holding an IP-Adapter
         if pipe is not None:
             self._pipes["txt2img"] = pipe
         self.load_seconds = 0.0
@@ -271,6 +272,7 @@ class DiffusersBackend:
         control_kwargs = self._control_kwargs(req, (width, height)) if req.controls else {}
         self._set_loras(req.loras)
         self._set_speed(pipe, req)
+        self._set_ip_adapter(pipe, req.ip_adapter)
         base_scheduler = pipe.scheduler
         if req.scheduler:
             pipe.scheduler = make_scheduler(req.scheduler, base_scheduler.config)
@@ -286,6 +288,8 @@ class DiffusersBackend:
                             generator=torch.Generator("cpu").manual_seed(seed),
                             callback_on_step_end=self._callback(i, req.count, total, progress, cancel))
                 call.update(control_kwargs)
+                if req.ip_adapter is not None:
+                    call.update(ip_adapter_image=req.ip_adapter.image)
                 if req.mode == "txt2img":
                     call.update(width=width, height=height)
                 else:
@@ -320,6 +324,41 @@ class DiffusersBackend:
                               width=width, height=height, scheduler=scheduler,
                               timings={"generate_s": time.perf_counter() - t0, "load_s": self.load_seconds},
                               warnings=warnings)
+
+    # -- IP-Adapter ------------------------------------------------------------------------------
+    def _set_ip_adapter(self, pipe, ip) -> None:
+        """Load the requested IP-Adapter into this call's pipeline (unloading another or an unused
+        one first: a loaded adapter would want a reference image on every call)."""
+        source = ip.model if ip is not None else None
+        if self._ip is not None and (ip is None or self._ip != (pipe, source)):
+            self._ip[0].unload_ip_adapter()
+            self._ip = None
+        if ip is None:
+            return
+        if source is None:
+            raise InvalidInput("No IP-Adapter weights are set.",
+                               "Name them with --ip-adapter-model FILE_OR_FOLDER (or ORG/NAME:SUBFOLDER/FILE).")
+        if self._ip is None:
+            from tools.adapters import resolve_ip_adapter
+
+            if not hasattr(pipe, "load_ip_adapter"):
+                raise InvalidInput(f"The model '{self.model}' ({type(pipe).__name__}) takes no IP-Adapter.",
+                                   "Drop --ip-adapter, or use a Stable Diffusion / SDXL model.")
+            folder, subfolder, weight_name = resolve_ip_adapter(source)
+            try:
+                pipe.load_ip_adapter(folder, subfolder=subfolder, weight_name=weight_name)
+            except Exception as exc:  # noqa: BLE001
+                try:
+                    pipe.unload_ip_adapter()
+                except Exception:  # noqa: BLE001
+                    pass
+                text = (str(exc).splitlines() or [""])[0][:200]
+                kind = InvalidInput if Path(folder).exists() else ModelNotFound
+                raise kind(f"The IP-Adapter '{source}' could not be loaded for '{self.model}' "
+                           f"({type(exc).__name__}: {text}).",
+                           "Use IP-Adapter weights made for this base model, with its image_encoder/ folder.") from None
+            self._ip = (pipe, source)
+        pipe.set_ip_adapter_scale(ip.scale)
 
     # -- SDXL refiner ----------------------------------------------------------------------------
     def _refined(self, pipe, call, req, seed, index, total, progress, cancel):
@@ -374,10 +413,14 @@ class DiffusersBackend:
     def _set_speed(self, pipe, req) -> None:
         """Attention, VAE tiling/slicing for this call (each pipeline keeps its own setting, so
         each is set every call); compile once per process, on first request."""
-        if req.attention == "sliced":
-            pipe.enable_attention_slicing()
-        elif hasattr(pipe, "disable_attention_slicing"):
-            pipe.disable_attention_slicing()   # back to the default processor: SDPA on torch 2
+        sliced = req.attention == "sliced"
+        if sliced and req.ip_adapter is not None:
+            raise InvalidInput("Sliced attention cannot be combined with an IP-Adapter (both replace the "
+                               "attention layers).", "Drop --attention sliced, or the --ip-adapter.")
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None) or pipe  # shared by from_pipe
+        if sliced != getattr(denoiser, "_imagent_sliced", False):  # only on a change: it resets the processors
+            pipe.enable_attention_slicing() if sliced else pipe.disable_attention_slicing()  # SDPA again
+            denoiser._imagent_sliced = sliced
         vae = getattr(pipe, "vae", None)
         if vae is not None and hasattr(vae, "enable_tiling"):
             vae.enable_tiling() if req.vae_tiling else vae.disable_tiling()

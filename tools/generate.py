@@ -45,6 +45,7 @@ class GenerateRequest:
     mask: Image.Image | None = None
     loras: tuple = ()          # tools.adapters.Lora, in order; `<lora:NAME:W>` prompt tags join them
     controls: tuple = ()       # tools.adapters.Control conditions (ControlNet; several = MultiControlNet)
+    ip_adapter: object = None   # tools.adapters.IPAdapter: an image style reference
     refiner: str | None = None  # SDXL refiner (folder or hub id): base to refiner_switch, then the refiner
     refiner_switch: float = 0.8
     # speed and memory (SPEED_OPTIONS): same image, other time/memory; recorded when set
@@ -63,7 +64,7 @@ class GenerateRequest:
 
     def params(self) -> dict:
         """The JSON-able parameters (no images), as recorded in metadata and the gallery."""
-        skip = {"init_image", "mask", "loras", "controls"}
+        skip = {"init_image", "mask", "loras", "controls", "ip_adapter"}
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip
              and not (k in SPEED_OPTIONS and getattr(self, k) == SPEED_OPTIONS[k])}
         d["mode"] = self.mode
@@ -75,6 +76,8 @@ class GenerateRequest:
             d["controls"] = [c.to_json() for c in self.controls]
         if not self.refiner:
             d.pop("refiner"), d.pop("refiner_switch")
+        if self.ip_adapter is not None:
+            d["ip_adapter"] = self.ip_adapter.to_json()
         return d
 
 
@@ -254,6 +257,10 @@ def check_adapters(req: GenerateRequest) -> None:
         raise InvalidInput("Control conditions work with text-to-image and img2img, not inpainting yet.",
                            "Drop --control, or edit without a mask.")
     req.controls = tuple(check_control(c, size) for c in controls)
+    if req.ip_adapter is not None:
+        from tools.adapters import check_ip_adapter
+
+        req.ip_adapter = check_ip_adapter(req.ip_adapter)
 
 
 # field -> (whether None is allowed, integers only); bool is refused even though it is an int

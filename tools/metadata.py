@@ -119,6 +119,7 @@ PARAMS_FIELDS: dict[str, tuple] = {
     "scheduler": (str, type(None)), "mode": (str,), "width": (int,), "height": (int,), "seed": (int, type(None)),
     "loras": (list,), "controls": (list,), "attention": (str,), "vae_tiling": (bool,), "vae_slicing": (bool,),
     "compile": (bool,), "refiner": (str,), "refiner_switch": _NUMBER,
+    "ip_adapter": (dict,),
 }
 GENERATED_REQUIRED = ("model", "width", "height", "seed")  # every record with params has these
 _TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", dict: "an object",

@@ -7,6 +7,7 @@ import sys
 from contextlib import contextmanager
 
 from agent.config import Settings, load_settings
+from agent.errors import InvalidInput
 from agent.session import Progress, Session
 from tools.generate import parse_size
 from tools.schedulers import SCHEDULERS
@@ -57,6 +58,12 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
                         "condition image. The demo model ships a layout ControlNet")
     a.add_argument("--control-model", action="append", default=[], metavar="KIND=PATH_OR_ID",
                    help="the ControlNet for a kind (e.g. canny=lllyasviel/sd-controlnet-canny)")
+    a.add_argument("--ip-adapter", metavar="IMAGE[:SCALE]",
+                   help="an image whose style the result should take (IP-Adapter; scale 1 by default, "
+                        "0.5-1 typical); needs --ip-adapter-model")
+    a.add_argument("--ip-adapter-model", metavar="FILE_OR_ID",
+                   help="IP-Adapter weights: a file or folder with image_encoder/ beside it, or "
+                        "ORG/NAME:SUBFOLDER/FILE (e.g. h94/IP-Adapter:models/ip-adapter_sd15.safetensors)")
     a.add_argument("--control-start", type=float, default=0.0,
                    help="share of the steps after which the control starts (default 0)")
     a.add_argument("--control-end", type=float, default=1.0,
@@ -86,11 +93,15 @@ def request_fields(args, settings: Settings) -> dict:
     width = height = None
     if getattr(args, "size", None):
         width, height = parse_size(args.size)
-    from tools.adapters import controls_from_specs, parse_lora
+    from tools.adapters import controls_from_specs, parse_ip_adapter, parse_lora
+
+    if getattr(args, "ip_adapter_model", None) and not getattr(args, "ip_adapter", None):
+        raise InvalidInput("--ip-adapter-model needs --ip-adapter IMAGE.", "Add the reference image, or drop the model.")
+    ip = parse_ip_adapter(args.ip_adapter, args.ip_adapter_model) if getattr(args, "ip_adapter", None) else None
 
     return dict(negative_prompt=args.negative, steps=args.steps, cfg=args.cfg, width=width, height=height,
                 seed=args.seed, scheduler=args.scheduler or settings.scheduler, count=args.count,
-                refiner=getattr(args, "refiner", None), refiner_switch=getattr(args, "refiner_switch", 0.8),
+                ip_adapter=ip, refiner=getattr(args, "refiner", None), refiner_switch=getattr(args, "refiner_switch", 0.8),
                 attention=getattr(args, "attention", "sdpa"), vae_tiling=getattr(args, "vae_tiling", False),
                 vae_slicing=getattr(args, "vae_slicing", False), compile=getattr(args, "compile", False),
                 loras=tuple(parse_lora(x) for x in getattr(args, "lora", None) or ()),

@@ -150,13 +150,18 @@ class Capabilities:
     # -- helpers ---------------------------------------------------------------------------------
     def _fields(self, inp, *, size: bool = True) -> dict:
         # steps/cfg left None: the session applies the model's defaults (settings, model card, generic)
-        from tools.adapters import Control, parse_lora
+        from tools.adapters import Control, IPAdapter, parse_lora
 
+        ip = inp.ip_adapter
         out = dict(negative_prompt=inp.negative_prompt, steps=inp.steps, cfg=inp.cfg, seed=inp.seed,
                    scheduler=inp.scheduler or self.session.settings.scheduler,
                    loras=tuple(parse_lora(x) for x in inp.loras),
                    controls=tuple(Control.load(c.kind, self.paths.read_path(c.image, what="control image"), c.scale,
-                                               c.start, c.end, c.model) for c in inp.controls))
+                                               c.start, c.end, c.model) for c in inp.controls),
+                   ip_adapter=IPAdapter.load(self.paths.read_path(ip.image, what="IP-Adapter image"), ip.scale,
+                                             ip.model) if ip else None,
+                   refiner=inp.refiner, refiner_switch=inp.refiner_switch, attention=inp.attention,
+                   vae_tiling=inp.vae_tiling, vae_slicing=inp.vae_slicing)
         if size:
             out.update(width=inp.width, height=inp.height)
         return out

@@ -127,6 +127,11 @@ class _Extras(_Body):
     seed: int | None = Field(None, ge=0, lt=2**63)
     scheduler: str | None = Field(None, max_length=64)
     loras: list[str] = Field([], max_length=8)   # 'PATH_OR_NAME[:WEIGHT]', as --lora
+    refiner: str | None = Field(None, max_length=400)
+    refiner_switch: float = Field(0.8, gt=0.0, lt=1.0)
+    attention: Literal["sdpa", "sliced"] = "sdpa"
+    vae_tiling: bool = False
+    vae_slicing: bool = False
 
 
 class _OpenAIFields(_Body):
@@ -262,7 +267,9 @@ class ImagentService:
         from tools.adapters import parse_lora
 
         return dict(negative_prompt=body.negative_prompt, steps=body.steps, cfg=cfg, seed=body.seed,
-                    scheduler=body.scheduler, loras=tuple(parse_lora(x) for x in body.loras))
+                    scheduler=body.scheduler, loras=tuple(parse_lora(x) for x in body.loras),
+                    refiner=body.refiner, refiner_switch=body.refiner_switch, attention=body.attention,
+                    vae_tiling=body.vae_tiling, vae_slicing=body.vae_slicing)
 
     @staticmethod
     def size(text: str | None) -> tuple[int | None, int | None]:
@@ -300,18 +307,19 @@ class ImagentService:
         """Gallery rows for seeds seed..seed+n-1 made with exactly these parameters, or None."""
         if not self.cache or fields.get("seed") is None:
             return None
-        from tools.adapters import merge_loras, split_prompt_loras
+        from tools.generate import OPTION_KEYS
 
         backend = self.session.backend()  # built, not loaded: only its name and model id are read
         resolved = self._defaults(fields)
-        prompt, tagged = split_prompt_loras(prompt)  # as check_request records it
-        loras = [x.to_json() for x in merge_loras([*fields.get("loras", ()), *tagged])]
+        asked = check_request(GenerateRequest(prompt=prompt, **{k: v for k, v in fields.items() if k != "count"}))
+        prompt = asked.prompt  # <lora:...> tags out, as recorded
+        options = {k: v for k, v in asked.params().items() if k in OPTION_KEYS}
         rows = []
         for i in range(n):
             row = self.session.gallery.find_generated(
                 model=str(backend.model), backend=backend.name, prompt=prompt,
                 negative_prompt=fields.get("negative_prompt") or "", seed=fields["seed"] + i,
-                width=fields.get("width"), height=fields.get("height"), loras=loras, **resolved)
+                width=fields.get("width"), height=fields.get("height"), options=options, **resolved)
             if row is None:
                 return None
             rows.append(row)
@@ -543,9 +551,10 @@ def make_app(session: Session, *, token: str | None = None, queue_size: int = DE
         from agent import loop
 
         svc.check_model(body.model)
-        if body.controls:
-            raise OpenAIError(400, "`controls` are not taken over HTTP yet (they name files on the server).",
-                              param="controls", code="unsupported")
+        for name in ("controls", "ip_adapter"):
+            if getattr(body, name):
+                raise OpenAIError(400, f"`{name}` is not taken over HTTP yet (it names files on the server).",
+                                  param=name, code="unsupported")
         width, height = svc.size(body.size) if body.size else (body.width, body.height)
         fields = dict(svc.sampling(body), width=width, height=height)
         fields["scheduler"] = fields["scheduler"] or session.settings.scheduler

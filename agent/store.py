@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from agent.errors import ImagentError
+from tools.generate import OPTION_KEYS
 
 # Each entry migrates user_version N -> N+1. Append; never edit a released entry.
 MIGRATIONS = [
@@ -168,12 +169,13 @@ class Gallery:
 
     def find_generated(self, *, model: str, backend: str, prompt: str, negative_prompt: str, seed: int,
                        steps: int, cfg: float, scheduler: str | None, width: int | None,
-                       height: int | None, loras: list | None = None) -> dict | None:
+                       height: int | None, options: dict | None = None) -> dict | None:
         """The newest reproducible text-to-image image made with exactly these parameters, or None.
 
         `scheduler`, `width` and `height` are as *requested* (None = the model's own), so they are
-        compared with the run's recorded request, which keeps them unresolved; the rest (LoRAs with
-        their weights among them) with the image's record. The file must still exist. Used by `imagent serve`'s cache."""
+        compared with the run's recorded request, which keeps them unresolved; the rest with the
+        image's record; `options` (LoRAs, conditions, refiner, speed options: tools.generate.OPTION_KEYS)
+        must equal the record's. The file must still exist. Used by `imagent serve`'s cache."""
         rows = self._read(
             "SELECT images.*, runs.params_json AS run_params_json FROM images JOIN runs ON runs.id = images.run_id "
             "WHERE images.seed=? AND images.prompt=? AND COALESCE(images.negative_prompt, '')=? AND images.model=? "
@@ -185,7 +187,7 @@ class Gallery:
             if (record.get("backend") != backend or not record.get("reproducible", False)
                     or params.get("mode") != "txt2img" or params.get("steps") != steps
                     or params.get("cfg") != cfg or asked.get("scheduler") != scheduler
-                    or (params.get("loras") or []) != (loras or [])
+                    or {k: params[k] for k in OPTION_KEYS if k in params} != (options or {})
                     or (width is not None and (record.get("width"), record.get("height")) != (width, height))
                     or (width is None and asked.get("width") is not None)
                     or (height is None and asked.get("height") is not None)):

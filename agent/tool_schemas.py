@@ -37,12 +37,30 @@ class ControlInput(_Input):
                               description="ControlNet folder or hub id. Default: the model's own for the kind.")
 
 
+class IPAdapterInput(_Input):
+    """An IP-Adapter image style reference."""
+
+    image: str = Field(..., min_length=1, max_length=400, description="Path of the reference image.")
+    scale: float = Field(1.0, ge=0.0, le=2.0, description="How strongly it steers (0.5-1 typical, 0 off).")
+    model: str = Field(..., min_length=1, max_length=400,
+                       description="IP-Adapter weights: a file or folder (with image_encoder/), or "
+                                   "ORG/NAME:SUBFOLDER/FILE on the hub.")
+
+
 class _Adapters(_Input):
     loras: list[str] = Field([], max_length=8,
                              description="LoRA adapters, each 'PATH_OR_NAME[:WEIGHT]' (weight 1 by default): a "
                                          ".safetensors file, a name in the LoRA folder, a hub id, or the demo "
                                          "model's demo-tall. <lora:NAME:W> in the prompt works too.")
     controls: list[ControlInput] = Field([], max_length=4, description="ControlNet conditions (several at once).")
+    ip_adapter: IPAdapterInput | None = Field(None, description="An image whose style the result should take.")
+    refiner: str | None = Field(None, max_length=400, description="SDXL refiner (folder or hub id) for the last "
+                                                                  "steps. Default: none.")
+    refiner_switch: float = Field(0.8, gt=0.0, lt=1.0, description="Share of the steps the base model makes "
+                                                                   "before the refiner.")
+    attention: Literal["sdpa", "sliced"] = Field("sdpa", description="sdpa (fast, default) or sliced (less memory).")
+    vae_tiling: bool = Field(False, description="Decode in tiles: large sizes in little memory.")
+    vae_slicing: bool = Field(False, description="Decode several images one at a time.")
 
 
 class _Sampling(_Adapters):

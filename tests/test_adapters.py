@@ -265,3 +265,20 @@ def test_cli_bad_lora_exits_with_a_clear_error_and_writes_nothing(tiny_sd_path, 
     code = main(["generate", "a cat", "--model", str(tiny_sd_path), "--safety", "off", "--steps", "2",
                  "--control", f"canny:{tmp_path / 'missing.png'}", "--out", str(out)])
     assert code == 2
+
+
+def test_tool_call_with_loras_and_options_is_recorded(settings, adapter_backend, tiny_scorer, tiny_lora, tmp_path):
+    from agent.capabilities import Capabilities, PathPolicy
+    from agent.session import Session
+    from tools.metadata import read_metadata
+
+    session = Session(settings, backend=adapter_backend, scorer=tiny_scorer)
+    caps = Capabilities(session, PathPolicy.open())
+    out = caps.call("generate", {"prompt": "two red circles", "steps": 2, "seed": 3, "loras": [f"{tiny_lora}:0.5"],
+                                 "vae_slicing": True})
+    params = read_metadata(out["images"][0]["path"])["record"]["params"]
+    assert params["loras"] == [{"source": str(tiny_lora), "weight": 0.5}] and params["vae_slicing"] is True
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        caps.call("generate", {"prompt": "a cat", "loras": ["x"] * 9})

@@ -188,6 +188,7 @@ def test_seeded_identical_request_is_a_cache_hit_without_the_backend(serve, back
     for change in ({"extra_body": {"seed": 11, "cfg": 5, "steps": 3}},
                    {"extra_body": {"seed": 11, "guidance_scale": 6, **FAST}},
                    {"extra_body": {"seed": 11, "cfg": 5, "negative_prompt": "blur", **FAST}},
+                   {"extra_body": {"seed": 11, "cfg": 5, "vae_slicing": True, **FAST}},   # options are parameters
                    {"size": "40x40"}, {"n": 3}):
         calls = backend.calls
         res = c.images.generate(**{**args, **change})
@@ -198,8 +199,8 @@ def test_seeded_identical_request_is_a_cache_hit_without_the_backend(serve, back
         c.images.generate(prompt="two red circles", size="32x32", extra_body=FAST)
     assert backend.calls == calls + 2
     m = metrics(url)
-    assert value(m, "imagent_cache_hits_total") == 1 and value(m, "imagent_cache_misses_total") == 6
-    assert value(m, "imagent_images_generated_total", kind="generate") == 2 + 4 * 2 + 3 + 2
+    assert value(m, "imagent_cache_hits_total") == 1 and value(m, "imagent_cache_misses_total") == 7
+    assert value(m, "imagent_images_generated_total", kind="generate") == 2 + 5 * 2 + 3 + 2
 
     # --no-cache: the same seeded request generates again
     url2, _ = serve(cache=False)

@@ -24,6 +24,8 @@ MAX_COUNT = 64
 ProgressFn = Callable[[int, int], None]  # (step done, total steps)
 SPEED_OPTIONS = {"attention": "sdpa", "vae_tiling": False, "vae_slicing": False, "compile": False}  # defaults
 ATTENTION = ("sdpa", "sliced")
+# request fields recorded in params only when set: adapters, conditions, refiner, speed options
+OPTION_KEYS = ("loras", "controls", "ip_adapter", "refiner", "refiner_switch", *SPEED_OPTIONS)
 
 
 @dataclass

@@ -197,9 +197,17 @@ class Session:
         return out
 
     def _with_defaults(self, request: GenerateRequest) -> GenerateRequest:
-        """A copy with the model's default steps and guidance where the request has none."""
+        """A copy with the model's default steps and guidance where the request has none (few-step
+        defaults for Turbo and LCM models, an LCM-LoRA or the lcm scheduler: tools.generate.fast_defaults)."""
         import dataclasses
 
+        from tools.generate import fast_defaults
+
+        fast = fast_defaults(self.settings.model, request)
+        if fast and (request.steps is None or request.cfg is None or request.scheduler is None):
+            return dataclasses.replace(request, steps=fast["steps"] if request.steps is None else request.steps,
+                                       cfg=fast["cfg"] if request.cfg is None else request.cfg,
+                                       scheduler=request.scheduler or fast.get("scheduler"))
         if request.steps is None or request.cfg is None:
             d = self.model_defaults()
             return dataclasses.replace(request, steps=d["steps"] if request.steps is None else request.steps,

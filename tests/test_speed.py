@@ -80,3 +80,27 @@ def test_cli_speed_options_round_trip_through_rerun(tmp_path, capsys):
     again = json.loads(capsys.readouterr().out)["images"][0]["path"]
     assert read_metadata(again)["record"]["params"]["vae_tiling"] is True
     assert np.array_equal(px(Image.open(first)), px(Image.open(again)))
+
+
+def test_few_step_models_get_their_card_defaults_and_explicit_values_win():
+    from tools.adapters import Lora
+    from tools.generate import fast_defaults
+
+    assert fast_defaults("stabilityai/sd-turbo", GenerateRequest("a cat")) == {"steps": 4, "cfg": 0.0}
+    lcm = {"steps": 4, "cfg": 1.0, "scheduler": "lcm"}
+    assert fast_defaults("SimianLuo/LCM_Dreamshaper_v7", GenerateRequest("a cat")) == lcm
+    assert fast_defaults("runwayml/sd-v1-5", GenerateRequest("a cat", loras=(Lora("latent-consistency/lcm-lora-sdv1-5"),))) == lcm
+    assert fast_defaults("demo", GenerateRequest("a cat", scheduler="lcm")) == lcm
+    assert fast_defaults("demo", GenerateRequest("a cat")) is None
+
+
+def test_session_applies_lcm_defaults_unless_given(settings, tiny_backend, tiny_scorer):
+    from agent.session import Session
+
+    session = Session(settings, backend=tiny_backend, scorer=tiny_scorer)
+    out = session.generate(GenerateRequest("a cat", scheduler="lcm", seed=1))
+    params = out.images[0].record["params"]
+    assert (params["steps"], params["cfg"], params["scheduler"]) == (4, 1.0, "lcm")
+    out = session.generate(GenerateRequest("a cat", scheduler="lcm", steps=2, cfg=1.5, seed=1))
+    params = out.images[0].record["params"]
+    assert (params["steps"], params["cfg"]) == (2, 1.5)

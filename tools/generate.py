@@ -109,6 +109,20 @@ class ImageBackend(Protocol):
                  cancel: threading.Event | None = None) -> GenerateResult: ...
 
 
+def fast_defaults(model: str, req: "GenerateRequest") -> dict | None:
+    """Sampling defaults of few-step models, as their cards give them, or None for others:
+    SD-Turbo / SDXL-Turbo (a 'turbo' model id): 4 steps (1-4 work), no guidance (cfg 0); an LCM model,
+    an LCM-LoRA (a LoRA whose name holds 'lcm') or the lcm scheduler: 4 steps, cfg 1, the LCM
+    scheduler. Explicit --steps / --cfg / --scheduler always win."""
+    name = str(model).lower()
+    lcm_lora = any("lcm" in str(getattr(x, "source", x)).lower() for x in (req.loras or ()))
+    if "turbo" in name:
+        return {"steps": 4, "cfg": 0.0}
+    if "lcm" in name or lcm_lora or (req.scheduler or "").lower() == "lcm":
+        return {"steps": 4, "cfg": 1.0, "scheduler": "lcm"}
+    return None
+
+
 def draw_seed() -> int:
     return random.SystemRandom().randrange(0, 2**32)
 

@@ -8,6 +8,7 @@
 
     out = s.generate(GenerateRequest(prompt="a blue square", seed=7, steps=20))
     edited = s.edit("a green square", out.images[0].path, strength=0.6)      # mask_path=... inpaints
+    s.generate(GenerateRequest(prompt="a cat"), post=PostProcess(sharpen=1, resize=(768, 512), format="jpeg"))
     big = s.upscale(edited.images[0].path, scale=4, method="realesrgan")
     s.score([big.path], "a green square")                 # {'scores': [...], 'formula': 'clipscore', ...}
 
@@ -28,9 +29,10 @@ from agent.config import Settings, load_settings
 from agent.errors import BackendError, Cancelled, ImagentError, InvalidInput, ModelNotFound, SafetyBlocked
 from agent.session import GenerationOutcome, Progress, RunOutcome, SavedImage, Session, UpscaleOutcome
 from tools.generate import GenerateRequest
+from tools.postprocess import PostProcess
 
 __all__ = [
-    "open_session", "Session", "Settings", "GenerateRequest", "GenerationOutcome", "RunOutcome", "UpscaleOutcome",
+    "open_session", "Session", "Settings", "GenerateRequest", "PostProcess", "GenerationOutcome", "RunOutcome", "UpscaleOutcome",
     "SavedImage", "Progress", "Capabilities", "PathPolicy", "ImagentError", "InvalidInput", "SafetyBlocked",
     "ModelNotFound", "BackendError", "Cancelled",
 ]

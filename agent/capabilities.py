@@ -26,6 +26,7 @@ from agent.session import ProgressSink, SavedImage, Session
 from agent.tool_schemas import (TOOL_BY_NAME, CheckSafetyInput, EditInput, ExpandInput, GenerateInput, GetImageInput,
                                 ListImagesInput, RunInput, ScoreInput, UpscaleInput)
 from tools.generate import GenerateRequest
+from tools.postprocess import PostProcess
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,11 @@ class Capabilities:
             out.update(width=inp.width, height=inp.height)
         return out
 
+    @staticmethod
+    def _post(inp) -> PostProcess:
+        return PostProcess.from_options(sharpen=inp.sharpen, resize=inp.resize, format=inp.format,
+                                        quality=inp.quality)
+
     def _image_path(self, inp) -> tuple[Path, dict | None]:
         """The file an input refers to (by gallery id or by path) and its gallery row, if any."""
         if getattr(inp, "image_id", None) is not None:
@@ -182,14 +188,15 @@ class Capabilities:
 
     # -- the tools -------------------------------------------------------------------------------
     def run(self, inp: RunInput, *, progress: ProgressSink | None = None) -> dict:
-        fields = self._fields(inp)
+        fields, post = self._fields(inp), self._post(inp)
         outcome = self.session.run(inp.idea, rounds=inp.rounds, candidates=inp.candidates, threshold=inp.threshold,
                                    threshold_mode=inp.threshold_mode, style=inp.style, raw=inp.raw,
-                                   request_fields=fields, out_dir=self.paths.out_dir(), progress=progress)
+                                   request_fields=fields, out_dir=self.paths.out_dir(), progress=progress,
+                                   post=post)
         return {**outcome.to_json(), "images": [_saved(outcome.best)]}
 
     def generate(self, inp: GenerateInput, *, progress: ProgressSink | None = None) -> dict:
-        fields = self._fields(inp)
+        fields, post = self._fields(inp), self._post(inp)
         prompt, idea, spec, extra, expansion = inp.prompt, None, None, None, None
         if inp.expand or inp.style:
             exp = self.session.expand(inp.prompt, style=inp.style, negative=inp.negative_prompt)
@@ -198,7 +205,8 @@ class Capabilities:
             expansion = {"positive": exp.positive, "negative": exp.negative, **exp.record(),
                          "warnings": list(exp.warnings)}
         outcome = self.session.generate(GenerateRequest(prompt=prompt, count=inp.count, **fields), idea=idea,
-                                        spec=spec, extra=extra, out_dir=self.paths.out_dir(), progress=progress)
+                                        spec=spec, extra=extra, out_dir=self.paths.out_dir(), progress=progress,
+                                        post=post)
         out = {"run_id": outcome.run_id, "images": [_saved(s) for s in outcome.images], "blocked": outcome.blocked,
                "warnings": outcome.warnings, "timings": outcome.timings}
         if expansion:
@@ -206,10 +214,12 @@ class Capabilities:
         return out
 
     def edit(self, inp: EditInput, *, progress: ProgressSink | None = None) -> dict:
+        post = self._post(inp)
         source, _ = self._image_path(inp)
         mask = self.paths.read_path(inp.mask, what="mask") if inp.mask else None
         outcome = self.session.edit(inp.prompt, source, mask_path=mask, strength=inp.strength,
-                                    out_dir=self.paths.out_dir(), progress=progress, **self._fields(inp, size=False))
+                                    out_dir=self.paths.out_dir(), progress=progress, post=post,
+                                    **self._fields(inp, size=False))
         mode = "inpaint" if mask else "img2img"
         return {"run_id": outcome.run_id, "mode": mode, "images": [_saved(s) for s in outcome.images],
                 "blocked": outcome.blocked, "warnings": outcome.warnings, "timings": outcome.timings}

@@ -574,10 +574,11 @@ class ChatController:
         target = Path(dest).expanduser()
         if target.is_dir():
             target = target / Path(self.state.image_path).name
-        if target.suffix.lower() != ".png":
-            target = target.with_suffix(".png")
+        suffix = Path(self.state.image_path).suffix.lower() or ".png"  # .png, or .jpg/.webp (--format)
+        if target.suffix.lower() != suffix:
+            target = target.with_suffix(suffix)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(self.state.image_path, target)  # a copy keeps the PNG metadata
+        shutil.copy2(self.state.image_path, target)  # a copy keeps the metadata
         return f"Saved image #{self.state.image_id} to `{target}`."
 
     def undo(self) -> str:

@@ -15,8 +15,8 @@ from agent.errors import ImagentError
 COMMANDS = {
     # name: (module, one-line help)
     "generate": ("agent.commands.generate", "text-to-image, img2img (--init-image) and inpainting (--mask)"),
-    "show": ("agent.commands.show", "print the generation metadata stored in a PNG"),
-    "rerun": ("agent.commands.rerun", "reproduce an image from its PNG metadata"),
+    "show": ("agent.commands.show", "print the generation metadata stored in an image (PNG, JPEG, WebP)"),
+    "rerun": ("agent.commands.rerun", "reproduce an image from its metadata"),
     "run": ("agent.commands.run", "the critique loop: expand, generate, check, score, revise, retry"),
     "gallery": ("agent.commands.gallery", "list recent images and runs from the gallery"),
     "expand": ("agent.commands.expand", "expand a rough idea into a structured prompt and show it (no generation)"),

@@ -18,8 +18,9 @@ from agent.errors import Cancelled, ImagentError, InvalidInput, SafetyBlocked
 from agent.store import Gallery
 from tools.generate import GenerateRequest, GenerateResult, check_request
 from tools.adapters import Control, IPAdapter, Lora, merge_loras, split_prompt_loras
-from tools.images import atomic_save_png, load_image, load_mask, prepare_out_dir, unique_path
+from tools.images import atomic_save, atomic_save_png, load_image, load_mask, prepare_out_dir, unique_path
 from tools.metadata import png_chunks, read_metadata
+from tools.postprocess import PostProcess
 from tools.schedulers import SCHEDULERS
 
 VERSION = "0.1.0"
@@ -93,7 +94,7 @@ class RunOutcome:
 
 
 def _summary(record: dict) -> dict:
-    keep = ("model", "backend", "width", "height", "scheduler", "params", "idea", "spec", "safety")
+    keep = ("model", "backend", "width", "height", "scheduler", "params", "idea", "spec", "safety", "post")
     return {k: record[k] for k in keep if k in record}
 
 
@@ -230,9 +231,11 @@ class Session:
     def generate(self, request: GenerateRequest, *, idea: str | None = None, spec: dict | None = None,
                  out_dir: str | Path | None = None, progress: ProgressSink | None = None,
                  kind: str = "generate", inputs: dict | None = None, extra: dict | None = None,
-                 chat_id: str | None = None) -> GenerationOutcome:
-        """Validate, safety-check, generate, save PNGs with metadata, record in the gallery."""
+                 chat_id: str | None = None, post: PostProcess | None = None) -> GenerationOutcome:
+        """Validate, safety-check, generate, save images with metadata, record in the gallery.
+        `post`: resize, sharpen and the output format (tools.postprocess; default: the PNG as generated)."""
         self.cancel_event.clear()  # a cancel from now on (even while models load) stops this job
+        post = _check_post(post)
         req = check_request(self._with_defaults(request))
         self.check_prompt(req.prompt)
         backend = self.backend()
@@ -244,7 +247,7 @@ class Session:
         with self._recorded(kind, idea=idea, spec=spec, params=req.params(), chat_id=chat_id) as run_id:
             result = backend.generate(req, progress=step, cancel=self.cancel_event)
             outcome = self._save(run_id, req, result, idea=idea, spec=spec, out_dir=out_dir,
-                                 inputs=inputs, extra=extra)
+                                 inputs=inputs, extra=extra, post=post)
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome
 
@@ -255,14 +258,19 @@ class Session:
         return prepare_out_dir(out)
 
     def _save(self, run_id, req, result, *, idea, spec, out_dir, inputs, extra,
-              verdicts: list | None = None, params_update: dict | None = None) -> GenerationOutcome:
-        """Safety-check (unless `verdicts` already holds each image's verdict), write and record."""
+              verdicts: list | None = None, params_update: dict | None = None,
+              post: PostProcess | None = None) -> GenerationOutcome:
+        """Post-process, safety-check the image as it will be written (`verdicts` holds each
+        image's verdict when the images were checked already and post-processing changes no
+        pixel), write and record."""
         out = self._out_dir(out_dir)
+        post = post or PostProcess()
         checker = self.safety()
         saved, blocked = [], []
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
-            verdict = verdicts[index] if verdicts else checker.check_image(image)
+        for index, (generated, seed) in enumerate(zip(result.images, result.seeds)):
+            image = post.apply(generated)
+            verdict = verdicts[index] if verdicts and image is generated else checker.check_image(image)
             if not verdict.allowed:
                 blocked.append({"seed": seed, "category": verdict.category, "reason": verdict.reason})
                 continue
@@ -286,8 +294,11 @@ class Session:
                 record["inputs"] = {k: str(v) for k, v in inputs.items()}
             if result.revised_prompts and result.revised_prompts[index]:
                 record["revised_prompt"] = result.revised_prompts[index]
+            if not post.is_default:  # the record keeps the generated size; the post entry has the final one
+                record["post"] = post.to_json(image.size)
             record.update(extra or {})
-            path = atomic_save_png(image, unique_path(out, f"{stamp}-{seed}"), png_chunks(record))
+            path = atomic_save(image, unique_path(out, f"{stamp}-{seed}", post.suffix), png_chunks(record),
+                               format=post.format, quality=post.quality)
             image_id = self.gallery.add_image(run_id, path, record)
             saved.append(SavedImage(path=path, seed=seed, image_id=image_id, record=record))
         if not saved and blocked:
@@ -301,7 +312,8 @@ class Session:
             threshold_mode: str = "relative", style: str | None = None, raw: bool = False,
             request_fields: dict | None = None, out_dir: str | Path | None = None,
             progress: ProgressSink | None = None, events=None, chat_id: str | None = None,
-            reviser: str = "auto", chat_model=None, spec=None, checklist=None) -> RunOutcome:
+            reviser: str = "auto", chat_model=None, spec=None, checklist=None,
+            post: PostProcess | None = None) -> RunOutcome:
         """The critique loop (agent.loop): expand the idea and derive its checklist, then per
         round generate candidates, safety-check them, score them against the idea, verify every
         requirement, keep the best, and repair what failed until every requirement holds or
@@ -310,8 +322,11 @@ class Session:
         `reviser`: rules | llm | auto (llm when one is configured or passed, else rules).
         `spec`: a structured prompt (dict or PromptSpec) to start from instead of expanding the
         idea (an edited prompt); the candidates are still scored against the idea.
-        `checklist`: requirements (tools.requirements.Checklist or its JSON) instead of deriving them."""
+        `checklist`: requirements (tools.requirements.Checklist or its JSON) instead of deriving them.
+        `post`: post-processing of the best image as it is saved (tools.postprocess); candidates are
+        scored and verified as generated."""
         self.cancel_event.clear()  # a cancel from now on (even during expansion or loading) stops this run
+        post = _check_post(post)
         from agent import loop
         from agent.render import guess_family
 
@@ -364,7 +379,7 @@ class Session:
                                    cancel=self.cancel_event, on_event=on_event, step_progress=step,
                                    first_checked=True)
             best = self._save_best(run_id, result, base, backend, idea, out_dir, checklist, chosen.name,
-                                   scorer.formula, verifier)
+                                   scorer.formula, verifier, post)
         if progress:
             progress(Progress("round", len(result.rounds), len(result.rounds), "done"))
         outcome = RunOutcome(run_id=run_id, best=best, score=round(result.best.score, 4),
@@ -482,7 +497,8 @@ class Session:
             return boxes[0] if boxes else None
         return locate
 
-    def _save_best(self, run_id, result, base, backend, idea, out_dir, checklist, reviser_name, formula, verifier):
+    def _save_best(self, run_id, result, base, backend, idea, out_dir, checklist, reviser_name, formula, verifier,
+                   post: PostProcess | None = None):
         best_req = GenerateRequest(prompt=result.best_attempt.positive, negative_prompt=result.best_attempt.negative,
                                    steps=base.steps, cfg=result.best_attempt.cfg, width=base.width,
                                    height=base.height, seed=result.best.seed, scheduler=base.scheduler)
@@ -502,7 +518,7 @@ class Session:
             params_update = {"mode": "compose"}
         saved = self._save(run_id, best_req, generated, idea=idea, spec=result.best_attempt.spec.model_dump(),
                            out_dir=out_dir, inputs=None, extra=extra, verdicts=[result.best.verdict],
-                           params_update=params_update)
+                           params_update=params_update, post=post)
         best = saved.images[0]
         self.gallery.set_image_score(best.image_id, result.best.score, result.best_round)
         return best
@@ -533,17 +549,19 @@ class Session:
     # -- metadata -----------------------------------------------------------------------------
     def rerun(self, png_path: str | Path, *, out_dir: str | Path | None = None,
               progress: ProgressSink | None = None, same_model: bool = True) -> GenerationOutcome:
-        """Reproduce an image from its PNG metadata (same params and seed; with `same_model`, the
-        session's model must be the recorded one, else InvalidInput says how to select it)."""
+        """Reproduce an image from its metadata (same params, seed and post-processing; with
+        `same_model`, the session's model must be the recorded one, else InvalidInput says how to
+        select it)."""
         meta = read_metadata(png_path)
         record = check_rerunnable(meta["record"], png_path)
+        post = PostProcess.from_json(record.get("post"))
         p = record["params"]
         fields_ = {k: p[k] for k in ("prompt", "negative_prompt", "steps", "cfg", "scheduler") if k in p}
         fields_.update(width=record["width"], height=record["height"], seed=record["seed"], count=1,
                        **recorded_options(p))
         inputs = record.get("inputs") or {}
         if p.get("mode") == "compose":
-            return self._rerun_composed(record, png_path, out_dir, same_model)
+            return self._rerun_composed(record, png_path, out_dir, same_model, post)
         if p.get("mode") in {"img2img", "inpaint"}:
             req, inputs = self.edit_request(p["prompt"], inputs["init_image"], mask_path=inputs.get("mask"),
                                             strength=p["strength"],
@@ -554,9 +572,10 @@ class Session:
             self._check_same_model(record)
         return self.generate(req, idea=record.get("idea"), spec=record.get("spec"), out_dir=out_dir,
                              progress=progress, kind="rerun", inputs=inputs or None,
-                             extra={"rerun_of": str(png_path)})
+                             extra={"rerun_of": str(png_path)}, post=post)
 
-    def _rerun_composed(self, record: dict, png_path, out_dir, same_model: bool) -> GenerationOutcome:
+    def _rerun_composed(self, record: dict, png_path, out_dir, same_model: bool,
+                        post: PostProcess) -> GenerationOutcome:
         """Replay a layout-guided or edited image from its recipe, then save and record it."""
         if same_model:
             self._check_same_model(record)
@@ -571,7 +590,7 @@ class Session:
         with self._recorded("rerun", idea=record.get("idea"), spec=record.get("spec"), params=req.params()) as run_id:
             outcome = self._save(run_id, req, result, idea=record.get("idea"), spec=record.get("spec"),
                                  out_dir=out_dir, inputs=None, params_update={"mode": "compose"},
-                                 extra={"recipe": record["recipe"], "rerun_of": str(png_path)})
+                                 extra={"recipe": record["recipe"], "rerun_of": str(png_path)}, post=post)
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome
 
@@ -728,12 +747,23 @@ class Session:
 
     def edit(self, prompt: str, image_path: str | Path, *, mask_path: str | Path | None = None,
              strength: float = 0.75, out_dir: str | Path | None = None, progress: ProgressSink | None = None,
-             chat_id: str | None = None, **params) -> GenerationOutcome:
+             chat_id: str | None = None, post: PostProcess | None = None, **params) -> GenerationOutcome:
         """img2img from an image file (inpainting where `mask_path` is white) in one call:
-        edit_request + generate(kind="edit"). `params`: negative_prompt, steps, cfg, seed, scheduler, count."""
+        edit_request + generate(kind="edit"). `params`: negative_prompt, steps, cfg, seed, scheduler, count.
+        `post`: post-processing and output format, as for generate."""
         request, inputs = self.edit_request(prompt, image_path, mask_path=mask_path, strength=strength, **params)
         return self.generate(request, out_dir=out_dir, progress=progress, kind="edit", inputs=inputs,
-                             chat_id=chat_id)
+                             chat_id=chat_id, post=post)
+
+
+def _check_post(post) -> PostProcess:
+    """`post` as given (a PostProcess, validated when it was built), or the default for None."""
+    if post is None:
+        return PostProcess()
+    if not isinstance(post, PostProcess):
+        raise InvalidInput(f"post must be a tools.postprocess.PostProcess, not {type(post).__name__}.",
+                           "Build it with PostProcess(sharpen=..., resize=(W, H), format=..., quality=...).")
+    return post
 
 
 def recorded_options(params: dict) -> dict:

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tools import postprocess as pp
 from tools.upscale import DEFAULT_METHOD
 
 
@@ -87,6 +88,24 @@ class _Size(_Input):
                                description="Image height in pixels, a multiple of 8. Default: the model's native size.")
 
 
+class _Post(_Input):
+    """Post-processing of the saved image and its file format (tools.postprocess checks the values)."""
+
+    sharpen: float | None = Field(None, ge=0.0, le=pp.SHARPEN_MAX,
+                                  description=f"Sharpen the saved image (unsharp mask), 0 (off) to "
+                                              f"{pp.SHARPEN_MAX:g}; 1 is moderate. Default: 0.")
+    resize: str | None = Field(None, max_length=16,
+                               description=f"Resize the saved image to exactly 'WIDTHxHEIGHT' pixels "
+                                           f"({pp.SIDE_MIN}..{pp.SIDE_MAX} each, Lanczos), e.g. '640x480'. "
+                                           "Default: the generated size.")
+    format: str | None = Field(None, max_length=8,
+                               description=f"File format: {', '.join(pp.FORMATS)}. Default: png (lossless); "
+                                           "jpeg and webp are smaller. The metadata is kept in each.")
+    quality: int | None = Field(None, ge=pp.QUALITY_MIN, le=pp.QUALITY_MAX,
+                                description=f"JPEG/WebP quality {pp.QUALITY_MIN}..{pp.QUALITY_MAX}. "
+                                            f"Default: {pp.DEFAULT_QUALITY}.")
+
+
 class _ImageRef(_Input):
     image_id: int | None = Field(None, ge=1, description="Id of an image in the gallery (from list_images or a "
                                                          "previous result). Give this or `image`.")
@@ -102,7 +121,7 @@ class _ImageRef(_Input):
 
 
 # -- one model per tool -------------------------------------------------------------------------
-class RunInput(_Size, _Sampling):
+class RunInput(_Size, _Sampling, _Post):
     """Turn a rough idea into the best image the critique loop can make."""
 
     idea: str = Field(..., min_length=1, max_length=4000,
@@ -122,7 +141,7 @@ class RunInput(_Size, _Sampling):
     raw: bool = Field(False, description="Use the idea exactly as written as the prompt (no expansion).")
 
 
-class GenerateInput(_Size, _Sampling):
+class GenerateInput(_Size, _Sampling, _Post):
     """Generate images from a prompt (text-to-image), in one shot, without the critique loop."""
 
     prompt: str = Field(..., min_length=1, max_length=4000,
@@ -134,7 +153,7 @@ class GenerateInput(_Size, _Sampling):
     count: int = Field(1, ge=1, le=8, description="Number of images (seeds seed, seed+1, ...).")
 
 
-class EditInput(_ImageRef, _Sampling):
+class EditInput(_ImageRef, _Sampling, _Post):
     """Change an existing image: img2img, or inpainting where a mask is white."""
 
     prompt: str = Field(..., min_length=1, max_length=4000, description="What the edited image should show.")

@@ -1,10 +1,12 @@
-"""Image input/output: reading user files with clear errors, and atomic PNG writes."""
+"""Image input/output: reading user files with clear errors, and atomic writes (PNG, JPEG, WebP)
+with their metadata."""
 from __future__ import annotations
 
 import io
 import os
 import re
 import secrets
+import struct
 import time
 import warnings
 from pathlib import Path
@@ -114,7 +116,7 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> Image.Image:
     return mask
 
 
-PARTIAL_SUFFIX = ".imagent-partial"   # a PNG being written: `NAME.png.XXXXXXXX.imagent-partial`
+PARTIAL_SUFFIX = ".imagent-partial"   # an image being written: `NAME.png.XXXXXXXX.imagent-partial`
 STALE_PARTIAL_SECONDS = 60
 _LEGACY_TMP = re.compile(r"^\.tmp-[a-z0-9_]{8}\.png$")  # what older versions left (tempfile.mkstemp)
 
@@ -149,18 +151,40 @@ def prepare_out_dir(directory: str | os.PathLike) -> Path:
     return directory
 
 
-def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str, str] | None = None) -> Path:
-    """Write a PNG with text chunks so that `path` is either absent or complete, never partial.
+SAVE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
-    The PNG is written to `NAME.png.XXXXXXXX.imagent-partial` beside it and then renamed; it gets
-    the mode a new file gets (0644 under the usual umask). Partial files older than a minute in
-    the folder (left by a killed process) are removed first."""
+# Where the metadata goes in JPEG and WebP files, as AUTOMATIC1111 stores it (PNG uses text chunks):
+# the A1111 `parameters` text in EXIF UserComment, b"UNICODE\0" + UTF-16 big-endian (what A1111
+# writes through piexif, and civitai and A1111's PNG Info read; Pillow writes a new EXIF block
+# big-endian too), and imagent's JSON record in EXIF ImageDescription (IFD0, ASCII: the JSON
+# escapes anything else as \uXXXX). Only Pillow's Image.Exif is used, no piexif.
+RECORD_KEY = "imagent"
+EXIF_IFD, USER_COMMENT, IMAGE_DESCRIPTION = 0x8769, 0x9286, 0x010E
+_UNICODE, _ASCII = b"UNICODE\0", b"ASCII\0\0\0"
+_JPEG_MAX_EXIF = 65533  # one APP1 segment
+
+
+def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str, str] | None = None) -> Path:
+    """`atomic_save` as PNG."""
+    return atomic_save(image, path, text)
+
+
+def atomic_save(image: Image.Image, path: str | os.PathLike, text: dict[str, str] | None = None, *,
+                format: str = "png", quality: int = 95) -> Path:
+    """Write an image with its metadata so that `path` is either absent or complete, never partial.
+
+    `format`: png (text chunks), jpeg or webp (`parameters` and `imagent` in EXIF, see above;
+    `quality` 1..100). The file is written to `NAME.EXT.XXXXXXXX.imagent-partial` beside it and
+    then renamed; it gets the mode a new file gets (0644 under the usual umask). Partial files
+    older than a minute in the folder (left by a killed process) are removed first."""
     path = Path(path)
+    options = _save_options(path, format, text or {}, quality)
+    if format == "jpeg" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    elif format == "webp" and image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     prepare_out_dir(path.parent)
     remove_stale_partials(path.parent)
-    info = PngImagePlugin.PngInfo()
-    for key, value in (text or {}).items():
-        info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
     while True:
         tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
         try:
@@ -170,7 +194,7 @@ def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str,
             continue
     try:
         with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG", pnginfo=info)
+            image.save(fh, **options)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -184,8 +208,35 @@ def atomic_save_png(image: Image.Image, path: str | os.PathLike, text: dict[str,
     return path
 
 
+def _save_options(path: Path, format: str, text: dict[str, str], quality: int) -> dict:
+    """The keyword arguments of Image.save for a format, with the metadata in place."""
+    if format not in SAVE_FORMATS:
+        raise ValueError(f"unknown image format {format!r}")
+    if format == "png":
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
+        return {"format": "PNG", "pnginfo": info}
+    exif = Image.Exif()
+    for key, value in text.items():
+        if key == "parameters":
+            exif.get_ifd(EXIF_IFD)[USER_COMMENT] = _UNICODE + value.encode("utf-16-be")
+        elif key == RECORD_KEY:
+            if not value.isascii():
+                raise ValueError("the JSON record must be ASCII (json.dumps escapes the rest)")
+            exif[IMAGE_DESCRIPTION] = value
+        else:
+            raise ValueError(f"metadata {key!r} has no place in {format} files")
+    data = exif.tobytes()
+    if format == "jpeg" and len(data) > _JPEG_MAX_EXIF:
+        raise InvalidInput(f"The metadata of '{path}' ({len(data)} bytes) does not fit in a JPEG file (at most "
+                           f"{_JPEG_MAX_EXIF} bytes of EXIF); nothing was written.",
+                           "Use --format webp or png, which have no such limit.")
+    return {"format": SAVE_FORMATS[format], "quality": quality, "exif": data}
+
+
 def remove_stale_partials(directory: Path, max_age: float = STALE_PARTIAL_SECONDS) -> list[Path]:
-    """Delete the partial PNGs in `directory` older than `max_age` seconds; returns them."""
+    """Delete the partial images in `directory` older than `max_age` seconds; returns them."""
     removed = []
     cutoff = time.time() - max_age
     try:
@@ -204,13 +255,47 @@ def remove_stale_partials(directory: Path, max_age: float = STALE_PARTIAL_SECOND
     return removed
 
 
-def png_text(path: str | os.PathLike) -> dict[str, str]:
-    """The text chunks of a PNG file (empty for other formats)."""
+def image_text(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata text of an image file: a PNG's text chunks; for JPEG and WebP (and a PNG's
+    eXIf) `parameters` from EXIF UserComment and `imagent` from an ImageDescription holding a JSON
+    object. Text chunks win over EXIF; a damaged EXIF block reads as none."""
     image = load_image_raw(path)
     try:
-        return dict(getattr(image, "text", {}) or {})
+        text = dict(getattr(image, "text", {}) or {})
+        try:
+            exif = image.getexif()
+            comment = exif.get_ifd(EXIF_IFD).get(USER_COMMENT)
+            description = exif.get(IMAGE_DESCRIPTION)
+        except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error):
+            return text
+        if comment and "parameters" not in text:
+            decoded = decode_user_comment(comment)
+            if decoded:
+                text["parameters"] = decoded
+        if isinstance(description, bytes):
+            description = description.decode("utf-8", errors="replace")
+        if isinstance(description, str) and description.strip().startswith("{") and RECORD_KEY not in text:
+            text[RECORD_KEY] = description.strip().rstrip("\0")
+        return text
     finally:
         image.close()
+
+
+def decode_user_comment(raw: bytes | str) -> str:
+    """EXIF UserComment -> text. Its 8-byte header names the code: UNICODE (UTF-16; big-endian as
+    A1111/piexif write it, little-endian guessed from the zero bytes when other tools wrote it in
+    the file's byte order), ASCII, or none (read as UTF-8, as A1111 does)."""
+    if isinstance(raw, str):
+        return raw.rstrip("\0")
+    head, body = raw[:8], raw[8:]
+    if head == _UNICODE:
+        if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
+            return body.decode("utf-16", errors="replace").rstrip("\0")
+        big = body[0::2].count(0) >= body[1::2].count(0)
+        return body.decode("utf-16-be" if big else "utf-16-le", errors="replace").rstrip("\0")
+    if head in (_ASCII, b"\0" * 8):
+        return body.decode("utf-8", errors="replace").rstrip("\0")
+    return raw.decode("utf-8", errors="replace").rstrip("\0")
 
 
 def load_image_raw(path: str | os.PathLike) -> Image.Image:
@@ -219,7 +304,7 @@ def load_image_raw(path: str | os.PathLike) -> Image.Image:
 
 
 def unique_path(directory: Path, stem: str, suffix: str = ".png") -> Path:
-    """A path in `directory` that does not exist yet: stem.png, stem-1.png, ..."""
+    """A path in `directory` that does not exist yet: stem.png, stem-1.png, ... (or stem.jpg, ...)"""
     candidate = directory / f"{stem}{suffix}"
     n = 1
     while candidate.exists():

@@ -1,5 +1,8 @@
-"""PNG metadata: an AUTOMATIC1111-compatible `parameters` chunk plus a full JSON record.
+"""Image metadata: an AUTOMATIC1111-compatible `parameters` text plus a full JSON record.
 
+PNG stores them as text chunks `parameters` and `imagent`; JPEG and WebP, as A1111 does, in EXIF:
+`parameters` in UserComment (0x9286, b"UNICODE\0" + UTF-16) and the `imagent` JSON in
+ImageDescription (0x010E); see tools.images (atomic_save, image_text).
 Other tools (A1111, ComfyUI's readers, civitai) read `parameters`; imagent reads `imagent`
 (JSON) first and falls back to parsing `parameters` for images made elsewhere.
 """
@@ -10,10 +13,10 @@ import re
 from pathlib import Path
 
 from tools.errors import InvalidInput
-from tools.images import png_text
+from tools.images import RECORD_KEY, image_text
 from tools.schedulers import from_sampler_label, sampler_label
 
-JSON_KEY = "imagent"
+JSON_KEY = RECORD_KEY
 
 
 def a1111_parameters(record: dict) -> str:
@@ -54,6 +57,8 @@ def _num(x: float) -> str:
 
 
 def png_chunks(record: dict) -> dict[str, str]:
+    """The metadata texts of a record: `parameters` (A1111) and `imagent` (JSON, ASCII); stored as
+    PNG chunks, or in EXIF for JPEG and WebP."""
     return {"parameters": a1111_parameters(record), JSON_KEY: json.dumps(record, sort_keys=True)}
 
 
@@ -92,7 +97,7 @@ def read_metadata(path: str | Path) -> dict:
     """{'record': full imagent record or None, 'parameters': A1111 text or None, 'parsed': dict}.
 
     The imagent record is validated here (check_record), so readers can rely on its shape."""
-    text = png_text(path)
+    text = image_text(path)
     record = None
     if JSON_KEY in text:
         try:
@@ -103,7 +108,8 @@ def read_metadata(path: str | Path) -> dict:
     params = text.get("parameters")
     if record is None and params is None:
         raise InvalidInput(f"'{path}' carries no generation metadata.",
-                           "Only PNGs written by imagent or AUTOMATIC1111-compatible tools can be shown or rerun.")
+                           "Only images (PNG, JPEG, WebP) written by imagent or AUTOMATIC1111-compatible tools "
+                           "can be shown or rerun.")
     return {"record": record, "parameters": params, "parsed": parse_a1111(params) if params else None}
 
 
@@ -112,7 +118,7 @@ _NUMBER = (int, float)
 RECORD_FIELDS: dict[str, tuple] = {
     "model": (str,), "backend": (str,), "width": (int,), "height": (int,), "seed": (int,),
     "scheduler": (str, type(None)), "params": (dict,), "inputs": (dict,), "safety": (dict,),
-    "recipe": (dict,), "upscale": (dict,), "spec": (dict,), "source": (dict,),
+    "recipe": (dict,), "upscale": (dict,), "spec": (dict,), "source": (dict,), "post": (dict,),
 }
 PARAMS_FIELDS: dict[str, tuple] = {
     "prompt": (str,), "negative_prompt": (str,), "steps": (int,), "cfg": _NUMBER, "strength": _NUMBER,

@@ -10,6 +10,7 @@ from agent.config import Settings, load_settings
 from agent.errors import InvalidInput
 from agent.session import Progress, Session
 from tools.generate import parse_size
+from tools.postprocess import PostProcess
 from tools.schedulers import SCHEDULERS
 
 
@@ -70,11 +71,32 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
                    help="share of the steps after which the control stops (default 1)")
 
 
-def add_output_options(p: argparse.ArgumentParser) -> None:
+def add_output_options(p: argparse.ArgumentParser, *, post: bool = False) -> None:
+    """--out, --json, --progress; with `post` also the post-processing options (see post_from)."""
     p.add_argument("--out", help="folder for the images (default: $IMAGENT_HOME/outputs/DATE)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
+    if not post:
+        return
+    g = p.add_argument_group("post-processing and output format (recorded; rerun repeats it)")
+    g.add_argument("--sharpen", type=float, metavar="AMOUNT",
+                   help="sharpen the saved image with an unsharp mask, 0 (off, default) to 5; 1 is moderate")
+    g.add_argument("--resize", metavar="WxH",
+                   help="resize the saved image to exactly WIDTHxHEIGHT pixels (16..4096 each; Lanczos), "
+                        "before sharpening; the metadata keeps the generated size too")
+    g.add_argument("--format", metavar="png|jpeg|webp",
+                   help="file format: png (default, lossless), jpeg or webp (smaller, lossy); "
+                        "the metadata is kept in each (EXIF for jpeg and webp)")
+    g.add_argument("--quality", type=int, metavar="N",
+                   help="jpeg/webp quality 1..100 (default: 95); higher is larger and closer to the original")
+
+
+def post_from(args) -> PostProcess:
+    """The post-processing the options ask for (the default when none is given), checked here,
+    before anything is generated."""
+    return PostProcess.from_options(sharpen=getattr(args, "sharpen", None), resize=getattr(args, "resize", None),
+                                    format=getattr(args, "format", None), quality=getattr(args, "quality", None))
 
 
 def settings_from(args, **overrides) -> Settings:

@@ -10,15 +10,16 @@ PROMPT is used exactly as written by default (--raw). With --idea or --style it 
 it is expanded into a structured prompt (`imagent expand` shows the same thing without
 generating), and both the idea and the structured prompt are stored in the PNG and the gallery.
 
-Prints the saved PNG paths (or a JSON record with --json). Each PNG carries its parameters, so
-`imagent show` and `imagent rerun` work on it.
+Prints the saved image paths (or a JSON record with --json). Each image carries its parameters
+(PNG text chunks, or EXIF with --format jpeg|webp), so `imagent show` and `imagent rerun` work on
+it. --resize, --sharpen, --format and --quality post-process the saved image.
 """
 from __future__ import annotations
 
 import sys
 
 from agent.commands.common import (add_generation_options, add_model_options, add_output_options, emit,
-                                   progress_bar, request_fields, session_from, warn)
+                                   post_from, progress_bar, request_fields, session_from, warn)
 from agent.commands.expand import add_expansion_options, expansion_from
 from agent.errors import InvalidInput
 from tools.generate import GenerateRequest
@@ -34,13 +35,14 @@ def add_arguments(p) -> None:
                    help="how much of --init-image to change, 0..1 (default: 0.75)")
     g.add_argument("--mask", metavar="PATH", help="inpaint only where the mask is white (needs --init-image)")
     add_model_options(p)
-    add_output_options(p)
+    add_output_options(p, post=True)
 
 
 def run(args) -> int:
     from agent.commands.common import text_or_stdin
 
     args.prompt = text_or_stdin(args.prompt)
+    post = post_from(args)
     session = session_from(args)
     fields = request_fields(args, session.settings)
     prompt, idea, spec, extra = args.prompt, None, None, None
@@ -68,7 +70,7 @@ def run(args) -> int:
         request, inputs = GenerateRequest(prompt=prompt, **fields), None
     with progress_bar(args) as sink:
         outcome = session.generate(request, idea=idea, spec=spec, out_dir=args.out, progress=sink, inputs=inputs,
-                                   extra=extra)
+                                   extra=extra, post=post)
     warn(outcome.warnings)
     for b in outcome.blocked:
         warn([f"image with seed {b['seed']} was blocked ({b['category']}) and not saved"])

@@ -1,4 +1,5 @@
-"""Reproduce an image from the metadata in its PNG (same model, parameters and seed).
+"""Reproduce an image from its metadata (same model, parameters, seed and post-processing; PNG,
+JPEG or WebP).
 
 Prints the new path; `identical: yes|no` on stderr says whether the pixels match the original
 (they do for the same model, parameters and device).
@@ -17,7 +18,7 @@ from tools.metadata import read_metadata
 
 
 def add_arguments(p) -> None:
-    p.add_argument("image", help="a PNG written by imagent")
+    p.add_argument("image", help="an image (PNG, JPEG or WebP) written by imagent")
     p.add_argument("--model", help="use this model instead of the one recorded (results will differ)")
     p.add_argument("--device", help="auto | cpu | cuda | mps")
     p.add_argument("--dtype", help="auto | fp32 | fp16 | bf16")

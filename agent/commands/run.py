@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 from agent.commands.common import (add_generation_options, add_model_options, add_output_options, emit,
-                                   progress_bar, request_fields, session_from, warn)
+                                   post_from, progress_bar, request_fields, session_from, warn)
 
 
 def add_arguments(p) -> None:
@@ -39,13 +39,14 @@ def add_arguments(p) -> None:
                                       "(default: the demo detector with the demo model; none otherwise)")
     add_generation_options(p)
     add_model_options(p)
-    add_output_options(p)
+    add_output_options(p, post=True)
 
 
 def run(args) -> int:
     from agent.commands.common import text_or_stdin
 
     args.idea = text_or_stdin(args.idea)
+    post = post_from(args)
     session = session_from(args, clip_model=args.clip, detector=args.detector)
     fields = request_fields(args, session.settings)
     if args.count != 1:
@@ -54,7 +55,8 @@ def run(args) -> int:
     with progress_bar(args) as sink:
         outcome = session.run(args.idea, rounds=args.rounds, candidates=args.candidates, threshold=args.threshold,
                               threshold_mode=args.threshold_mode, style=args.style, raw=args.raw,
-                              request_fields=fields, out_dir=args.out, progress=sink, reviser=args.reviser)
+                              request_fields=fields, out_dir=args.out, progress=sink, reviser=args.reviser,
+                              post=post)
     warn(outcome.warnings)
     if args.json:
         emit(args, outcome.to_json(), [])

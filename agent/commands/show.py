@@ -1,4 +1,5 @@
-"""Print the generation metadata of a PNG: the A1111 `parameters` text and imagent's JSON record."""
+"""Print the generation metadata of an image (PNG, JPEG or WebP): the A1111 `parameters` text and
+imagent's JSON record."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from tools.metadata import read_metadata
 
 
 def add_arguments(p) -> None:
-    p.add_argument("image", help="a PNG written by imagent (or by AUTOMATIC1111-compatible tools)")
+    p.add_argument("image", help="a PNG, JPEG or WebP written by imagent (or by AUTOMATIC1111-compatible tools)")
     p.add_argument("--json", action="store_true", help="print the full record as JSON")
 
 
@@ -29,4 +30,6 @@ def run(args) -> int:
         print("spec: " + json.dumps(record["spec"]))
     if record.get("inputs"):
         print("inputs: " + json.dumps(record["inputs"]))
+    if record.get("post"):
+        print("post: " + json.dumps(record["post"]))
     return 0

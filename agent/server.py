@@ -645,7 +645,9 @@ def make_app(session: Session, *, token: str | None = None, queue_size: int = DE
     @app.get("/v1/images/{image_id}")
     def get_image(image_id: str):
         row = gallery_row(image_id)
-        return FileResponse(row["path"], media_type="image/png", headers={
+        media = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}.get(
+            Path(row["path"]).suffix.lower(), "image/png")  # images made with --format jpeg|webp
+        return FileResponse(row["path"], media_type=media, headers={
             "Link": f'</v1/images/{row["id"]}/metadata>; rel="describedby"',
             "X-Imagent-Seed": str(row.get("seed")), "Cache-Control": "private, max-age=31536000, immutable"})
 

@@ -282,3 +282,32 @@ def test_tool_call_with_loras_and_options_is_recorded(settings, adapter_backend,
 
     with pytest.raises(ValidationError):
         caps.call("generate", {"prompt": "a cat", "loras": ["x"] * 9})
+
+
+def test_shipped_demo_lora_draws_the_tall_style_and_weight_zero_is_the_base_model():
+    import random
+
+    import torch
+
+    from tools.demo import oracle, world
+    from tools.diffusers_backend import DiffusersBackend
+
+    backend = DiffusersBackend("demo", "cpu", torch.float32)
+    prompts = [world.sample_scene(random.Random(f"lora-test-{i}")).caption() for i in range(8)]
+
+    def share(loras):
+        tall = total = 0
+        images = []
+        for i, p in enumerate(prompts):
+            img = backend.generate(GenerateRequest(p, seed=i, loras=loras)).images[0]
+            objects = oracle.read(img).objects
+            tall += sum(o.style == "tall" for o in objects)
+            total += len(objects)
+            images.append(px(img))
+        return tall / max(total, 1), images
+
+    base_share, base_images = share(())
+    tall_share, _ = share((Lora("demo-tall", 1.0),))
+    _, zero_images = share((Lora("demo-tall", 0.0),))
+    assert base_share <= 0.2 and tall_share >= 0.7, (base_share, tall_share)
+    assert all(np.array_equal(a, b) for a, b in zip(base_images, zero_images))

@@ -311,3 +311,24 @@ def test_shipped_demo_lora_draws_the_tall_style_and_weight_zero_is_the_base_mode
     _, zero_images = share((Lora("demo-tall", 0.0),))
     assert base_share <= 0.2 and tall_share >= 0.7, (base_share, tall_share)
     assert all(np.array_equal(a, b) for a, b in zip(base_images, zero_images))
+
+
+def test_shipped_demo_controlnet_puts_objects_where_the_layout_says():
+    import random
+
+    import torch
+
+    from tools.demo import oracle, world
+    from tools.diffusers_backend import DiffusersBackend
+
+    backend = DiffusersBackend("demo", "cpu", torch.float32)
+    prompts = world.prompt_set("position", 8)
+    rng = random.Random("controlnet-test")
+    with_layout = without = 0
+    for i, p in enumerate(prompts):
+        layout = world.layout_image(world.layout(world.parse(p), rng))
+        free = backend.generate(GenerateRequest(p, seed=i)).images[0]
+        guided = backend.generate(GenerateRequest(p, seed=i, controls=(Control("layout", layout),))).images[0]
+        without += oracle.check(free, p).correct
+        with_layout += oracle.check(guided, p).correct
+    assert with_layout >= 6 and with_layout > without, (with_layout, without)

@@ -125,10 +125,8 @@ def parse_ip_adapter(spec: str, model: str | None = None) -> IPAdapter:
     spec = (spec or "").strip()
     if not spec:
         raise InvalidInput("An empty --ip-adapter was given.", "Write --ip-adapter IMAGE[:SCALE], e.g. style.png:0.6.")
-    head, sep, tail = spec.rpartition(":")
-    if sep and head and re.fullmatch(r"\s*[-+]?[\d.]+\s*", tail):
-        return IPAdapter.load(head, _number(tail, "IP-Adapter scale", spec), model)
-    return IPAdapter.load(spec, 1.0, model)
+    head, tail = split_number(spec)
+    return IPAdapter.load(head, 1.0 if tail is None else _number(tail, "IP-Adapter scale", spec), model)
 
 
 def check_ip_adapter(ip: IPAdapter) -> IPAdapter:
@@ -167,6 +165,15 @@ def resolve_ip_adapter(model: str) -> tuple[str, str, str]:
                         "ORG/NAME:SUBFOLDER/FILE, e.g. h94/IP-Adapter:models/ip-adapter_sd15.safetensors.")
 
 
+def split_number(spec: str) -> tuple[str, str | None]:
+    """'THING:NUMBER' -> ('THING', 'NUMBER'); 'THING' -> ('THING', None). Only a number after the
+    last colon is split off, so Windows paths (C:\\x.png) and hub ids stay whole."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and re.fullmatch(r"\s*[-+]?[\d.]+(e[-+]?\d+)?\s*", tail, re.IGNORECASE):
+        return head.strip(), tail
+    return spec.strip(), None
+
+
 def _number(text: str, what: str, spec: str) -> float:
     try:
         value = float(text)
@@ -184,10 +191,8 @@ def parse_lora(spec: str) -> Lora:
     spec = (spec or "").strip()
     if not spec:
         raise InvalidInput("An empty --lora was given.", "Write --lora PATH_OR_NAME[:WEIGHT], e.g. --lora demo-tall:0.8.")
-    head, sep, tail = spec.rpartition(":")
-    if sep and head and re.fullmatch(r"\s*[-+]?[\d.]+(e[-+]?\d+)?\s*", tail, re.IGNORECASE):
-        return check_lora(Lora(head.strip(), _number(tail, "LoRA weight", spec)))
-    return check_lora(Lora(spec))
+    head, tail = split_number(spec)
+    return check_lora(Lora(head, 1.0 if tail is None else _number(tail, "LoRA weight", spec)))
 
 
 def check_lora(lora: Lora) -> Lora:
@@ -303,11 +308,8 @@ def parse_control(spec: str) -> tuple[str, str, float]:
         raise InvalidInput(f"--control '{spec}' is not KIND:IMAGE[:SCALE].",
                            f"Write e.g. --control canny:photo.png:0.8 (kinds: {', '.join(CONTROL_KINDS)}).")
     check_kind(kind)
-    scale = 1.0
-    head, sep2, tail = rest.rpartition(":")
-    if sep2 and head and re.fullmatch(r"\s*[-+]?[\d.]+\s*", tail):
-        rest, scale = head, _number(tail, "control scale", spec)
-    return kind, rest.strip(), scale
+    path, tail = split_number(rest)
+    return kind, path, 1.0 if tail is None else _number(tail, "control scale", spec)
 
 
 def check_kind(kind: str) -> str:

@@ -26,7 +26,7 @@ import torch
 from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
-from training.demo_train import Checkpointer, images_to_tensor, log, lr_at
+from training.demo_train import Checkpointer, eps_loss, images_to_tensor, log, lr_at, noisy_batch
 
 EXPORT_DIR = WEIGHTS_DIR / "controlnet-layout"
 EMBED_CHANNELS = (16, 32, 64)   # two stride-2 stages: 64x64 condition -> 16x16 latents
@@ -36,12 +36,6 @@ def make_controlnet(unet):
     from diffusers import ControlNetModel
 
     return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=EMBED_CHANNELS)
-
-
-def cond_tensor(images) -> torch.Tensor:
-    """Layout images -> float tensor in [0, 1] (what the ControlNet pipelines feed it)."""
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255.0)
 
 
 def cache(pipe, out: Path, n: int, seed: int) -> dict:
@@ -110,21 +104,14 @@ def train(a) -> None:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a.lr, 200)
         gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
-        idx = torch.randint(0, Z.shape[0], (a.batch,), generator=gen)
-        z0, ids = Z[idx].float(), IDS[idx].long()
-        ids[torch.rand(a.batch, generator=gen) < 0.1] = empty
+        idx, ids, noise, t, zt = noisy_batch(Z, IDS, empty, a.batch, gen, sched)
         cond_img = MAPS[idx].permute(0, 3, 1, 2).float().div(255.0)
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, 1000, (a.batch,), generator=gen)
-        zt = sched.add_noise(z0, noise, t)
         with torch.no_grad():
             cond = text(input_ids=ids).last_hidden_state
         down, mid = net(zt, t, encoder_hidden_states=cond, controlnet_cond=cond_img, return_dict=False)
         pred = unet(zt, t, cond, down_block_additional_residuals=down,
                     mid_block_additional_residual=mid).sample
-        snr = snr_all[t]
-        w = torch.clamp(snr, max=5.0) / snr
-        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        loss = eps_loss(pred, noise, t, snr_all)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

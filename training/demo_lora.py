@@ -28,7 +28,7 @@ import torch
 from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
-from training.demo_train import Checkpointer, images_to_tensor, log, lr_at
+from training.demo_train import Checkpointer, eps_loss, images_to_tensor, log, lr_at, noisy_batch
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
            "conv1", "conv2"]
@@ -109,17 +109,10 @@ def train(a) -> None:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a.lr, 100)
         gen = torch.Generator().manual_seed(a.seed * 1_000_003 + step)
-        idx = torch.randint(0, Z.shape[0], (a.batch,), generator=gen)
-        z0, ids = Z[idx].float(), IDS[idx].long()
-        ids[torch.rand(a.batch, generator=gen) < 0.1] = empty
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, 1000, (a.batch,), generator=gen)
+        _idx, ids, noise, t, zt = noisy_batch(Z, IDS, empty, a.batch, gen, sched)
         with torch.no_grad():
             cond = text(input_ids=ids).last_hidden_state
-        pred = unet(sched.add_noise(z0, noise, t), t, cond).sample
-        snr = snr_all[t]
-        w = torch.clamp(snr, max=5.0) / snr
-        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        loss = eps_loss(unet(zt, t, cond).sample, noise, t, snr_all)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(live, 1.0)

@@ -90,6 +90,24 @@ def lr_at(step: int, base: float, warmup: int, decay_from: int = 0, decay_steps:
     return lr
 
 
+def noisy_batch(Z, IDS, empty, batch: int, gen, sched, uncond: float = 0.1):
+    """A training batch from a latent cache for an adapter on the frozen UNet: (cache indices,
+    token ids with `uncond` of them dropped to the empty caption, noise, timesteps, noisy latents)."""
+    idx = torch.randint(0, Z.shape[0], (batch,), generator=gen)
+    z0, ids = Z[idx].float(), IDS[idx].long()
+    ids[torch.rand(batch, generator=gen) < uncond] = empty
+    noise = torch.randn(z0.shape, generator=gen)
+    t = torch.randint(0, 1000, (batch,), generator=gen)
+    return idx, ids, noise, t, sched.add_noise(z0, noise, t)
+
+
+def eps_loss(pred, noise, t, snr_all, min_snr: float = 5.0):
+    """Epsilon-prediction MSE with min-SNR weighting (the UNet's own recipe)."""
+    snr = snr_all[t]
+    w = torch.clamp(snr, max=min_snr) / snr
+    return (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+
+
 # ----------------------------------------------------------------------------- VAE
 
 def train_vae(a):

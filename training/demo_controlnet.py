@@ -14,7 +14,6 @@ and in imagent as `--control layout:IMAGE` (its default model for the layout kin
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -26,7 +25,8 @@ import torch
 from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
-from training.demo_train import Checkpointer, eps_loss, images_to_tensor, log, lr_at, noisy_batch
+from training.demo_train import (Checkpointer, adapter_main, eps_loss, images_to_tensor, log, lr_at,
+                                 noisy_batch)
 
 EXPORT_DIR = WEIGHTS_DIR / "controlnet-layout"
 EMBED_CHANNELS = (16, 32, 64)   # two stride-2 stages: 64x64 condition -> 16x16 latents
@@ -175,28 +175,8 @@ def evaluate(a) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m training.demo_controlnet", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=30.0, help="wall time of this training run")
-    p.add_argument("--max-steps", type=int, default=10**9, help="stop training at this step")
-    p.add_argument("--out", default="checkpoints/controlnet")
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--cache", type=int, default=8192, help="scenes in the training cache")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--ckpt-minutes", type=float, default=3.0)
-    p.add_argument("--export", action="store_true", help="write the fp16 ControlNet and exit")
-    p.add_argument("--eval", type=int, default=0, metavar="N",
-                   help="judge the exported ControlNet on N prompts per category and exit")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    if a.export:
-        export(a)
-    elif a.eval:
-        evaluate(a)
-    else:
-        train(a)
+    adapter_main(argv, prog="python -m training.demo_controlnet", doc=__doc__, what="ControlNet", minutes=30.0,
+                 out="checkpoints/controlnet", lr=3e-4, train=train, export=export, evaluate=evaluate)
 
 
 if __name__ == "__main__":

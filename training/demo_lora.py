@@ -17,7 +17,6 @@ encoding and decoding outlined scenes kept the hole on 17% of objects (measured,
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -28,7 +27,8 @@ import torch
 from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
-from training.demo_train import Checkpointer, eps_loss, images_to_tensor, log, lr_at, noisy_batch
+from training.demo_train import (Checkpointer, adapter_main, eps_loss, images_to_tensor, log, lr_at,
+                                 noisy_batch)
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
            "conv1", "conv2"]
@@ -186,29 +186,8 @@ def evaluate(a) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m training.demo_lora", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=20.0, help="wall time of this training run")
-    p.add_argument("--max-steps", type=int, default=10**9, help="stop training at this step")
-    p.add_argument("--out", default="checkpoints/lora")
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--cache", type=int, default=8192, help="scenes in the latent cache")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--ckpt-minutes", type=float, default=3.0)
-    p.add_argument("--export", action="store_true", help="write the fp16 LoRA and exit")
-    p.add_argument("--eval", type=int, default=0, metavar="N",
-                   help="judge the exported LoRA on N prompts with the oracle and exit")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    if a.export:
-        export(a)
-    elif a.eval:
-        evaluate(a)
-    else:
-        train(a)
+    adapter_main(argv, prog="python -m training.demo_lora", doc=__doc__, what="LoRA", minutes=20.0,
+                 out="checkpoints/lora", lr=1e-3, train=train, export=export, evaluate=evaluate, extra=lambda p: p.add_argument("--rank", type=int, default=8, help="LoRA rank"))
 
 
 if __name__ == "__main__":

@@ -108,6 +108,30 @@ def eps_loss(pred, noise, t, snr_all, min_snr: float = 5.0):
     return (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
 
 
+def adapter_main(argv, *, prog: str, doc: str, what: str, minutes: float, out: str, lr: float,
+                 train, export, evaluate, extra=None) -> None:
+    """The command line shared by the adapter trainers (demo LoRA, demo ControlNet): train
+    (resumable), --export, or --eval N. `extra(parser)` adds a trainer's own options."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=minutes, help="wall time of this training run")
+    p.add_argument("--max-steps", type=int, default=10**9, help="stop training at this step")
+    p.add_argument("--out", default=out)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--cache", type=int, default=8192, help="scenes in the training cache")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ckpt-minutes", type=float, default=3.0)
+    p.add_argument("--export", action="store_true", help=f"write the fp16 {what} and exit")
+    p.add_argument("--eval", type=int, default=0, metavar="N",
+                   help=f"judge the exported {what} on N prompts with the oracle and exit")
+    if extra:
+        extra(p)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    (export if a.export else evaluate if a.eval else train)(a)
+
+
 # ----------------------------------------------------------------------------- VAE
 
 def train_vae(a):

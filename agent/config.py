@@ -41,6 +41,7 @@ class Settings:
     clip_model: str = DEMO
     detector: str | None = None       # None: the demo detector with the demo model, else no verifier
     safety: str = "standard"
+    layout_repair: str = "auto"       # the loop's layout repair: auto | control (layout ControlNet) | latent
     style: str | None = None
     llm_model: str | None = None
     llm_base_url: str | None = None
@@ -74,6 +75,7 @@ class Settings:
 _ENV = {
     "model": "IMAGENT_MODEL", "backend": "IMAGENT_BACKEND", "device": "IMAGENT_DEVICE",
     "dtype": "IMAGENT_DTYPE", "clip_model": "IMAGENT_CLIP", "detector": "IMAGENT_DETECTOR", "safety": "IMAGENT_SAFETY",
+    "layout_repair": "IMAGENT_LAYOUT_REPAIR",
     "style": "IMAGENT_STYLE", "llm_model": "IMAGENT_LLM_MODEL", "llm_base_url": "IMAGENT_LLM_BASE_URL",
     "llm_api_key": "IMAGENT_LLM_API_KEY", "llm_timeout": "IMAGENT_LLM_TIMEOUT",
     "llm_max_retries": "IMAGENT_LLM_MAX_RETRIES", "llm_fallback": "IMAGENT_LLM_FALLBACK",
@@ -178,6 +180,9 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ConfigError(f"Unknown backend '{settings.backend}'.", "Use diffusers or openai.")
     if settings.safety not in {"off", "standard", "strict"}:
         raise ConfigError(f"Unknown safety level '{settings.safety}'.", "Use off, standard or strict.")
+    if settings.layout_repair not in {"auto", "control", "latent"}:
+        raise ConfigError(f"Unknown layout_repair '{settings.layout_repair}'.",
+                          "Use auto (the layout ControlNet where the model has one), control or latent.")
     if settings.llm_fallback not in {"template", "error"}:
         raise ConfigError(f"Unknown llm_fallback '{settings.llm_fallback}'.", "Use template or error.")
     if settings.llm_method not in {"json_schema", "function_calling", "json_mode"}:

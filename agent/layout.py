@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from tools.compose import ComposePlan, Placement
+from tools.compose import LAYOUT_SIDE, ComposePlan, Placement
 from tools.requirements import Checklist, Requirement, RequirementVerdict
 
 
@@ -66,7 +66,11 @@ def _instances(checklist: Checklist) -> list[Requirement]:
 
 
 def plan_layout(checklist: Checklist, *, width: int, height: int, seed: int, prompt: str, negative: str = "",
-                steps: int = 20, cfg: float = 5.0, finish_strength: float = 0.3) -> ComposePlan:
+                steps: int = 20, cfg: float = 5.0, finish_strength: float = 0.3,
+                layout_control: float | None = None) -> ComposePlan:
+    """A box per object instance. With `layout_control` (the layout ControlNet's scale) the boxes
+    are drawn by the ControlNet in one generation, each `LAYOUT_SIDE` of the image (less where
+    neighbours are close); without, each object is generated alone and moved into its box."""
     rng = random.Random(seed)
     inst = _instances(checklist)
     rel = next((r for r in checklist.requirements if r.kind == "relation"), None)
@@ -75,10 +79,15 @@ def plan_layout(checklist: Checklist, *, width: int, height: int, seed: int, pro
         a, b = relation_slots(rel.relation, width, height, rng)
         centres = [a, b] if inst[0].id == rel.subject else [b, a]
     room = _room(centres, width, height)
-    placements = [Placement(label=r.phrase, target=c, prompt=object_prompt(r, checklist), seed=seed + 101 * (i + 1),
-                            max_size=room) for i, (r, c) in enumerate(zip(inst, centres))]
+    if layout_control is not None:
+        side = min(room, LAYOUT_SIDE * min(width, height))
+        placements = [Placement(label=r.phrase, target=c, max_size=round(side, 1)) for r, c in zip(inst, centres)]
+    else:
+        placements = [Placement(label=r.phrase, target=c, prompt=object_prompt(r, checklist),
+                                seed=seed + 101 * (i + 1), max_size=room) for i, (r, c) in enumerate(zip(inst, centres))]
     return ComposePlan(width=width, height=height, placements=placements, finish_prompt=prompt,
-                       negative_prompt=negative, steps=steps, cfg=cfg, seed=seed, finish_strength=finish_strength)
+                       negative_prompt=negative, steps=steps, cfg=cfg, seed=seed, finish_strength=finish_strength,
+                       layout_control=layout_control)
 
 
 def _room(centres, width: int, height: int) -> float:
@@ -164,13 +173,15 @@ class RunPlanner:
     """The planner a run hands the loop: its checklist, size and prompt bound once."""
 
     def __init__(self, checklist: Checklist, *, width: int, height: int, prompt: str, negative: str = "",
-                 steps: int = 20, cfg: float = 5.0, finish_strength: float = 0.3):
+                 steps: int = 20, cfg: float = 5.0, finish_strength: float = 0.3,
+                 layout_control: float | None = None):
         self.checklist = checklist
+        self.layout_control = layout_control
         self.kw = dict(width=width, height=height, prompt=prompt, negative=negative, steps=steps, cfg=cfg,
                        finish_strength=finish_strength)
 
     def layout(self, seed: int) -> ComposePlan:
-        return plan_layout(self.checklist, seed=seed, **self.kw)
+        return plan_layout(self.checklist, seed=seed, layout_control=self.layout_control, **self.kw)
 
     def edit(self, best, seed: int) -> ComposePlan | None:
         return plan_edit(self.checklist, best.checks, seed=seed, **self.kw)

@@ -8,7 +8,8 @@ failed requirements choose the next round's repair, and the table records which:
 
 - `edit`: keep the objects that pass, erase the extra or wrong ones, move the pair of a failed
   relation, add missing ones (tools.compose over the best image); one composed candidate;
-- `layout`: plan a box per object and generate each inside it (tools.compose); one candidate;
+- `layout`: plan a box per object and generate each inside it (tools.compose), or draw the boxes
+  with the model's layout ControlNet in one generation where it has one; one candidate;
 - `prompt`: the reviser moves the failed items first (no guidance rise), with fresh seeds (the
   demo model's reviser keeps its prompt: only the seeds change).
 
@@ -287,6 +288,8 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
 
 def recipe_images(recipe: dict) -> int:
     placed = recipe.get("placed", [])
+    if recipe["plan"].get("layout_control") is not None and not recipe["plan"].get("use_base"):
+        return 1  # drawn by the layout ControlNet in one generation
     gen = sum(1 for p in placed if p.get("from") == "generated")
     return gen + (1 if recipe["plan"].get("finish_strength", 0) > 0 else 0)
 
@@ -314,5 +317,7 @@ def _describe(repair: str, attempt: Attempt, best: Candidate | None) -> str:
             parts = ([f"moved {', '.join(moved)}"] if moved else []) + ([f"added {', '.join(added)}"] if added else []) \
                 + ([f"erased {erased}"] if erased else [])
             return "edit: " + ("; ".join(parts) or "kept the image")
+        if any(p.get("from") == "control" for p in placed):
+            return f"layout: {len(placed)} object(s) drawn in planned boxes by the layout ControlNet"
         return f"layout: {len(placed)} object(s) generated in planned boxes"
     return repair

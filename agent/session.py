@@ -353,7 +353,7 @@ class Session:
 
             w, h = (base.width, base.height) if base.width and base.height else backend.native_size()
             planner = RunPlanner(checklist, width=w, height=h, prompt=positive, negative=neg, steps=base.steps,
-                                 cfg=base.cfg)
+                                 cfg=base.cfg, layout_control=self._layout_control(backend))
             locate = self._locate(verifier)
             composer = lambda plan, image: backend.compose(plan, locate, image, cancel=self.cancel_event)  # noqa: E731
         t0 = time.perf_counter()
@@ -593,6 +593,16 @@ class Session:
                                  extra={"recipe": record["recipe"], "rerun_of": str(png_path)}, post=post)
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome
+
+    def _layout_control(self, backend) -> float | None:
+        """The layout ControlNet's scale for the loop's layout repair, or None to compose in latents
+        (settings.layout_repair: auto uses the ControlNet where the model has one)."""
+        mode = self.settings.layout_repair
+        has = mode != "latent" and getattr(backend, "has_control", lambda kind: False)("layout")
+        if mode == "control" and not has:
+            raise InvalidInput(f"layout_repair is 'control', but the model '{backend.model}' has no layout ControlNet.",
+                               "Set IMAGENT_LAYOUT_REPAIR (or layout_repair in config.json) to auto or latent.")
+        return 1.0 if has else None
 
     def replay(self, recipe: dict):
         """The image a recipe describes (txt2img, or a composition over its base), made again."""

@@ -14,6 +14,11 @@ prints the verifier's agreement with the oracle per requirement kind on the pool
 
   python bench/loop_bench.py                          # 25 prompts/category, 2 seeds, R=3, N=2, K=8
   python bench/loop_bench.py --n-prompts 4 --seeds 1  # a quick look
+  python bench/loop_bench.py --compare-latent         # also the loop with layout repairs composed in latents
+
+The loop's layout repair uses the demo's layout ControlNet (settings.layout_repair auto);
+`--compare-latent` adds the loop arm with `layout_repair=latent` (per-object generation moved
+into its box in latent space), run from the same seeds.
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", type=float, default=None, help="relative holistic floor (default: the loop's)")
     ap.add_argument("--categories", nargs="*")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compare-latent", action="store_true",
+                    help="also run the loop with layout repairs composed in latents (no ControlNet)")
     ap.add_argument("--json-out", help="also write the full results to this file")
     a = ap.parse_args(argv)
     import torch
@@ -54,6 +61,8 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("IMAGENT_HOME", tempfile.mkdtemp(prefix="imagent-loop-bench-"))
     session = Session(load_settings(model="demo", clip_model="demo", safety="off"))
+    latent = Session(load_settings(model="demo", clip_model="demo", safety="off", layout_repair="latent")) \
+        if a.compare_latent else None
     backend, scorer, verifier = session.backend(), session.scorer(), session.verifier()
     pipe, d = backend.pipeline(), session.model_defaults()
     cats = a.categories or list(CATEGORIES)
@@ -89,10 +98,17 @@ def main(argv=None) -> int:
                               request_fields={"seed": seed}, out_dir=out_dir)
             t3 = time.perf_counter()
             best = load_image(run.best.path)
-            runs.append({"category": cat, "prompt": prompt, "seed": seed, "pool_correct": correct, "clip": clip,
-                         "vkeys": vkeys, "loop_correct": check(best, prompt, cat).correct, "met": run.met,
-                         "images": run.images, "loop_s": t3 - t2, "image_s": (t1 - t0) / a.pool,
-                         "repairs": [r["repair"] for r in run.rounds]})
+            row = {"category": cat, "prompt": prompt, "seed": seed, "pool_correct": correct, "clip": clip,
+                   "vkeys": vkeys, "loop_correct": check(best, prompt, cat).correct, "met": run.met,
+                   "images": run.images, "loop_s": t3 - t2, "image_s": (t1 - t0) / a.pool,
+                   "repairs": [r["repair"] for r in run.rounds]}
+            if latent is not None:
+                t4 = time.perf_counter()
+                lrun = latent.run(prompt, rounds=a.rounds, candidates=a.candidates, threshold=a.threshold, raw=True,
+                                  request_fields={"seed": seed}, out_dir=out_dir)
+                row.update(latent_correct=check(load_image(lrun.best.path), prompt, cat).correct,
+                           latent_met=lrun.met, latent_images=lrun.images, latent_s=time.perf_counter() - t4)
+            runs.append(row)
         print(f"[{k + 1}/{len(pairs)}] {cat}: {prompt}", file=sys.stderr, flush=True)
     mean_images = sum(r["images"] for r in runs) / len(runs)
     m_eq = min(a.pool, max(1, math.ceil(mean_images)))
@@ -117,18 +133,22 @@ def main(argv=None) -> int:
                 "met": sum(r["met"] for r in rows) / n,
                 "met_but_wrong": sum(r["met"] and not r["loop_correct"] for r in rows) / n,
                 "images": sum(r["images"] for r in rows) / n, "loop_s": sum(r["loop_s"] for r in rows) / n,
-                "image_s": sum(r["image_s"] for r in rows) / n}
+                "image_s": sum(r["image_s"] for r in rows) / n,
+                **({"latent": sum(r["latent_correct"] for r in rows) / n,
+                    "latent_images": sum(r["latent_images"] for r in rows) / n,
+                    "latent_s": sum(r["latent_s"] for r in rows) / n} if latent is not None else {})}
 
     table = {c: summary([r for r in runs if r["category"] == c]) for c in cats}
     table["overall"] = summary(runs)
     print(f"equal compute: best-of-{m_eq} (the loop's mean images per run is {mean_images:.2f}); "
           f"{a.rounds} rounds x {a.candidates} candidates")
     head = ["category", "runs", "single", "loop", f"clip@{m_eq}", f"verif@{m_eq}", f"any@{m_eq}", "met",
-            "met&wrong", "img/run", "s/run"]
+            "met&wrong", "img/run", "s/run"] + (["latent", "lat img", "lat s"] if latent is not None else [])
     print("".join(f"{h:>11}" if i else f"{h:<15}" for i, h in enumerate(head)))
     for c, t in table.items():
         vals = [t["runs"], t["single"], t["loop"], t["best_clip"], t["best_verifier"], t["any"], t["met"],
-                t["met_but_wrong"], t["images"], t["loop_s"]]
+                t["met_but_wrong"], t["images"], t["loop_s"]] + \
+            ([t["latent"], t["latent_images"], t["latent_s"]] if latent is not None else [])
         print(f"{c:<15}" + "".join(f"{v:>11}" if isinstance(v, int) else f"{v:>11.3f}" for v in vals))
     print("verifier agreement with the oracle per requirement kind (pool images):")
     for kind in kind_n:

@@ -120,6 +120,19 @@ def test_lora_changes_the_image_weight_zero_and_unloaded_do_not(adapter_backend,
     assert np.array_equal(tagged, full)
 
 
+def test_a_kohya_a1111_lora_file_draws_what_the_same_weights_in_diffusers_format_draw(adapter_backend, tiny_lora,
+                                                                                        tmp_path):
+    from tiny_models import save_kohya_lora
+
+    kohya = save_kohya_lora(tiny_lora, tmp_path / "civitai-style.safetensors")
+    base = gen(adapter_backend)
+    full = gen(adapter_backend, loras=(Lora(str(tiny_lora), 1.0),))
+    converted = gen(adapter_backend, loras=(Lora(str(kohya), 1.0),))
+    assert np.abs(converted - base).mean() > 2.0, "the kohya file changed nothing"
+    assert np.abs(converted - full).max() <= 2, "the kohya file is read as other weights"
+    assert np.array_equal(gen(adapter_backend), base)
+
+
 def test_lora_that_matches_no_layer_is_refused_not_silently_ignored(adapter_backend, tmp_path):
     import torch
     from safetensors.torch import save_file

@@ -10,7 +10,7 @@ import torch
 from agent.layout import plan_edit, plan_layout, relation_slots, slots
 from agent.loop import Candidate, choose_repair
 from agent.requirements import parse_checklist
-from tools.compose import ComposePlan, _erase, _paste
+from tools.compose import ComposePlan, _erase, _paste, draw_boxes, label_colour, layout_boxes, layout_condition
 from tools.requirements import Box, RequirementVerdict
 
 
@@ -109,3 +109,43 @@ def test_compose_says_so_when_no_object_can_be_located(tiny_backend):
                        placements=[Placement("circle", (8, 16), "a circle", 11)])
     with pytest.raises(BackendError, match="located"):
         tiny_backend.compose(plan, lambda img, label: None)
+
+
+def test_a_layout_plan_for_the_controlnet_is_boxes_without_per_object_generations():
+    cl = parse_checklist("four red circles")
+    plan = plan_layout(cl, width=64, height=64, seed=2, prompt="four red circles", layout_control=1.0)
+    assert plan.layout_control == 1.0 and len(plan.placements) == 4
+    assert all(not p.prompt and p.seed is None for p in plan.placements), "one generation, not one per object"
+    assert all(p.max_size <= 16 for p in plan.placements)
+    boxes = layout_boxes(plan)
+    assert all(abs((x1 - x0) - p.max_size) < 1e-6 for (x0, _, x1, _, _), p in zip(boxes, plan.placements))
+    assert ComposePlan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
+    latent = plan_layout(cl, width=64, height=64, seed=2, prompt="x")
+    assert latent.layout_control is None and all(p.prompt for p in latent.placements)
+
+
+def test_the_layout_condition_fills_each_box_with_its_objects_colour():
+    from tools.demo import world
+
+    cl = parse_checklist("a green triangle left of a yellow square")
+    plan = plan_layout(cl, width=64, height=64, seed=0, prompt="p", layout_control=1.0)
+    image = np.asarray(layout_condition(plan, {"green": (30, 170, 50)}))
+    (gx0, gy0, gx1, gy1, _), (yx0, yy0, yx1, yy1, _) = layout_boxes(plan)
+    assert tuple(image[int((gy0 + gy1) / 2), int((gx0 + gx1) / 2)]) == (30, 170, 50), "the palette's green"
+    assert tuple(image[int((yy0 + yy1) / 2), int((yx0 + yx1) / 2)]) == (255, 255, 0), "CSS yellow: not in the palette"
+    assert tuple(image[1, 1]) == (0, 0, 0)
+    assert label_colour("small thing", {}) == (255, 255, 255)
+    # the demo world draws its training layouts with the same function, pixel for pixel
+    box = [(3.4, 5.6, 20.2, 22.9, "red")]
+    assert np.array_equal(np.asarray(world.boxes_image(box)),
+                          np.asarray(draw_boxes([(3.4, 5.6, 20.2, 22.9, world.COLOURS["red"])], (64, 64))))
+
+
+def test_the_controlnet_palette_is_read_from_beside_its_weights(tmp_path):
+    from tools.adapters import control_palette
+    from tools.demo import weights_path, world
+
+    assert control_palette(str(weights_path() / "controlnet-layout")) == world.COLOURS
+    (tmp_path / "imagent_controlnet.json").write_text("{not json")
+    assert control_palette(str(tmp_path)) == {}
+    assert control_palette("org/some-hub-id") == {}

@@ -111,3 +111,54 @@ def test_an_edited_checklist_is_the_one_checked(demo_session, tmp_path):
     assert [c["id"] for c in out.checks] == ["o1", "only", "holistic"]
     assert out.checks[0]["text"] == "two red circles" and out.checklist["source"] == "demo-grammar"
     assert given.unsupported == [], "the caller's checklist is not changed"
+
+
+def test_the_layout_repair_is_drawn_by_the_demo_controlnet_and_replays(demo_session, tmp_path):
+    from agent.layout import RunPlanner
+    from tools.demo import oracle, world
+
+    backend = demo_session.backend()
+    assert demo_session._layout_control(backend) == 1.0, "the demo model ships a layout ControlNet"
+    prompts = world.prompt_set("position", 6)
+    correct, inside = 0, 0
+    for i, p in enumerate(prompts):
+        checklist, _ = demo_session.checklist(p)
+        planner = RunPlanner(checklist, width=64, height=64, prompt=p, layout_control=1.0)
+        plan = planner.layout(seed=i)
+        out = backend.compose(plan, locate=None)
+        assert out.images_generated == 1 and all(pl["from"] == "control" for pl in out.placed)
+        correct += oracle.check(out.image, p).correct
+        found = oracle.read(out.image).objects
+        for pl in out.placed:
+            x0, y0, x1, y1 = pl["box"]
+            inside += any(x0 - 2 <= o.cx <= x1 + 2 and y0 - 2 <= o.cy <= y1 + 2 for o in found)
+    assert correct >= 5, f"{correct}/6 position prompts right with the layout drawn by the ControlNet"
+    assert inside >= 11, f"{inside}/12 objects inside their planned boxes"
+    recipe = {"mode": "compose", "plan": plan.to_json(), "placed": out.placed}
+    assert np.array_equal(np.asarray(demo_session.replay(recipe)), np.asarray(out.image)), "replayed exactly"
+
+
+def test_layout_repair_setting_picks_latent_composition_or_refuses_a_missing_controlnet(tmp_path):
+    from agent.config import load_settings
+    from agent.session import Session
+    from agent.errors import ConfigError
+    from tools.errors import InvalidInput
+
+    def session(mode, model="demo"):
+        return Session(load_settings(env={"IMAGENT_HOME": str(tmp_path), "IMAGENT_LAYOUT_REPAIR": mode},
+                                     model=model, clip_model="demo", safety="off"))
+
+    latent = session("latent")
+    assert latent._layout_control(latent.backend()) is None
+
+    class NoControl:
+        model = "some/model"
+
+        def has_control(self, kind):
+            return False
+
+    assert session("auto")._layout_control(NoControl()) is None
+    with pytest.raises(InvalidInput, match="no layout ControlNet"):
+        session("control")._layout_control(NoControl())
+    with pytest.raises(ConfigError, match="IMAGENT_LAYOUT_REPAIR|layout_repair"):
+        session("sometimes")

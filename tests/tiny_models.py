@@ -143,6 +143,22 @@ def save_tiny_lora(unet, path: Path, *, rank: int = 4, seed: int = 0, scale: flo
     return path
 
 
+def save_kohya_lora(diffusers_file: Path, path: Path, *, rank: int = 4) -> Path:
+    """The same LoRA in the kohya / A1111 layout (`lora_unet_<module>.lora_down/lora_up.weight`
+    and `.alpha`), as civitai files are: the keys rewritten, the tensors unchanged."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = {}
+    for key, tensor in load_file(str(diffusers_file)).items():   # unet.<module>.lora.down|up.weight
+        module, _, kind = key.removeprefix("unet.").rpartition(".lora.")
+        name = "lora_unet_" + module.replace(".", "_")
+        out[f"{name}.lora_{kind}"] = tensor.contiguous()
+        out[f"{name}.alpha"] = torch.tensor(float(rank))
+    save_file(out, str(path))
+    return path
+
+
 def save_tiny_controlnet(unet, folder: Path, *, seed: int = 0, embed=(8, 16), scale: float = 0.3) -> Path:
     """A ControlNet made from `unet` (ControlNetModel.from_unet) with random output convolutions
     (a trained one's are not zero), so a condition visibly changes the image."""

@@ -13,6 +13,7 @@ Loading lives in the backend (tools.diffusers_backend); nothing here imports tor
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -342,6 +343,18 @@ def check_control(control: Control, size: tuple[int, int] | None) -> Control:
                                f"Crop it to the output's aspect, or pass --size {w - w % 8}x{h - h % 8}.")
     return Control(control.kind, control.image.convert("RGB"), float(control.scale), float(control.start),
                    float(control.end), control.model, control.path)
+
+
+def control_palette(source: str) -> dict[str, tuple[int, int, int]]:
+    """A layout ControlNet's colours by name (`palette` in the imagent_controlnet.json beside its
+    weights, as the demo one ships); empty when it has none (CSS colour names are used then)."""
+    info = Path(source) / "imagent_controlnet.json"
+    try:
+        palette = json.loads(info.read_text()).get("palette", {}) if info.is_file() else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k).lower(): tuple(int(c) for c in v)[:3] for k, v in palette.items()
+            if isinstance(v, (list, tuple)) and len(v) >= 3} if isinstance(palette, dict) else {}
 
 
 def condition_image(control: Control, size: tuple[int, int]) -> Image.Image:

@@ -46,6 +46,7 @@ class ComposePlan:
     finish_strength: float = 0.3
     erase: list[tuple[float, float, float, float]] = field(default_factory=list)   # base boxes to clear
     use_base: bool = False
+    layout_control: float | None = None   # draw the boxes with the layout ControlNet at this scale
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -144,6 +145,52 @@ def compose(pipe, img2img, plan: ComposePlan, locate: Locate, *, base_image: Ima
     else:
         image = decode(canvas)
     return ComposeResult(image=image, placed=placed, images_generated=generated)
+
+
+LAYOUT_SIDE = 0.25   # a box's side, as a fraction of the image's shorter side, where a placement sets none
+
+
+def layout_boxes(plan: ComposePlan) -> list[tuple[float, float, float, float, str]]:
+    """Each placement's box (x0, y0, x1, y1, label): `max_size` pixels square around its target."""
+    out = []
+    for pl in plan.placements:
+        (cx, cy), h = pl.target, (pl.max_size or LAYOUT_SIDE * min(plan.width, plan.height)) / 2
+        out.append((cx - h, cy - h, cx + h, cy + h, pl.label))
+    return out
+
+
+def label_colour(label: str, palette: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
+    """The fill of an object's box: the first word of its label that names a colour (in the
+    ControlNet's palette, then CSS names), else white."""
+    from PIL import ImageColor
+
+    words = label.lower().replace("-", " ").split()
+    for w in words:
+        if w in palette:
+            return tuple(palette[w])
+    for w in words:
+        try:
+            return ImageColor.getrgb(w)[:3]
+        except ValueError:
+            continue
+    return (255, 255, 255)
+
+
+def draw_boxes(boxes, size: tuple[int, int]) -> Image.Image:
+    """A box map: black, each (x0, y0, x1, y1, rgb) box filled with its colour."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", size, (0, 0, 0))
+    d = ImageDraw.Draw(img)
+    for x0, y0, x1, y1, rgb in boxes:
+        d.rectangle([round(x0), round(y0), round(x1) - 1, round(y1) - 1], fill=tuple(rgb))
+    return img
+
+
+def layout_condition(plan: ComposePlan, palette: dict[str, tuple[int, int, int]]) -> Image.Image:
+    """The layout ControlNet's condition image for a plan."""
+    boxes = [(x0, y0, x1, y1, label_colour(label, palette)) for x0, y0, x1, y1, label in layout_boxes(plan)]
+    return draw_boxes(boxes, (plan.width, plan.height))
 
 
 def _cells(box, f: int, lw: int, lh: int, margin: int = 1) -> tuple[int, int, int, int]:

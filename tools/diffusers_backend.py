@@ -568,10 +568,22 @@ class DiffusersBackend:
                 "control_guidance_start": req.controls[0].start if one else [c.start for c in req.controls],
                 "control_guidance_end": req.controls[0].end if one else [c.end for c in req.controls]}
 
+    def has_control(self, kind: str) -> bool:
+        """Whether a ControlNet is set (or shipped, for the demo model) for conditions of `kind`."""
+        from tools.adapters import Control
+
+        try:
+            source = self.control_model_for(Control(kind, None))
+        except InvalidInput:
+            return False
+        return not Path(source).is_absolute() or Path(source).exists()
+
     def compose(self, plan, locate, base_image=None, *, cancel: threading.Event | None = None):
         """Layout-guided generation and local edits (tools.compose) on this model's pipelines."""
         from tools.compose import compose
 
+        if plan.layout_control is not None and not plan.use_base:
+            return self._compose_by_control(plan, cancel)
         txt = self.pipeline("txt2img")
         img2img = self.pipeline("img2img")
         try:
@@ -580,6 +592,22 @@ class DiffusersBackend:
             raise
         except (RuntimeError, ValueError) as exc:
             raise BackendError(f"Layout-guided generation failed: {exc}") from exc
+
+    def _compose_by_control(self, plan, cancel):
+        """A fresh layout drawn by the layout ControlNet: one generation from the whole prompt,
+        conditioned on the plan's boxes in their objects' colours."""
+        from tools.adapters import Control, control_palette
+        from tools.compose import ComposeResult, layout_boxes, layout_condition
+
+        source = self.control_model_for(Control("layout", None))
+        condition = layout_condition(plan, control_palette(source))
+        req = GenerateRequest(prompt=plan.finish_prompt, negative_prompt=plan.negative_prompt, steps=plan.steps,
+                              cfg=plan.cfg, width=plan.width, height=plan.height, seed=plan.seed,
+                              controls=(Control("layout", condition, scale=plan.layout_control),))
+        image = self.generate(req, cancel=cancel).images[0]
+        placed = [{"label": label, "from": "control", "box": [round(v, 1) for v in (x0, y0, x1, y1)]}
+                  for x0, y0, x1, y1, label in layout_boxes(plan)]
+        return ComposeResult(image=image, placed=placed, images_generated=1)
 
     @staticmethod
     def _callback(index, count, total, progress, cancel, offset: int = 0):

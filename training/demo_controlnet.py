@@ -135,7 +135,8 @@ def export(a) -> None:
     net.load_state_dict(st["model"])
     net.to(torch.float16).save_pretrained(str(EXPORT_DIR), safe_serialization=True)
     info = {"condition": "layout", "steps": st["step"], "minutes": round(st["elapsed"] / 60, 1),
-            "base": "imagent demo pipeline"}
+            "base": "imagent demo pipeline",
+            "palette": {name: list(rgb) for name, rgb in W.COLOURS.items()}}  # box colours (tools.adapters.control_palette)
     (EXPORT_DIR / "imagent_controlnet.json").write_text(json.dumps(info, indent=1) + "\n")
     size = sum(f.stat().st_size for f in EXPORT_DIR.iterdir()) / 1e6
     print(json.dumps({**info, "folder_mb": round(size, 3)}))

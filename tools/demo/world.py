@@ -479,12 +479,10 @@ def layout_image(lay: Layout) -> Image.Image:
 def boxes_image(boxes, size: tuple[int, int] = (SIZE, SIZE)) -> Image.Image:
     """A box layout from (x0, y0, x1, y1, colour) tuples in pixels of `size` (colour: a world colour
     name or an RGB tuple)."""
-    img = Image.new("RGB", size, (0, 0, 0))
-    d = ImageDraw.Draw(img)
-    for x0, y0, x1, y1, colour in boxes:
-        rgb = COLOURS[colour] if isinstance(colour, str) else tuple(colour)
-        d.rectangle([round(x0), round(y0), round(x1) - 1, round(y1) - 1], fill=rgb)
-    return img
+    from tools.compose import draw_boxes
+
+    return draw_boxes([(x0, y0, x1, y1, COLOURS[c] if isinstance(c, str) else tuple(c))
+                       for x0, y0, x1, y1, c in boxes], size)
 
 
 def render(scene: Scene | str, seed: int | random.Random = 0,

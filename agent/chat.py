@@ -45,6 +45,8 @@ class Defaults:
     candidates: int = 2
     raw: bool = False
     loras: list[str] = field(default_factory=list)   # 'PATH_OR_NAME:WEIGHT', as --lora
+    controls: list[str] = field(default_factory=list)  # 'KIND:IMAGE:SCALE', as --control (the image's full path)
+    control_models: list[str] = field(default_factory=list)  # 'KIND=PATH_OR_ID', as --control-model
 
     def size_text(self) -> str:
         return f"{self.width}x{self.height}" if self.width and self.height else "native"
@@ -101,6 +103,8 @@ COMMAND_HELP = {
     "candidates": ("[N]", "images per round"),
     "raw": ("[on|off]", "use your words as the prompt, no expansion"),
     "lora": ("[NAME[:W] ...|off]", "LoRA adapters for new images, e.g. /lora demo-tall:0.8 (off: none)"),
+    "control": ("[KIND:IMAGE[:S] [KIND=MODEL] ...|off]",
+                "ControlNet conditions for new images, e.g. /control canny:photo.png:0.8 canny=ORG/CONTROLNET"),
     "defaults": ("", "show the current defaults"),
     "refine": ("WORDS", "change the last result in words, e.g. /refine warmer light, less clutter"),
     "run": ("", "run the current structured prompt again (after editing it)"),
@@ -492,9 +496,20 @@ class ChatController:
                     d.loras = []
                 else:
                     d.loras = [f"{x.source}:{x.weight:g}" for x in merge_loras(parse_lora(str(x)) for x in items)]
+            elif key == "control":
+                from tools.adapters import controls_from_specs
+
+                items = [str(x) for x in (value.split() if isinstance(value, str) else value)]
+                if [x.lower() for x in items] in (["off"], ["none"], []):
+                    d.controls, d.control_models = [], []
+                else:
+                    models = [x for x in items if "=" in x.split(":", 1)[0]]
+                    loaded = controls_from_specs([x for x in items if x not in models], models)  # bad images fail here
+                    d.controls = [f"{c.kind}:{c.path}:{c.scale:g}" for c in loaded]
+                    d.control_models = [f"{c.kind}={c.model}" for c in loaded if c.model]
             else:
                 raise InvalidInput(f"Unknown setting '{key}'.",
-                                   "Settings: style, size, steps, seed, rounds, candidates, raw, lora.")
+                                   "Settings: style, size, steps, seed, rounds, candidates, raw, lora, control.")
         self._checkpoint("change defaults")
         self.state.defaults = d
         self._save_state()
@@ -506,7 +521,8 @@ class ChatController:
         return (f"style **{d.style or 'none'}** · size **{d.size_text()}** · steps **{steps}** · "
                 f"seed **{d.seed if d.seed is not None else 'random'}** · rounds **{d.rounds}** · "
                 f"candidates **{d.candidates}** · raw **{'on' if d.raw else 'off'}**"
-                + (f" · lora **{', '.join(d.loras)}**" if d.loras else ""))
+                + (f" · lora **{', '.join(d.loras)}**" if d.loras else "")
+                + (f" · control **{', '.join(d.controls)}**" if d.controls else ""))
 
     def list_images(self, limit: int = 20) -> str:
         ids = list(reversed(self.state.images))[:limit]
@@ -615,6 +631,10 @@ class ChatController:
             from tools.adapters import parse_lora
 
             out["loras"] = tuple(parse_lora(x) for x in d.loras)
+        if d.controls:
+            from tools.adapters import controls_from_specs
+
+            out["controls"] = controls_from_specs(d.controls, d.control_models)
         return out
 
     def _progress(self, event) -> None:
@@ -726,6 +746,9 @@ class ChatController:
 
     def _cmd_lora(self, rest: str) -> str:
         return self.set_defaults(lora=rest) if rest else self.defaults_text()
+
+    def _cmd_control(self, rest: str) -> str:
+        return self.set_defaults(control=rest) if rest else self.defaults_text()
 
     def _cmd_raw(self, rest: str) -> str:
         return self.set_defaults(raw=rest if rest else not self.state.defaults.raw)

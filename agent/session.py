@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -499,9 +499,9 @@ class Session:
 
     def _save_best(self, run_id, result, base, backend, idea, out_dir, checklist, reviser_name, formula, verifier,
                    post: PostProcess | None = None):
-        best_req = GenerateRequest(prompt=result.best_attempt.positive, negative_prompt=result.best_attempt.negative,
-                                   steps=base.steps, cfg=result.best_attempt.cfg, width=base.width,
-                                   height=base.height, seed=result.best.seed, scheduler=base.scheduler)
+        # the base request (size, steps, scheduler, LoRAs, conditions, speed options) with the best's words
+        best_req = replace(base, prompt=result.best_attempt.positive, count=1, seed=result.best.seed,
+                           negative_prompt=result.best_attempt.negative, cfg=result.best_attempt.cfg)
         image = result.best.image
         generated = GenerateResult(images=[image], seeds=[result.best.seed], model=backend.model,
                                    backend=backend.name, width=image.size[0], height=image.size[1],

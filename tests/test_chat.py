@@ -203,3 +203,46 @@ def test_upscale_has_one_default_for_chat_cli_and_mcp(monkeypatch):
     assert UpscaleInput(image="a.png").method == DEFAULT_METHOD
     assert inspect.signature(ChatController._t_upscale).parameters["method"].default == DEFAULT_METHOD
     assert inspect.signature(Upscaler.upscale).parameters["method"].default == DEFAULT_METHOD
+
+
+def test_lora_and_control_defaults_change_new_images_and_are_recorded(session, tmp_path):
+    import numpy as np
+    from diffusers import UNet2DConditionModel
+    from PIL import Image
+    from tiny_models import save_tiny_controlnet, save_tiny_lora
+
+    from tools.images import load_image
+    from tools.metadata import read_metadata
+
+    unet = UNet2DConditionModel.from_pretrained(str(session.settings.model) + "/unet")
+    lora = save_tiny_lora(unet, tmp_path / "style.safetensors")
+    net = save_tiny_controlnet(unet, tmp_path / "cn")
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(tmp_path / "edges.png")
+    chat = fast(ChatController(session))
+
+    def image():
+        chat.handle("two red circles")
+        path = session.gallery.image(chat.state.image_id)["path"]
+        return np.asarray(load_image(path)).astype(int), read_metadata(path)["record"]["params"]
+
+    base, params = image()
+    assert "loras" not in params and "controls" not in params
+    assert "lora **" in chat.handle(f"/lora {lora}:1")
+    styled, params = image()
+    assert params["loras"] == [{"source": str(lora), "weight": 1.0}]
+    assert np.abs(styled - base).mean() > 2.0, "the LoRA changed nothing"
+    again = session.rerun(session.gallery.image(chat.state.image_id)["path"], out_dir=tmp_path).images[0]
+    assert np.array_equal(np.asarray(load_image(again.path)).astype(int), styled), "a run's LoRA is replayed"
+    chat.handle("/lora off")
+    reply = chat.handle(f"/control canny:{tmp_path / 'edges.png'}:1 canny={net}")
+    assert "control **canny:" in reply
+    controlled, params = image()
+    assert params["controls"][0]["kind"] == "canny" and params["controls"][0]["model"] == str(net)
+    assert np.abs(controlled - base).mean() > 1.0, "the condition changed nothing"
+    chat.handle("/control off")
+    again, params = image()
+    assert "controls" not in params and np.array_equal(again, base)
+    with pytest.raises(InvalidInput, match="does not exist|not found|No such|cannot"):
+        chat.handle(f"/control canny:{tmp_path / 'missing.png'}")
+    with pytest.raises(InvalidInput, match="Unknown control kind"):
+        chat.handle(f"/control sketchy:{tmp_path / 'edges.png'}")

@@ -42,11 +42,12 @@ def lora_config(rank: int):
     return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=TARGETS)
 
 
-def latent_cache(pipe, out: Path, n: int, seed: int) -> dict:
-    path = out / f"latents_tall_{n}.pt"
+def latent_cache(pipe, out: Path, n: int, seed: int, style: str = "tall") -> dict:
+    """`n` rendered scenes in `style`, encoded by the shipped VAE, with their captions' token ids."""
+    path = out / f"latents_{style}_{n}.pt"
     if path.exists():
         return torch.load(path)
-    log(f"encoding {n} tall-style scenes into latents")
+    log(f"encoding {n} {style}-style scenes into latents")
     zs, ids = [], []
     with torch.no_grad():
         for i in range(0, n, 256):
@@ -54,7 +55,7 @@ def latent_cache(pipe, out: Path, n: int, seed: int) -> dict:
             imgs, caps = [], []
             for _ in range(256):
                 scene = W.sample_scene(rng)
-                img, _ = W.render(scene, rng, style="tall")
+                img, _ = W.render(scene, rng, style=style)
                 imgs.append(img)
                 caps.append(scene.caption())
             zs.append((pipe.vae.encode(images_to_tensor(imgs)).latent_dist.mean

@@ -162,7 +162,7 @@ class Capabilities:
                    ip_adapter=IPAdapter.load(self.paths.read_path(ip.image, what="IP-Adapter image"), ip.scale,
                                              ip.model) if ip else None,
                    refiner=inp.refiner, refiner_switch=inp.refiner_switch, attention=inp.attention,
-                   vae_tiling=inp.vae_tiling, vae_slicing=inp.vae_slicing)
+                   vae_tiling=inp.vae_tiling, vae_slicing=inp.vae_slicing, lora_fuse=inp.lora_fuse)
         if size:
             out.update(width=inp.width, height=inp.height)
         return out

@@ -132,6 +132,7 @@ class _Extras(_Body):
     attention: Literal["sdpa", "sliced"] = "sdpa"
     vae_tiling: bool = False
     vae_slicing: bool = False
+    lora_fuse: bool = False
 
 
 class _OpenAIFields(_Body):
@@ -269,7 +270,7 @@ class ImagentService:
         return dict(negative_prompt=body.negative_prompt, steps=body.steps, cfg=cfg, seed=body.seed,
                     scheduler=body.scheduler, loras=tuple(parse_lora(x) for x in body.loras),
                     refiner=body.refiner, refiner_switch=body.refiner_switch, attention=body.attention,
-                    vae_tiling=body.vae_tiling, vae_slicing=body.vae_slicing)
+                    vae_tiling=body.vae_tiling, vae_slicing=body.vae_slicing, lora_fuse=body.lora_fuse)
 
     @staticmethod
     def size(text: str | None) -> tuple[int | None, int | None]:

@@ -62,6 +62,7 @@ class _Adapters(_Input):
     attention: Literal["sdpa", "sliced"] = Field("sdpa", description="sdpa (fast, default) or sliced (less memory).")
     vae_tiling: bool = Field(False, description="Decode in tiles: large sizes in little memory.")
     vae_slicing: bool = Field(False, description="Decode several images one at a time.")
+    lora_fuse: bool = Field(False, description="Merge the LoRAs into the weights (faster sampling).")
 
 
 class _Sampling(_Adapters):

@@ -119,17 +119,8 @@ def lora_arm(repeat: int) -> dict:
         backend._set_loras((Lora("demo-tall"),))
         backend._set_loras((Lora(str(other)),))
     switch_s = (time.perf_counter() - t0) / 20
-    # fused: the adapter merged into the weights, no adapter compute per step
-    backend._set_loras((Lora("demo-tall"),))
-    pipe.fuse_lora(lora_scale=1.0, adapter_names=[backend._loras[resolve_lora("demo-tall")]])
-    pipe.disable_lora()  # the fused weights carry it; the unfused layers must not add it again
-    times = []
-    for i in range(repeat):
-        t0 = time.perf_counter()
-        pipe("two red circles", num_inference_steps=20, guidance_scale=5.0, height=64, width=64,
-             generator=torch.Generator().manual_seed(i))
-        times.append(time.perf_counter() - t0)
-    t_fused = statistics.median(times)
+    # fused (--lora-fuse): merged into the weights once, kept while the calls use the same LoRA
+    t_fused = timed(backend, repeat, loras=(Lora("demo-tall"),), lora_fuse=True)
     return {"arm": "lora", "load_s": round(load_s, 4), "switch_s": round(switch_s, 5),
             "s_per_image_without": round(t_plain, 4), "s_per_image_unfused": round(t_unfused, 4),
             "s_per_image_fused": round(t_fused, 4), "unfused_ratio": round(t_unfused / t_plain, 3),

@@ -236,6 +236,7 @@ class DiffusersBackend:
         self._loras: dict[tuple, str] = {}        # (folder, file) -> adapter name in the UNet
         self._controlnets: dict[str, object] = {}  # source -> ControlNetModel
         self._ip: tuple | None = None              # (pipeline, weights source) holding an IP-Adapter
+        self._fused: tuple | None = None           # (adapter names, weights) merged into the UNet now
         if pipe is not None:
             self._pipes["txt2img"] = pipe
         self.load_seconds = 0.0
@@ -270,7 +271,7 @@ class DiffusersBackend:
                          (req.width or self.native_size()[0], req.height or self.native_size()[1]))
         pipe = self._control_pipeline(req.mode, req.controls) if req.controls else self.pipeline(req.mode)
         control_kwargs = self._control_kwargs(req, (width, height)) if req.controls else {}
-        self._set_loras(req.loras)
+        self._set_loras(req.loras, fuse=req.lora_fuse)
         self._set_speed(pipe, req)
         self._set_ip_adapter(pipe, req.ip_adapter)
         base_scheduler = pipe.scheduler
@@ -440,10 +441,18 @@ class DiffusersBackend:
             unet._imagent_compiled = True
 
     # -- LoRA ------------------------------------------------------------------------------------
-    def _set_loras(self, loras) -> None:
+    def _set_loras(self, loras, fuse: bool = False) -> None:
         """Activate exactly these adapters at their weights for the next call (loading each once;
-        every pipeline derived with from_pipe shares the UNet, so one setting serves all modes)."""
+        every pipeline derived with from_pipe shares the UNet, so one setting serves all modes).
+        `fuse` merges them into the weights (`fuse_lora`); the merge stays while later calls fuse the
+        same adapters at the same weights and is undone (`unfuse_lora`) before anything else."""
         pipe = self.pipeline("txt2img")
+        if self._fused is not None:
+            wanted = self._fused_key(loras) if fuse and loras else None
+            if wanted == self._fused:
+                return
+            pipe.unfuse_lora()
+            self._fused = None
         if not loras:
             if self._loras:
                 pipe.disable_lora()
@@ -459,6 +468,14 @@ class DiffusersBackend:
                 names.append(self._loras[where])
         pipe.enable_lora()
         pipe.set_adapters(names, [lora.weight for lora in loras])
+        if fuse:
+            pipe.fuse_lora(components=["unet"], lora_scale=1.0, adapter_names=names)
+            self._fused = self._fused_key(loras)
+
+    def _fused_key(self, loras) -> tuple:
+        from tools.adapters import resolve_lora
+
+        return tuple((resolve_lora(x.source, self.lora_dirs), x.weight) for x in loras)
 
     def _load_lora(self, pipe, lora, where, adapter: str) -> str:
         folder, weight_name = where

@@ -22,7 +22,8 @@ DEFAULT_CFG = 7.0
 MAX_COUNT = 64
 
 ProgressFn = Callable[[int, int], None]  # (step done, total steps)
-SPEED_OPTIONS = {"attention": "sdpa", "vae_tiling": False, "vae_slicing": False, "compile": False}  # defaults
+SPEED_OPTIONS = {"attention": "sdpa", "vae_tiling": False, "vae_slicing": False, "compile": False,
+                 "lora_fuse": False}  # defaults
 ATTENTION = ("sdpa", "sliced")
 # request fields recorded in params only when set: adapters, conditions, refiner, speed options
 OPTION_KEYS = ("loras", "controls", "ip_adapter", "refiner", "refiner_switch", *SPEED_OPTIONS)
@@ -55,6 +56,7 @@ class GenerateRequest:
     vae_tiling: bool = False   # decode in tiles: large sizes in little memory
     vae_slicing: bool = False  # decode a batch one image at a time
     compile: bool = False      # torch.compile the UNet (once per process; later calls reuse it)
+    lora_fuse: bool = False    # merge the LoRAs into the weights (faster sampling; kept while the next call's match)
 
     @property
     def mode(self) -> str:
@@ -225,7 +227,7 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     if req.attention not in ATTENTION:
         raise InvalidInput(f"Unknown attention '{req.attention}'.",
                            "Use sdpa (the default, PyTorch's fused attention) or sliced (less memory, slower).")
-    for name in ("vae_tiling", "vae_slicing", "compile"):
+    for name in ("vae_tiling", "vae_slicing", "compile", "lora_fuse"):
         if not isinstance(getattr(req, name), bool):
             raise InvalidInput(f"The {name} option must be true or false, not {getattr(req, name)!r}.",
                                f"Pass {name}=True or False.")

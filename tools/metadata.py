@@ -124,7 +124,7 @@ PARAMS_FIELDS: dict[str, tuple] = {
     "prompt": (str,), "negative_prompt": (str,), "steps": (int,), "cfg": _NUMBER, "strength": _NUMBER,
     "scheduler": (str, type(None)), "mode": (str,), "width": (int,), "height": (int,), "seed": (int, type(None)),
     "loras": (list,), "controls": (list,), "attention": (str,), "vae_tiling": (bool,), "vae_slicing": (bool,),
-    "compile": (bool,), "refiner": (str,), "refiner_switch": _NUMBER,
+    "compile": (bool,), "lora_fuse": (bool,), "refiner": (str,), "refiner_switch": _NUMBER,
     "ip_adapter": (dict,),
 }
 GENERATED_REQUIRED = ("model", "width", "height", "seed")  # every record with params has these

@@ -48,6 +48,9 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     sp.add_argument("--compile", action="store_true",
                     help="torch.compile the UNet: the first image is slow (compiling), later ones faster; "
                          "kept for the rest of the process")
+    sp.add_argument("--lora-fuse", action="store_true",
+                    help="merge the LoRAs into the model's weights for sampling (as fast as no LoRA; the merge "
+                         "is kept while later calls use the same LoRAs and weights, and undone otherwise)")
     a = p.add_argument_group("adapters and control")
     a.add_argument("--lora", action="append", default=[], metavar="PATH_OR_ID[:WEIGHT]",
                    help="apply a LoRA (repeatable): a diffusers-format .safetensors file (kohya/A1111 ones via diffusers' converter), a name in "
@@ -126,6 +129,7 @@ def request_fields(args, settings: Settings) -> dict:
                 ip_adapter=ip, refiner=getattr(args, "refiner", None), refiner_switch=getattr(args, "refiner_switch", 0.8),
                 attention=getattr(args, "attention", "sdpa"), vae_tiling=getattr(args, "vae_tiling", False),
                 vae_slicing=getattr(args, "vae_slicing", False), compile=getattr(args, "compile", False),
+                lora_fuse=getattr(args, "lora_fuse", False),
                 loras=tuple(parse_lora(x) for x in getattr(args, "lora", None) or ()),
                 controls=controls_from_specs(getattr(args, "control", None), getattr(args, "control_model", None),
                                              getattr(args, "control_start", 0.0), getattr(args, "control_end", 1.0)))

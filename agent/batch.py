@@ -330,9 +330,11 @@ class BatchOptions:
     scheduler: str | None = None
     score: bool = False
     lora: tuple[str, ...] = ()       # for every line, before the line's own
+    speed: dict = field(default_factory=dict)   # speed and memory options for every line (GenerateRequest fields)
 
     def manifest(self) -> dict:
         out = asdict(self)
+        out.pop("speed")  # the images stay the same: a batch may resume with other speed options
         if not out["lora"]:
             out.pop("lora")  # as batches made before LoRAs recorded it, so they still resume
         else:
@@ -407,7 +409,7 @@ def item_request_fields(session: Session, item: Item, options: BatchOptions) -> 
                   seed=item.point.get("seed", p.seed), width=width, height=height,
                   scheduler=p.scheduler or options.scheduler or s.scheduler,
                   loras=merge_loras(parse_lora(x) for x in [*options.lora, *p.lora]),
-                  controls=controls_from_specs(p.control))
+                  controls=controls_from_specs(p.control), **options.speed)
     return p, fields
 
 

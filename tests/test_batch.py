@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.batch import (BatchOptions, Sweep, open_batch, parse_floats, parse_ints, plan, read_lines,
@@ -259,3 +260,24 @@ def test_kill_after_png_landed_is_recorded_not_redone(session, tmp_path, monkeyp
     for r in recs:
         assert Path(r["path"]).name == batch.image_name(r["key"])
         assert session.gallery.image(r["image_id"])["path"] == r["path"]
+
+
+def test_speed_options_apply_to_every_line_keep_the_image_and_allow_a_resume(tiny_sd_path, imagent_home,
+                                                                            tmp_path, capsys):
+    from agent.cli import main
+    from tools.images import load_image
+
+    src = tmp_path / "ideas.txt"
+    src.write_text("two red circles\na blue square\n")
+    common = ["batch", str(src), "--seeds", "3", "--steps", "2", "--model", str(tiny_sd_path), "--safety", "off",
+              "--json", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--out", str(tmp_path / "sliced"), "--attention", "sliced", "--vae-slicing"]) == 0
+    plain, sliced = records(tmp_path / "plain" / "records.jsonl"), records(tmp_path / "sliced" / "records.jsonl")
+    assert all(r["params"]["attention"] == "sliced" and r["params"]["vae_slicing"] for r in sliced)
+    assert all("attention" not in r["params"] for r in plain)
+    for a, b in zip(plain, sliced):
+        assert np.abs(np.asarray(load_image(a["path"])).astype(int) - np.asarray(load_image(b["path"]))).max() <= 2
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "plain"), "--resume", "--attention", "sliced"]) == 0
+    assert "Cannot resume" not in capsys.readouterr().err, "speed options are not part of what a resume compares"

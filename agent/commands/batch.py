@@ -32,7 +32,7 @@ import json
 import sys
 from pathlib import Path
 
-from agent.commands.common import add_model_options, settings_from
+from agent.commands.common import add_model_options, add_speed_options, settings_from, speed_fields
 
 
 def add_arguments(p) -> None:
@@ -55,6 +55,7 @@ def add_arguments(p) -> None:
     g.add_argument("--score", action="store_true", help="CLIP-score every image against its idea (plain mode)")
     g.add_argument("--lora", action="append", default=[], metavar="PATH_OR_ID[:WEIGHT]",
                    help="LoRA for every line (repeatable), before the line's own \"lora\" key")
+    add_speed_options(p)
     g = p.add_argument_group("critique loop")
     g.add_argument("--loop", action="store_true", help="run the critique loop per idea instead of one generation")
     g.add_argument("--rounds", type=int, default=3, help="rounds per idea with --loop (default: 3)")
@@ -94,7 +95,8 @@ def run(args) -> int:
     options = BatchOptions(loop=args.loop, rounds=args.rounds, candidates=args.candidates, threshold=args.threshold,
                            threshold_mode=args.threshold_mode, style=args.style,
                            expand=args.expand or bool(args.style), negative=args.negative, size=args.size,
-                           scheduler=args.scheduler, score=args.score, lora=tuple(args.lora))
+                           scheduler=args.scheduler, score=args.score, lora=tuple(args.lora),
+                           speed=speed_fields(args))
     items = plan(lines, sweep)
     out = Path(args.out) if args.out else settings.home / "batches" / path.stem
     log, done = open_batch(path, out, fmt=fmt, sweep=sweep, options=options, resume=args.resume,

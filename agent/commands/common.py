@@ -37,6 +37,11 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
                         "(shares the base's second text encoder and VAE)")
     g.add_argument("--refiner-switch", type=float, default=0.8, metavar="SHARE",
                    help="share of the steps the base makes before the refiner takes over (default 0.8)")
+    add_speed_options(p)
+    add_adapter_options(p)
+
+
+def add_speed_options(p: argparse.ArgumentParser) -> None:
     sp = p.add_argument_group("speed and memory (the image stays the same)")
     sp.add_argument("--attention", choices=["sdpa", "sliced"], default="sdpa",
                     help="sdpa: PyTorch's fused attention (default, fastest); sliced: computed in slices, "
@@ -51,6 +56,16 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     sp.add_argument("--lora-fuse", action="store_true",
                     help="merge the LoRAs into the model's weights for sampling (as fast as no LoRA; the merge "
                          "is kept while later calls use the same LoRAs and weights, and undone otherwise)")
+
+
+def speed_fields(args) -> dict:
+    """The speed and memory options given (add_speed_options), as GenerateRequest fields."""
+    return dict(attention=getattr(args, "attention", "sdpa"), vae_tiling=getattr(args, "vae_tiling", False),
+                vae_slicing=getattr(args, "vae_slicing", False), compile=getattr(args, "compile", False),
+                lora_fuse=getattr(args, "lora_fuse", False))
+
+
+def add_adapter_options(p: argparse.ArgumentParser) -> None:
     a = p.add_argument_group("adapters and control")
     a.add_argument("--lora", action="append", default=[], metavar="PATH_OR_ID[:WEIGHT]",
                    help="apply a LoRA (repeatable): a diffusers-format .safetensors file (kohya/A1111 ones via diffusers' converter), a name in "
@@ -127,9 +142,7 @@ def request_fields(args, settings: Settings) -> dict:
     return dict(negative_prompt=args.negative, steps=args.steps, cfg=args.cfg, width=width, height=height,
                 seed=args.seed, scheduler=args.scheduler or settings.scheduler, count=args.count,
                 ip_adapter=ip, refiner=getattr(args, "refiner", None), refiner_switch=getattr(args, "refiner_switch", 0.8),
-                attention=getattr(args, "attention", "sdpa"), vae_tiling=getattr(args, "vae_tiling", False),
-                vae_slicing=getattr(args, "vae_slicing", False), compile=getattr(args, "compile", False),
-                lora_fuse=getattr(args, "lora_fuse", False),
+                **speed_fields(args),
                 loras=tuple(parse_lora(x) for x in getattr(args, "lora", None) or ()),
                 controls=controls_from_specs(getattr(args, "control", None), getattr(args, "control_model", None),
                                              getattr(args, "control_start", 0.0), getattr(args, "control_end", 1.0)))

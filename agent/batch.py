@@ -448,9 +448,9 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
     saved = outcome.images[0]
     saved.path = settle_image(session, saved.path, saved.image_id, images_dir / image_name(item.key))
     record = {**base, "status": "ok", "prompt": prompt, "negative_prompt": fields["negative_prompt"],
-              "params": saved.record.get("params"), **made_by(saved.record), "seed": saved.seed, "path": str(saved.path),
-              "image_id": saved.image_id, "run_id": outcome.run_id, "score": None, "scores": None, "rounds": None,
-              "timings": dict(outcome.timings)}
+              "params": saved.record.get("params"), **made_by(saved.record), "seed": saved.seed,
+              "path": str(saved.path), "image_id": saved.image_id, "run_id": outcome.run_id, "score": None,
+              "scores": None, "rounds": None, "timings": dict(outcome.timings)}
     if outcome.warnings:
         record["warnings"] = outcome.warnings
     if options.score:

@@ -433,7 +433,8 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
         best.path = settle_image(session, best.path, best.image_id, images_dir / image_name(item.key))
         params = best.record.get("params", {})
         return {**base, "status": "ok", "prompt": params.get("prompt"), "negative_prompt": params.get("negative_prompt"),
-                "params": params, "seed": best.seed, "path": str(best.path), "image_id": best.image_id,
+                "params": params, **made_by(best.record), "seed": best.seed, "path": str(best.path),
+                "image_id": best.image_id,
                 "run_id": outcome.run_id, "score": outcome.score,
                 "scores": [r.get("scores") for r in outcome.rounds], "rounds": outcome.rounds,
                 "threshold": outcome.threshold, "met": outcome.met, "timings": dict(outcome.timings)}
@@ -449,9 +450,9 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
     saved = outcome.images[0]
     saved.path = settle_image(session, saved.path, saved.image_id, images_dir / image_name(item.key))
     record = {**base, "status": "ok", "prompt": prompt, "negative_prompt": fields["negative_prompt"],
-              "params": saved.record.get("params"), "seed": saved.seed, "path": str(saved.path),
-              "image_id": saved.image_id, "run_id": outcome.run_id, "score": None, "scores": None, "rounds": None,
-              "timings": dict(outcome.timings)}
+              "params": saved.record.get("params"), **made_by(saved.record), "seed": saved.seed,
+              "path": str(saved.path), "image_id": saved.image_id, "run_id": outcome.run_id, "score": None,
+              "scores": None, "rounds": None, "timings": dict(outcome.timings)}
     if outcome.warnings:
         record["warnings"] = outcome.warnings
     if options.score:
@@ -460,6 +461,11 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
                                                                   "model": scored["model"],
                                                                   "cosine": scored["cosine"][0]}
     return record
+
+
+def made_by(record: dict) -> dict:
+    """The backend that made an item's image and, after a fallback chain passed over others, why."""
+    return {"backend": record.get("backend"), **({"fallback": record["fallback"]} if record.get("fallback") else {})}
 
 
 def settle_image(session: Session, path: Path, image_id: int | None, target: Path) -> Path:
@@ -524,7 +530,7 @@ def recover_item(session: Session, item: Item, png: Path, options: BatchOptions,
         record["meta"] = item.line.meta
     loop = rec.get("loop") or {}
     record.update({"status": "ok", "prompt": params.get("prompt"), "negative_prompt": params.get("negative_prompt"),
-                   "params": params, "seed": rec.get("seed"), "path": str(target),
+                   "params": params, **made_by(rec), "seed": rec.get("seed"), "path": str(target),
                    "image_id": row["id"] if row else None, "run_id": rec.get("run_id"),
                    "score": loop.get("score"), "scores": None, "rounds": loop.get("rounds"), "recovered": True,
                    "timings": {}})

@@ -4,7 +4,8 @@ environment (in that order), then command-line overrides. Nothing here reads fil
 Environment variables:
   IMAGENT_HOME        where the gallery, outputs and overrides live (default: ~/.imagent)
   IMAGENT_MODEL       default text-to-image model: a diffusers folder or a hub id (default: the demo model)
-  IMAGENT_BACKEND     diffusers | openai (default: diffusers)
+  IMAGENT_BACKEND     diffusers | openai, or a fallback chain tried in order: openai,diffusers
+                      (default: diffusers)
   IMAGENT_DEVICE      auto | cpu | cuda | mps;  IMAGENT_DTYPE auto | fp32 | fp16 | bf16
   IMAGENT_CLIP        CLIP model for scoring (default: the demo CLIP)
   IMAGENT_DETECTOR    OWL-ViT / OWLv2 detector for the loop's requirement checks (default: the demo
@@ -26,6 +27,7 @@ from pathlib import Path
 from agent.errors import ConfigError
 
 DEMO = "demo"  # the model id meaning "the demo world model shipped inside the package"
+BACKENDS = ("diffusers", "openai")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,12 @@ class Settings:
     openai_base_url: str | None = None
     openai_image_model: str = "gpt-image-1"
     openai_timeout: float = 120.0
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The backend chain in order (one name for a single backend): 'openai,diffusers' ->
+        ('openai', 'diffusers'). The first makes the image unless it fails retryably."""
+        return tuple(self.backend.split(","))
 
     @property
     def gallery_path(self) -> Path:
@@ -158,6 +166,20 @@ def _json_kind(value) -> str:
             float: "number"}.get(type(value), "null")
 
 
+def check_backends(text: str) -> str:
+    """A backend or a fallback chain of them ('openai, diffusers'), normalized ('openai,diffusers'),
+    or ConfigError naming the unknown or repeated name."""
+    names = [x.strip() for x in str(text).split(",")]
+    hint = f"Use {' or '.join(BACKENDS)}, or a chain of them tried in order, e.g. openai,diffusers."
+    for name in names:
+        if name not in BACKENDS:
+            shown = f"'{name}'" if name else "an empty name"
+            raise ConfigError(f"Unknown backend {shown}" + (f" in '{text}'." if len(names) > 1 else "."), hint)
+        if names.count(name) > 1:
+            raise ConfigError(f"The backend chain '{text}' names {name} twice.", hint)
+    return ",".join(names)
+
+
 def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
     env = dict(os.environ if env is None else env)
     home = Path(env["IMAGENT_HOME"]).expanduser() if env.get("IMAGENT_HOME") else default_home()
@@ -176,8 +198,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
     if not values.get("llm_api_key") and env.get("OPENAI_API_KEY") and values.get("llm_model"):
         values["llm_api_key"] = env["OPENAI_API_KEY"]
     settings = Settings(home=home, **values).with_overrides(**overrides)
-    if settings.backend not in {"diffusers", "openai"}:
-        raise ConfigError(f"Unknown backend '{settings.backend}'.", "Use diffusers or openai.")
+    settings = replace(settings, backend=check_backends(settings.backend))
     if settings.safety not in {"off", "standard", "strict"}:
         raise ConfigError(f"Unknown safety level '{settings.safety}'.", "Use off, standard or strict.")
     if settings.layout_repair not in {"auto", "control", "latent"}:

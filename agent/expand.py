@@ -293,7 +293,7 @@ def expand_idea(idea: str, settings: Settings, *, style: str | None = None, fami
     `negative` (the user's own negative prompt) is added to the spec's negatives.
     """
     text = check_idea(idea)
-    family = check_family(family) if family else guess_family(settings.model, settings.backend)
+    family = check_family(family) if family else guess_family(settings.model, settings.backends[0])
     style_name = style or settings.style
     preset = get_style(style_name) if style_name else None
     warnings: list[str] = []

@@ -77,6 +77,7 @@ class Candidate:
     verdict: object = None  # an allowed (scored) image's safety verdict, saved with it, not re-checked
     checks: list[RequirementVerdict] = field(default_factory=list)
     recipe: dict | None = None  # how the image was made: txt2img params or a composition (replayable)
+    made_by: dict | None = None  # {backend, model, fallback} of a generated image; None for a composed one
 
     @property
     def passed(self) -> int:
@@ -113,9 +114,11 @@ class RoundRecord:
     best_checks: dict = field(default_factory=dict)          # summary of the round's best
     failed: list[str] = field(default_factory=list)          # failed requirement texts of the round's best
     recipe: dict | None = None
+    fallback: list[dict] = field(default_factory=list)  # backends of a chain passed over this round, and why
 
     def to_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not (k == "recipe" and v is None)}
+        return {k: v for k, v in self.__dict__.items()
+                if not (k == "recipe" and v is None) and not (k == "fallback" and not v)}
 
 
 @dataclass
@@ -195,7 +198,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
         if r > 1 or not first_checked:
             check_prompt(attempt.positive)
         emit(LoopEvent("round_start", r, {"prompt": attempt.positive, "change": attempt.change, "repair": repair}))
-        recipe, plain = None, {}
+        recipe, plain, made_by = None, {}, None
         if repair in ("edit", "layout"):
             plan = (planner.edit(best, next_seed) if repair == "edit" else None) or planner.layout(next_seed)
             repair = "edit" if plan.use_base else "layout"
@@ -221,6 +224,10 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
                                           cfg=attempt.cfg, seed=seeds[0], count=options.candidates)
             result = backend.generate(request, progress=step_progress, cancel=cancel)
             scheduler = result.scheduler
+            made_by = {"backend": result.backend, "model": result.model, "fallback": list(result.fallback)}
+            if result.fallback:
+                loop_warnings.append(f"Round {r}: {result.backend} made the images; " + "; ".join(
+                    f"{s['backend']} was skipped ({s['error']})" for s in result.fallback) + ".")
             images, seeds = result.images, result.seeds
             plain = {**request.params(), "seed": None, "count": 1, "width": result.width,
                      "height": result.height}
@@ -236,7 +243,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
         if allowed:
             scores = scorer.score([im for im, _, _ in allowed], intent)
             for (im, s, v), sc in zip(allowed, scores):
-                c = Candidate(s, im, float(sc), verdict=v, recipe=recipe or dict(plain, seed=s))
+                c = Candidate(s, im, float(sc), verdict=v, recipe=recipe or dict(plain, seed=s), made_by=made_by)
                 c.checks = _check(verifier, im, checklist, float(sc), threshold)
                 candidates.append(c)
         candidates.sort(key=lambda c: c.seed)
@@ -255,7 +262,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
                              checks=[[v.to_json() for v in c.checks] for c in candidates],
                              best_checks=summarize(round_best.checks) if round_best else {},
                              failed=[v.text for v in round_best.failed] if round_best else [],
-                             recipe=recipe)
+                             recipe=recipe, fallback=made_by["fallback"] if made_by else [])
         rounds.append(record)
         emit(LoopEvent("round_end", r, record.to_json()))
         if round_best and (best is None or round_best.key() > best.key()):

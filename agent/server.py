@@ -311,6 +311,7 @@ class ImagentService:
         from tools.generate import OPTION_KEYS
 
         backend = self.session.backend()  # built, not loaded: only its name and model id are read
+        backend = getattr(backend, "primary", backend)  # a chain (tools.fallback): what its first would make
         resolved = self._defaults(fields)
         asked = check_request(GenerateRequest(prompt=prompt, **{k: v for k, v in fields.items() if k != "count"}))
         prompt = asked.prompt  # <lora:...> tags out, as recorded

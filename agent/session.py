@@ -94,7 +94,7 @@ class RunOutcome:
 
 
 def _summary(record: dict) -> dict:
-    keep = ("model", "backend", "width", "height", "scheduler", "params", "idea", "spec", "safety", "post")
+    keep = ("model", "backend", "fallback", "width", "height", "scheduler", "params", "idea", "spec", "safety", "post")
     return {k: record[k] for k in keep if k in record}
 
 
@@ -146,8 +146,18 @@ class Session:
             return self._backend
 
     def _build_backend(self):
+        """The backend of the settings; for a chain (openai,diffusers) each one, in a
+        tools.fallback.FallbackBackend. Built, not loaded: models and clients come on first use."""
+        backends = [self._build_one(name) for name in self.settings.backends]
+        if len(backends) == 1:
+            return backends[0]
+        from tools.fallback import FallbackBackend
+
+        return FallbackBackend(backends)
+
+    def _build_one(self, name: str):
         s = self.settings
-        if s.backend == "openai":
+        if name == "openai":
             from tools.openai_backend import OpenAIBackend
 
             return OpenAIBackend(model=s.openai_image_model, api_key=s.openai_api_key,
@@ -186,7 +196,7 @@ class Session:
         from tools.generate import DEFAULT_CFG, DEFAULT_STEPS
 
         out = {"steps": DEFAULT_STEPS, "cfg": DEFAULT_CFG}
-        if self.settings.backend == "diffusers" and self.settings.model == DEMO:
+        if "diffusers" in self.settings.backends and self.settings.model == DEMO:
             from tools import demo
 
             d = demo.defaults()
@@ -286,6 +296,8 @@ class Session:
                 "params": params, "reproducible": result.reproducible,
                 "safety": {"level": checker.level, **({"scores": verdict.scores} if verdict.scores else {})},
             }
+            if result.fallback:  # a chain's backends passed over before result.backend made it, and why
+                record["fallback"] = result.fallback
             if idea is not None:
                 record["idea"] = idea
             if spec is not None:
@@ -337,7 +349,7 @@ class Session:
         idea, tagged = split_prompt_loras(idea)  # <lora:NAME:W> in the idea: an adapter, not words to expand
         if tagged:
             fields_["loras"] = merge_loras([*fields_.get("loras", ()), *tagged])
-        family = guess_family(self.settings.model, self.settings.backend)
+        family = guess_family(self.settings.model, self.settings.backends[0])
         spec, positive, neg, warnings = self._first_prompt(idea, spec, raw, style, negative, family, chat_model)
         base = check_request(self._with_defaults(GenerateRequest(prompt=positive, negative_prompt=neg, **fields_)))
         self.check_prompt(idea)
@@ -474,7 +486,7 @@ class Session:
         with self._lock:
             if not hasattr(self, "_verifier"):
                 name = self.settings.detector
-                if name is None and self.settings.model == DEMO and self.settings.backend == "diffusers":
+                if name is None and self.settings.model == DEMO and "diffusers" in self.settings.backends:
                     name = DEMO
                 if name is None:
                     self._verifier = None
@@ -503,9 +515,10 @@ class Session:
         best_req = replace(base, prompt=result.best_attempt.positive, count=1, seed=result.best.seed,
                            negative_prompt=result.best_attempt.negative, cfg=result.best_attempt.cfg)
         image = result.best.image
-        generated = GenerateResult(images=[image], seeds=[result.best.seed], model=backend.model,
-                                   backend=backend.name, width=image.size[0], height=image.size[1],
-                                   scheduler=result.scheduler)
+        made = result.best.made_by or _maker(backend, "compose")  # a composed image: the compose backend
+        generated = GenerateResult(images=[image], seeds=[result.best.seed], model=made["model"],
+                                   backend=made["backend"], width=image.size[0], height=image.size[1],
+                                   scheduler=result.scheduler, fallback=list(made.get("fallback", ())))
         loop_record = {"score": round(result.best.score, 4), "formula": formula, "round": result.best_round,
                        "threshold": result.threshold, "met": result.met, "stop_reason": result.stop_reason,
                        "reviser": reviser_name, "rounds": [r.to_json() for r in result.rounds],
@@ -764,6 +777,15 @@ class Session:
         request, inputs = self.edit_request(prompt, image_path, mask_path=mask_path, strength=strength, **params)
         return self.generate(request, out_dir=out_dir, progress=progress, kind="edit", inputs=inputs,
                              chat_id=chat_id, post=post)
+
+
+def _maker(backend, capability: str) -> dict:
+    """{backend, model} of what serves `capability` first: the backend itself, or the first of a
+    chain (tools.fallback) that can."""
+    from tools.fallback import FallbackBackend
+
+    chosen = backend.serving(capability) if isinstance(backend, FallbackBackend) else backend
+    return {"backend": chosen.name, "model": chosen.model}
 
 
 def _check_post(post) -> PostProcess:

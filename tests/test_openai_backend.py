@@ -1,92 +1,15 @@
 """The OpenAI images backend against a loopback HTTP server that speaks the images API."""
 from __future__ import annotations
 
-import base64
-import io
 import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai_images import FakeImagesAPI, free_port, server  # noqa: F401  (fixtures)
 from PIL import Image
 
 from tools.errors import BackendError, InvalidInput, SafetyBlocked
 from tools.generate import GenerateRequest
 from tools.openai_backend import OpenAIBackend
-
-
-def png_b64(color) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), color).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-class FakeImagesAPI(BaseHTTPRequestHandler):
-    mode = "ok"
-    seen: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        length = int(self.headers.get("content-length", 0))
-        body = self.rfile.read(length)
-        FakeImagesAPI.seen.append((self.path, self.headers.get("content-type", ""), body))
-        mode = FakeImagesAPI.mode
-        if mode == "slow":
-            time.sleep(2)
-        if mode == "auth":
-            return self.reply(401, {"error": {"message": "Incorrect API key", "type": "invalid_request_error",
-                                              "code": "invalid_api_key"}})
-        if mode == "rate":
-            return self.reply(429, {"error": {"message": "Rate limit reached", "type": "requests",
-                                              "code": "rate_limit_exceeded"}})
-        if mode == "policy":
-            return self.reply(400, {"error": {"message": "Your request was rejected by the safety system.",
-                                              "type": "image_generation_user_error",
-                                              "code": "content_policy_violation"}})
-        if mode == "truncated":
-            return self.reply_raw(200, b'{"created": 1, "data": [{"b64_json": "iVBORw0KGgo')
-        if mode == "cut":  # announces more bytes than it sends, then closes
-            return self.reply_raw(200, b'{"created": 1, "data": [{"b64', length=4096)
-        if mode == "nodata":
-            return self.reply(200, {"created": 1})
-        if mode == "nulldata":
-            return self.reply(200, {"created": 1, "data": None})
-        if mode == "emptydata":
-            return self.reply(200, {"created": 1, "data": []})
-        if mode == "notimage":
-            return self.reply(200, {"created": 1, "data": [{"b64_json": base64.b64encode(b"hello, not a png").decode()}]})
-        if mode == "badb64":
-            return self.reply(200, {"created": 1, "data": [{"b64_json": "***not base64***"}]})
-        if mode == "notjson":
-            return self.reply_raw(200, b"<html>gateway says hi</html>", content_type="text/html")
-        color = (0, 0, 255) if self.path.endswith("/edits") else (255, 0, 0)
-        self.reply(200, {"created": 1, "data": [{"b64_json": png_b64(color), "revised_prompt": "a red thing"}]})
-
-    def reply(self, status, payload):
-        self.reply_raw(status, json.dumps(payload).encode())
-
-    def reply_raw(self, status, data, length=None, content_type="application/json"):
-        self.send_response(status)
-        self.send_header("content-type", content_type)
-        self.send_header("content-length", str(length or len(data)))
-        self.end_headers()
-        try:
-            self.wfile.write(data)
-        except BrokenPipeError:  # the client gave up (timeout test)
-            pass
-
-
-@pytest.fixture
-def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeImagesAPI)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    FakeImagesAPI.mode, FakeImagesAPI.seen = "ok", []
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
 
 
 def backend(url, timeout=10.0):
@@ -120,17 +43,23 @@ def test_img2img_without_mask_is_refused_clearly(server):
         backend(server).generate(GenerateRequest("x", init_image=Image.new("RGB", (64, 64)), strength=0.5))
 
 
-@pytest.mark.parametrize("mode, error, fragment", [
-    ("auth", BackendError, "API key"),
-    ("rate", BackendError, "rate limit"),
-    ("policy", SafetyBlocked, "content policy"),
+@pytest.mark.parametrize("mode, error, fragment, retryable", [
+    ("auth", BackendError, "API key", False),
+    ("rate", BackendError, "rate limit", True),
+    ("down", BackendError, "error 500", True),
+    ("badsize", BackendError, "rejected the request", False),
+    ("notfound", BackendError, "error 404", False),
+    ("policy", SafetyBlocked, "content policy", False),
 ])
-def test_api_errors_become_clear_messages(server, mode, error, fragment):
+def test_api_errors_become_clear_messages(server, mode, error, fragment, retryable):
+    """Each error says what to do, and whether a fallback chain may pass the request on: a 429 and
+    a 5xx are retryable; a bad key, a 400 (bad size, a content-policy refusal) and a 404 are not."""
     FakeImagesAPI.mode = mode
     with pytest.raises(error) as info:
         backend(server).generate(GenerateRequest("a cat", seed=1))
     assert fragment in str(info.value)
     assert info.value.hint
+    assert info.value.retryable is retryable
 
 
 @pytest.mark.parametrize("mode,fragment", [
@@ -151,17 +80,27 @@ def test_malformed_answers_become_backend_errors(server, mode, fragment):
         backend(server).generate(GenerateRequest("a red circle", seed=1))
     assert fragment in info.value.message, info.value.message
     assert info.value.hint
+    # an answer cut off mid-body is a dropped connection (retryable); a wrong answer is not
+    assert info.value.retryable is (mode == "cut"), (mode, info.value.message)
 
 
 def test_timeout_becomes_clear_message(server):
     FakeImagesAPI.mode = "slow"
-    with pytest.raises(BackendError, match="did not answer within 0.5 s"):
+    with pytest.raises(BackendError, match="did not answer within 0.5 s") as info:
         backend(server, timeout=0.5).generate(GenerateRequest("a cat", seed=1))
+    assert info.value.retryable
+
+
+def test_unreachable_api_is_retryable(free_port):
+    with pytest.raises(BackendError, match="Cannot reach the OpenAI API") as info:
+        backend(f"http://127.0.0.1:{free_port}/v1").generate(GenerateRequest("a cat", seed=1))
+    assert info.value.retryable
 
 
 def test_missing_key_says_what_to_set():
-    with pytest.raises(BackendError, match="OPENAI_API_KEY"):
+    with pytest.raises(BackendError, match="OPENAI_API_KEY") as info:
         OpenAIBackend(api_key=None).generate(GenerateRequest("a cat", seed=1))
+    assert not info.value.retryable  # a setup mistake: a fallback chain says so instead of hiding it
 
 
 def test_cli_backend_openai_end_to_end(server, capsys, monkeypatch, tmp_path):

@@ -6,9 +6,15 @@ from __future__ import annotations
 
 
 class ImagentError(Exception):
-    """Base of every error a user should see as a clear one-line message (no traceback)."""
+    """Base of every error a user should see as a clear one-line message (no traceback).
+
+    `retryable`: the same request may succeed later or elsewhere (a timeout, a rate limit, a
+    server error, an unreachable service); a backend fallback chain (tools.fallback) passes only
+    these on to its next backend. Bad input, safety blocks and refusals are never retryable.
+    """
 
     exit_code = 1
+    retryable = False
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -36,9 +42,14 @@ class ModelNotFound(ImagentError):
 
 
 class BackendError(ImagentError):
-    """A backend failed at run time (API error, timeout, out of memory)."""
+    """A backend failed at run time (API error, timeout, out of memory). The backend that raises
+    it says whether it is `retryable` (it knows the cause: a status code, a timeout)."""
 
     exit_code = 4
+
+    def __init__(self, message: str, hint: str | None = None, *, retryable: bool = False):
+        super().__init__(message, hint)
+        self.retryable = retryable
 
 
 class SafetyBlocked(ImagentError):

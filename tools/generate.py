@@ -1,7 +1,8 @@
 """The text-to-image / img2img / inpainting contract shared by every backend.
 
 A backend takes a validated `GenerateRequest` and returns a `GenerateResult`. Seeds, progress and
-cancel are explicit. Backends live in `tools.diffusers_backend` and `tools.openai_backend`.
+cancel are explicit. Backends live in `tools.diffusers_backend` and `tools.openai_backend`;
+`tools.fallback` chains several into one.
 """
 from __future__ import annotations
 
@@ -98,6 +99,9 @@ class GenerateResult:
     warnings: list[str] = field(default_factory=list)
     reproducible: bool = True
     revised_prompts: list[str | None] = field(default_factory=list)
+    # backends of a chain (tools.fallback) passed over before `backend` made the images, and why:
+    # [{"backend": "openai", "error": "OpenAI did not answer within 60 s."}]
+    fallback: list[dict] = field(default_factory=list)
 
 
 class ImageBackend(Protocol):

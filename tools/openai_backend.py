@@ -1,5 +1,9 @@
 """The OpenAI images API as a backend: text-to-image (`images.generate`) and masked edits
 (`images.edit`). The API has no seed: seeds are recorded but the result is not reproducible.
+
+Errors say whether they are retryable (tools.errors): a timeout, a 429, a 5xx or 408 and an
+unreachable API are; a 400 (bad input, a content-policy refusal), a 401/403/404 and a malformed
+answer are not. The openai client itself retries `max_retries` times before any of these.
 """
 from __future__ import annotations
 
@@ -86,13 +90,15 @@ class OpenAIBackend:
             raise BackendError("OpenAI rejected the API key (401).", "Check OPENAI_API_KEY.") from None
         except openai.RateLimitError:
             raise BackendError("OpenAI rate limit or quota reached (429).",
-                               "Wait a minute and retry, ask for fewer images, or check your plan's quota.") from None
+                               "Wait a minute and retry, ask for fewer images, or check your plan's quota.",
+                               retryable=True) from None
         except openai.APITimeoutError:
             raise BackendError(f"OpenAI did not answer within {self._client_args['timeout']:g} s.",
-                               "Retry, or raise the timeout (openai_timeout in config.json).") from None
+                               "Retry, or raise the timeout (openai_timeout in config.json).",
+                               retryable=True) from None
         except openai.APIConnectionError as exc:
             raise BackendError(f"Cannot reach the OpenAI API ({exc.__cause__ or exc}).",
-                               "Check the network or OPENAI_BASE_URL.") from None
+                               "Check the network or OPENAI_BASE_URL.", retryable=True) from None
         except openai.BadRequestError as exc:
             code = getattr(exc, "code", None) or (exc.body.get("code") if isinstance(exc.body, dict) else None)
             if code in POLICY_CODES or "safety" in str(exc).lower():
@@ -100,8 +106,11 @@ class OpenAIBackend:
                                     "Rephrase the prompt.") from None
             raise BackendError(f"OpenAI rejected the request: {_message(exc)}",
                                "Check the size (e.g. 1024x1024) and the model name.") from None
-        except openai.APIStatusError as exc:
-            raise BackendError(f"OpenAI error {exc.status_code}: {_message(exc)}", "Retry later.") from None
+        except openai.APIStatusError as exc:  # 5xx and 408 are the service's trouble; 403, 404, ... are not
+            retryable = exc.status_code >= 500 or exc.status_code == 408
+            raise BackendError(f"OpenAI error {exc.status_code}: {_message(exc)}",
+                               "Retry later." if retryable else "Check the model name, OPENAI_BASE_URL and the "
+                               "key's permissions.", retryable=retryable) from None
         except ValueError as exc:  # json.JSONDecodeError: a truncated or non-JSON body
             raise BackendError(f"The answer from the OpenAI API was not valid JSON ({exc}).",
                                "Retry; if it keeps happening, check OPENAI_BASE_URL points at an OpenAI-compatible "

@@ -6,18 +6,29 @@ import json
 import sys
 from contextlib import contextmanager
 
-from agent.config import Settings, load_settings
-from agent.errors import InvalidInput
+from agent.config import Settings, check_backends, load_settings
+from agent.errors import ConfigError, InvalidInput
 from agent.session import Progress, Session
 from tools.generate import parse_size
 from tools.postprocess import PostProcess
 from tools.schedulers import SCHEDULERS
 
 
+def backend_chain(text: str) -> str:
+    """argparse type of --backend: a known backend or a chain of them (exit 2 with the reason otherwise)."""
+    try:
+        return check_backends(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="diffusers folder or hub id (default: the built-in demo model, or $IMAGENT_MODEL)")
-    g.add_argument("--backend", choices=["diffusers", "openai"], help="where to generate (default: diffusers)")
+    g.add_argument("--backend", type=backend_chain, metavar="NAME[,NAME...]",
+                   help="where to generate: diffusers (default) or openai, or a fallback chain tried in order, "
+                        "e.g. openai,diffusers: on a timeout, 429, 5xx or unreachable API the next one takes the "
+                        "request (the record names which made the image and why the others were skipped)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     g.add_argument("--dtype", help="auto | fp32 | fp16 | bf16 (default: fp16 on GPUs, fp32 on CPU)")
     g.add_argument("--safety", choices=["off", "standard", "strict"], help="safety policy (default: standard)")

@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 
-from agent.commands.common import settings_from, warn
+from agent.commands.common import backend_chain, settings_from, warn
 from agent.render import FAMILIES
 
 
@@ -44,7 +44,8 @@ def add_arguments(p) -> None:
     add_expansion_options(p)
     p.add_argument("--negative", default="", help="extra negatives to add (comma-separated)")
     p.add_argument("--model", help="the model the prompt is for (guesses the family; default: $IMAGENT_MODEL)")
-    p.add_argument("--backend", choices=["diffusers", "openai"], help="the backend the prompt is for")
+    p.add_argument("--backend", type=backend_chain, metavar="NAME[,NAME...]",
+                   help="the backend the prompt is for (diffusers or openai; of a chain, the first)")
     p.add_argument("--json", action="store_true", help="print the expansion as one JSON object")
 
 

@@ -48,7 +48,8 @@ def run(args) -> int:
         raise InvalidInput(f"--queue {args.queue} is out of range.", "Use 1 or more.")
     settings = settings_from(args)
     app = make_app(Session(settings), token=token, queue_size=args.queue, cache=not args.no_cache)
-    print(f"imagent serve: http://{args.host}:{args.port}/v1 (OpenAI images API); model {settings.model}, "
+    print(f"imagent serve: http://{args.host}:{args.port}/v1 (OpenAI images API); backend {settings.backend}, "
+          f"model {settings.model}, "
           f"safety {settings.safety}, queue {args.queue}, cache {'off' if args.no_cache else 'on'}, "
           f"token {'required' if token else 'off (loopback)'}", file=sys.stderr)
     serve(app, args.host, args.port, log_level=args.log_level)

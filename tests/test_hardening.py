@@ -168,6 +168,56 @@ def test_bad_environment_value_is_a_config_error_naming_the_variable(monkeypatch
     assert var in info.value.hint
 
 
+@pytest.mark.parametrize("content, fragments", [
+    ('{"steps": 0}', ["'steps'", "from 1 to 500", "not 0"]),
+    ('{"steps": 501}', ["'steps'", "from 1 to 500", "not 501"]),
+    ('{"cfg": -1}', ["'cfg'", "from 0 to 50", "not -1"]),
+    ('{"llm_timeout": 0}', ["'llm_timeout'", "more than 0", "not 0"]),
+    ('{"llm_timeout": -5}', ["'llm_timeout'", "more than 0"]),
+    ('{"llm_max_retries": -1}', ["'llm_max_retries'", "from 0 to 10", "not -1"]),
+    ('{"openai_timeout": 0}', ["'openai_timeout'", "more than 0"]),
+])
+def test_out_of_range_config_value_is_a_config_error_naming_file_key_and_range(imagent_home, content, fragments):
+    from agent.config import load_settings
+    from agent.errors import ConfigError
+
+    imagent_home.mkdir(parents=True, exist_ok=True)
+    (imagent_home / "config.json").write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "config.json" in info.value.message and "config.json" in info.value.hint
+    for fragment in fragments:
+        assert fragment in info.value.message
+
+
+@pytest.mark.parametrize("var, value, key, allowed", [
+    ("IMAGENT_LLM_TIMEOUT", "0", "llm_timeout", "more than 0"),
+    ("IMAGENT_LLM_TIMEOUT", "-1.5", "llm_timeout", "more than 0"),
+    ("IMAGENT_LLM_MAX_RETRIES", "-1", "llm_max_retries", "from 0 to 10"),
+    ("IMAGENT_LLM_MAX_RETRIES", "1000", "llm_max_retries", "from 0 to 10"),
+])
+def test_out_of_range_environment_value_is_a_config_error_naming_the_variable(monkeypatch, var, value, key, allowed):
+    from agent.config import load_settings
+    from agent.errors import ConfigError
+
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert var in info.value.message and f"'{key}'" in info.value.message and allowed in info.value.message
+    assert var in info.value.hint
+
+
+def test_settings_at_the_ends_of_their_ranges_are_accepted(imagent_home, monkeypatch):
+    from agent.config import load_settings
+
+    imagent_home.mkdir(parents=True, exist_ok=True)
+    (imagent_home / "config.json").write_text('{"steps": 500, "cfg": 0, "llm_max_retries": 10}')
+    monkeypatch.setenv("IMAGENT_LLM_TIMEOUT", "0.5")
+    monkeypatch.setenv("IMAGENT_LLM_MAX_RETRIES", "0")
+    s = load_settings()
+    assert (s.steps, s.cfg, s.llm_timeout, s.llm_max_retries) == (500, 0.0, 0.5, 0)
+
+
 def test_config_values_are_parsed_through_one_typed_table(imagent_home, monkeypatch):
     from agent.config import load_settings
 

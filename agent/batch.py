@@ -423,28 +423,28 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
         base["id"] = p.id
     if item.line.meta:
         base["meta"] = item.line.meta
+    tag = {"key": item.key, "line": item.line.number}  # in the image's record: found again after a kill
     if options.loop:
         raw = p.prompt is not None
         outcome = session.run(text, rounds=p.rounds or options.rounds, candidates=p.candidates or options.candidates,
                               threshold=p.threshold if p.threshold is not None else options.threshold,
                               threshold_mode=options.threshold_mode,
-                              style=None if raw else style, raw=raw, request_fields=fields, out_dir=images_dir)
+                              style=None if raw else style, raw=raw, request_fields=fields, out_dir=images_dir,
+                              extra={"batch": tag})
         best = outcome.best
         best.path = settle_image(session, best.path, best.image_id, images_dir / image_name(item.key))
         params = best.record.get("params", {})
         return {**base, "status": "ok", "prompt": params.get("prompt"), "negative_prompt": params.get("negative_prompt"),
                 "params": params, **made_by(best.record), "seed": best.seed, "path": str(best.path),
-                "image_id": best.image_id,
-                "run_id": outcome.run_id, "score": outcome.score,
-                "scores": [r.get("scores") for r in outcome.rounds], "rounds": outcome.rounds,
-                "threshold": outcome.threshold, "met": outcome.met, "timings": dict(outcome.timings)}
+                "image_id": best.image_id, "run_id": outcome.run_id, **loop_fields(best.record["loop"]),
+                "timings": dict(outcome.timings)}
     idea = spec = extra = None
     prompt = text
     if p.idea is not None and (style or options.expand):
         exp = session.expand(p.idea, style=style, negative=fields["negative_prompt"])
         prompt, idea, spec = exp.positive, exp.idea, exp.spec.model_dump(mode="json")
         fields["negative_prompt"], extra = exp.negative, {"expansion": exp.record()}
-    extra = {**(extra or {}), "batch": {"key": item.key, "line": item.line.number}}
+    extra = {**(extra or {}), "batch": tag}
     outcome = session.generate(GenerateRequest(prompt=prompt, count=1, **fields), idea=idea, spec=spec, extra=extra,
                                out_dir=images_dir, kind="batch")
     saved = outcome.images[0]
@@ -466,6 +466,14 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
 def made_by(record: dict) -> dict:
     """The backend that made an item's image and, after a fallback chain passed over others, why."""
     return {"backend": record.get("backend"), **({"fallback": record["fallback"]} if record.get("fallback") else {})}
+
+
+def loop_fields(loop: dict) -> dict:
+    """A loop-mode record's loop entries, from the best image's `loop` record (the same whether the
+    item ran now or is recovered from its PNG after a kill)."""
+    rounds = loop.get("rounds") or []
+    return {"score": loop.get("score"), "scores": [r.get("scores") for r in rounds], "rounds": rounds,
+            "threshold": loop.get("threshold"), "met": loop.get("met")}
 
 
 def settle_image(session: Session, path: Path, image_id: int | None, target: Path) -> Path:
@@ -517,7 +525,7 @@ def find_finished_images(images_dir: Path, keys: set[str]) -> dict[str, Path]:
 def recover_item(session: Session, item: Item, png: Path, options: BatchOptions, images_dir: Path) -> dict | None:
     """The record of an item whose PNG is complete (found by `find_finished_images`), without redoing it."""
     rec = _png_record(png)
-    if rec is None:
+    if rec is None or (options.loop and not isinstance(rec.get("loop"), dict)):  # not a finished item: redo it
         return None
     row = _gallery_row(session, rec, png)
     target = settle_image(session, png, row["id"] if row else None, images_dir / image_name(item.key))
@@ -528,12 +536,15 @@ def recover_item(session: Session, item: Item, png: Path, options: BatchOptions,
         record["id"] = item.line.fields["id"]
     if item.line.meta:
         record["meta"] = item.line.meta
-    loop = rec.get("loop") or {}
     record.update({"status": "ok", "prompt": params.get("prompt"), "negative_prompt": params.get("negative_prompt"),
                    "params": params, **made_by(rec), "seed": rec.get("seed"), "path": str(target),
                    "image_id": row["id"] if row else None, "run_id": rec.get("run_id"),
-                   "score": loop.get("score"), "scores": None, "rounds": loop.get("rounds"), "recovered": True,
-                   "timings": {}})
+                   "score": None, "scores": None, "rounds": None, "recovered": True, "timings": {}})
+    if options.loop:
+        loop = rec["loop"]
+        record.update(loop_fields(loop))
+        if row and row.get("score") is None:  # killed before the loop set the gallery row's score
+            session.gallery.set_image_score(row["id"], loop.get("score"), loop.get("round"))
     if options.score and not options.loop:
         scored = session.score([target], record["idea"])
         record["score"], record["scores"] = scored["scores"][0], {"formula": scored["formula"],

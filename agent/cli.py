@@ -84,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except ImagentError as exc:
-        print(f"imagent: error: {exc.message}", file=sys.stderr)
+    except ImagentError as exc:  # messages quote paths, prompts and servers' answers: escape control characters
+        from tools.generate import printable
+
+        print(f"imagent: error: {printable(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"  {exc.hint}", file=sys.stderr)
+            print(f"  {printable(exc.hint)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("imagent: cancelled", file=sys.stderr)
@@ -95,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so plainly, traceback only on request
         if os.environ.get("IMAGENT_DEBUG"):
             raise
-        print(f"imagent: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from tools.generate import printable
+
+        print(f"imagent: internal error: {type(exc).__name__}: {printable(exc)}", file=sys.stderr)
         print("  This is a bug in imagent. Run again with IMAGENT_DEBUG=1 for the traceback.", file=sys.stderr)
         return 70
 

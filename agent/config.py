@@ -11,8 +11,9 @@ Environment variables:
   IMAGENT_DETECTOR    OWL-ViT / OWLv2 detector for the loop's requirement checks (default: the demo
                       detector with the demo model; none otherwise, and the loop judges by CLIP alone)
   IMAGENT_SAFETY      off | standard | strict (default: standard)
-  IMAGENT_LLM_MODEL, IMAGENT_LLM_BASE_URL, IMAGENT_LLM_API_KEY (or OPENAI_API_KEY), IMAGENT_LLM_TIMEOUT
-  IMAGENT_LLM_MAX_RETRIES (default 2), IMAGENT_LLM_FALLBACK template | error (default template),
+  IMAGENT_LLM_MODEL, IMAGENT_LLM_BASE_URL, IMAGENT_LLM_API_KEY (or OPENAI_API_KEY),
+  IMAGENT_LLM_TIMEOUT (seconds, more than 0; default 60), IMAGENT_LLM_MAX_RETRIES (0 to 10, default 2),
+  IMAGENT_LLM_FALLBACK template | error (default template),
   IMAGENT_LLM_METHOD json_schema | function_calling | json_mode (structured output; default json_schema)
   OPENAI_API_KEY, OPENAI_BASE_URL, IMAGENT_OPENAI_IMAGE_MODEL  for the OpenAI images backend
 """
@@ -98,9 +99,39 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".imagent"
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting allows: from `low` to `high` (None: no bound); with `above`, more
+    than `low` (a timeout of 0 would fail every call)."""
+
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+
+    def __contains__(self, value) -> bool:
+        if self.low is not None and (value <= self.low if self.above else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def __str__(self) -> str:
+        if self.above:
+            return f"more than {self.low:g}" + (f" and at most {self.high:g}" if self.high is not None else "")
+        if self.high is None:
+            return f"at least {self.low:g}"
+        return f"from {self.low:g} to {self.high:g}"
+
+
+# The ranges of the numeric settings (steps and cfg as tools.generate.check_request allows them).
+_RANGES = {
+    "steps": Range(1, 500), "cfg": Range(0, 50), "llm_timeout": Range(0, above=True),
+    "llm_max_retries": Range(0, 10), "openai_timeout": Range(0, above=True),
+}
+
+
 # The typed table every setting is parsed through (config.json and the environment alike):
-# name -> (type, whether null/None is allowed), read once from the Settings annotations.
-def _setting_types() -> dict[str, tuple[type, bool]]:
+# name -> (type, whether null/None is allowed, allowed range or None), the types read once from the
+# Settings annotations.
+def _setting_types() -> dict[str, tuple[type, bool, Range | None]]:
     import typing
 
     table = {}
@@ -108,18 +139,20 @@ def _setting_types() -> dict[str, tuple[type, bool]]:
         if name == "home":
             continue
         args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-        table[name] = (args[0], type(None) in typing.get_args(hint))
+        table[name] = (args[0], type(None) in typing.get_args(hint), _RANGES.get(name))
+    assert set(_RANGES) <= set(table), "a range for a setting that does not exist"
     return table
 
 
-SETTING_TYPES: dict[str, tuple[type, bool]] = _setting_types()
+SETTING_TYPES: dict[str, tuple[type, bool, Range | None]] = _setting_types()
 _EXPECTED = {str: "a string", int: "a whole number", float: "a number"}
 
 
 def parse_setting(name: str, value, *, file: Path | None = None, var: str | None = None):
     """`value` (from config.json `file`, or a string from environment variable `var`) as the type
-    of setting `name`, or ConfigError naming the file or variable, the setting and the type."""
-    kind, nullable = SETTING_TYPES[name]
+    of setting `name` within its range, or ConfigError naming the file or variable, the setting and
+    the type or range expected."""
+    kind, nullable, allowed = SETTING_TYPES[name]
     if value is None and nullable and file is not None:
         return None
     given = value
@@ -131,15 +164,21 @@ def parse_setting(name: str, value, *, file: Path | None = None, var: str | None
     ok = (isinstance(value, str) if kind is str else
           isinstance(value, int) and not isinstance(value, bool) if kind is int else
           isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
-    if ok:
-        return float(value) if kind is float else value
-    expected = _EXPECTED.get(kind, kind.__name__)
+    if not ok:
+        expected = _EXPECTED.get(kind, kind.__name__)
+        _bad_setting(name, given, f"{expected}{' or null' if nullable and file is not None else ''}", file, var)
+    if allowed is not None and value not in allowed:
+        _bad_setting(name, given, str(allowed), file, var)
+    return float(value) if kind is float else value
+
+
+def _bad_setting(name: str, given, expected: str, file: Path | None, var: str | None):
     shown = (f"a {_json_kind(given)}" if "api_key" in name and given is not None
              else json.dumps(given, ensure_ascii=False, default=str))
     if var is not None:
         raise ConfigError(f"The environment variable {var} (setting '{name}') must be {expected}, not {shown}.",
                           f"Fix or unset {var}.")
-    raise ConfigError(f"In {file}, setting '{name}' must be {expected}{' or null' if nullable else ''}, not {shown}.",
+    raise ConfigError(f"In {file}, setting '{name}' must be {expected}, not {shown}.",
                       f"Fix the value in {file}, or remove the line to use the default.")
 
 

@@ -325,7 +325,7 @@ class Session:
             request_fields: dict | None = None, out_dir: str | Path | None = None,
             progress: ProgressSink | None = None, events=None, chat_id: str | None = None,
             reviser: str = "auto", chat_model=None, spec=None, checklist=None,
-            post: PostProcess | None = None) -> RunOutcome:
+            post: PostProcess | None = None, extra: dict | None = None) -> RunOutcome:
         """The critique loop (agent.loop): expand the idea and derive its checklist, then per
         round generate candidates, safety-check them, score them against the idea, verify every
         requirement, keep the best, and repair what failed until every requirement holds or
@@ -336,7 +336,8 @@ class Session:
         idea (an edited prompt); the candidates are still scored against the idea.
         `checklist`: requirements (tools.requirements.Checklist or its JSON) instead of deriving them.
         `post`: post-processing of the best image as it is saved (tools.postprocess); candidates are
-        scored and verified as generated."""
+        scored and verified as generated.
+        `extra`: more entries for the best image's record (a batch tags it with its item key)."""
         self.cancel_event.clear()  # a cancel from now on (even during expansion or loading) stops this run
         post = _check_post(post)
         from agent import loop
@@ -391,7 +392,7 @@ class Session:
                                    cancel=self.cancel_event, on_event=on_event, step_progress=step,
                                    first_checked=True)
             best = self._save_best(run_id, result, base, backend, idea, out_dir, checklist, chosen.name,
-                                   scorer.formula, verifier, post)
+                                   scorer.formula, verifier, post, extra)
         if progress:
             progress(Progress("round", len(result.rounds), len(result.rounds), "done"))
         outcome = RunOutcome(run_id=run_id, best=best, score=round(result.best.score, 4),
@@ -510,7 +511,7 @@ class Session:
         return locate
 
     def _save_best(self, run_id, result, base, backend, idea, out_dir, checklist, reviser_name, formula, verifier,
-                   post: PostProcess | None = None):
+                   post: PostProcess | None = None, more: dict | None = None):
         # the base request (size, steps, scheduler, LoRAs, conditions, speed options) with the best's words
         best_req = replace(base, prompt=result.best_attempt.positive, count=1, seed=result.best.seed,
                            negative_prompt=result.best_attempt.negative, cfg=result.best_attempt.cfg)
@@ -524,7 +525,7 @@ class Session:
                        "reviser": reviser_name, "rounds": [r.to_json() for r in result.rounds],
                        "checklist": checklist.to_json(), "checks": [v.to_json() for v in result.best.checks],
                        "verifier": verifier.name if verifier is not None else None, "images": result.images}
-        extra = {"loop": loop_record}
+        extra = {**(more or {}), "loop": loop_record}
         params_update = None
         if result.best.recipe is not None and result.best.recipe.get("mode") == "compose":
             extra["recipe"] = result.best.recipe

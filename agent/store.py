@@ -161,9 +161,9 @@ class Gallery:
         if run_id:
             sql += " AND run_id=?"
             args.append(run_id)
-        if query:
-            sql += " AND prompt LIKE ?"
-            args.append(f"%{query}%")
+        if query:  # the prompt an image is listed under (`listed_prompt`): its own, or an upscale's source's
+            sql += f" AND (prompt LIKE ? OR (COALESCE(prompt, '') = '' AND {_SOURCE_PROMPT_SQL} LIKE ?))"
+            args += [f"%{query}%"] * 2
         sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
         return [_decode(r) for r in self._read(sql, (*args, limit, offset))]
 
@@ -234,6 +234,22 @@ class Gallery:
         return [_decode(r) for r in self._read(
             "SELECT images.* FROM images JOIN runs ON runs.id = images.run_id WHERE runs.chat_id=? "
             "ORDER BY images.id DESC LIMIT ?", (chat_id, limit))]
+
+
+# An upscale has no prompt of its own; it is listed and searched under its source's (record.source.params.prompt).
+_SOURCE_PROMPT_SQL = ("(CASE WHEN json_valid(record_json) AND json_type(record_json, '$.source.params.prompt') = 'text' "
+                      "THEN json_extract(record_json, '$.source.params.prompt') END)")
+
+
+def listed_prompt(row: dict) -> str | None:
+    """The prompt an image row is listed under: its own, or for an upscaled image (which has none) the
+    prompt of the image it was made from. `Gallery.images(query=)` searches the same text."""
+    if row.get("prompt"):
+        return row["prompt"]
+    record = row.get("record") if isinstance(row.get("record"), dict) else {}
+    source = record.get("source") if isinstance(record.get("source"), dict) else {}
+    params = source.get("params") if isinstance(source.get("params"), dict) else {}
+    return params["prompt"] if isinstance(params.get("prompt"), str) else row.get("prompt")
 
 
 def _dump(value) -> str | None:

@@ -215,14 +215,16 @@ class _Killed(BaseException):
     """What a SIGKILL at that point leaves: nothing after it runs."""
 
 
+@pytest.mark.parametrize("loop", [False, True], ids=["plain", "loop"])
 @pytest.mark.parametrize("where", ["before_record", "before_rename"])
-def test_kill_after_png_landed_is_recorded_not_redone(session, tmp_path, monkeypatch, where):
+def test_kill_after_png_landed_is_recorded_not_redone(session, tmp_path, monkeypatch, where, loop):
     import agent.batch as batch
 
     src = tmp_path / "i.txt"
     src.write_text("two red circles\na blue square\n")
     _, lines = read_lines(src)
-    sweep, options, out = Sweep(seeds=(1, 2)), BatchOptions(steps=1), tmp_path / "out"
+    options = BatchOptions(loop=True, rounds=1, candidates=1, steps=1) if loop else BatchOptions(steps=1)
+    sweep, out = Sweep(seeds=(1, 2)), tmp_path / "out"
     items = plan(lines, sweep)
     before = session.gallery.count_images()
     log, done = open_batch(src, out, fmt="txt", sweep=sweep, options=options, resume=False)
@@ -260,6 +262,12 @@ def test_kill_after_png_landed_is_recorded_not_redone(session, tmp_path, monkeyp
     for r in recs:
         assert Path(r["path"]).name == batch.image_name(r["key"])
         assert session.gallery.image(r["image_id"])["path"] == r["path"]
+    if loop:                                         # the recovered record is a loop record like the others
+        fresh, recovered = recs[0], recs[1]
+        for k in ("score", "rounds", "scores", "threshold", "met"):
+            assert type(recovered[k]) is type(fresh[k]), k
+        assert recovered["rounds"] and recovered["scores"] == [r.get("scores") for r in recovered["rounds"]]
+        assert session.gallery.image(recovered["image_id"])["score"] == pytest.approx(recovered["score"], abs=1e-4)
 
 
 def test_speed_options_apply_to_every_line_keep_the_image_and_allow_a_resume(tiny_sd_path, imagent_home,

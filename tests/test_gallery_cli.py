@@ -50,3 +50,23 @@ def test_gallery_json_keeps_its_keys_and_parses(capsys, imagent_home, tmp_path):
 
 def test_empty_gallery_prints_nothing(capsys, imagent_home):
     assert cli(capsys, "gallery") == (0, "", "")
+
+
+def test_search_matches_an_upscale_by_its_source_prompt(capsys, imagent_home, tmp_path):
+    from agent.config import load_settings
+    from agent.store import Gallery
+
+    first, second = _fill(tmp_path)
+    gallery = Gallery(load_settings().gallery_path)
+    other = gallery.add_image(gallery.start_run("generate"), tmp_path / "b.png",
+                              {"seed": 1, "params": {"prompt": "a blue square"}})
+    broken = gallery.add_image(gallery.start_run("upscale"), tmp_path / "c.png", {"kind": "upscale", "source": "x"})
+    code, out, err = cli(capsys, "gallery", "--search", "red circ", "--json")
+    assert code == 0, err
+    assert [im["id"] for im in json.loads(out)["images"]] == [second, first]
+    assert [im["id"] for im in gallery.images(query="red circ")] == [second, first]      # MCP list_images too
+    code, out, err = cli(capsys, "gallery", "--search", "red circ")
+    rows = out.splitlines()[1:]
+    assert len(rows) == 2 and "a-x2-lanczos.png" in rows[0] and rows[0].rstrip().endswith("two red circles")
+    assert [im["id"] for im in gallery.images(query="blue")] == [other]
+    assert broken not in [im["id"] for im in gallery.images(query="x")]

@@ -168,6 +168,56 @@ def test_bad_environment_value_is_a_config_error_naming_the_variable(monkeypatch
     assert var in info.value.hint
 
 
+@pytest.mark.parametrize("content, fragments", [
+    ('{"steps": 0}', ["'steps'", "from 1 to 500", "not 0"]),
+    ('{"steps": 501}', ["'steps'", "from 1 to 500", "not 501"]),
+    ('{"cfg": -1}', ["'cfg'", "from 0 to 50", "not -1"]),
+    ('{"llm_timeout": 0}', ["'llm_timeout'", "more than 0", "not 0"]),
+    ('{"llm_timeout": -5}', ["'llm_timeout'", "more than 0"]),
+    ('{"llm_max_retries": -1}', ["'llm_max_retries'", "from 0 to 10", "not -1"]),
+    ('{"openai_timeout": 0}', ["'openai_timeout'", "more than 0"]),
+])
+def test_out_of_range_config_value_is_a_config_error_naming_file_key_and_range(imagent_home, content, fragments):
+    from agent.config import load_settings
+    from agent.errors import ConfigError
+
+    imagent_home.mkdir(parents=True, exist_ok=True)
+    (imagent_home / "config.json").write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "config.json" in info.value.message and "config.json" in info.value.hint
+    for fragment in fragments:
+        assert fragment in info.value.message
+
+
+@pytest.mark.parametrize("var, value, key, allowed", [
+    ("IMAGENT_LLM_TIMEOUT", "0", "llm_timeout", "more than 0"),
+    ("IMAGENT_LLM_TIMEOUT", "-1.5", "llm_timeout", "more than 0"),
+    ("IMAGENT_LLM_MAX_RETRIES", "-1", "llm_max_retries", "from 0 to 10"),
+    ("IMAGENT_LLM_MAX_RETRIES", "1000", "llm_max_retries", "from 0 to 10"),
+])
+def test_out_of_range_environment_value_is_a_config_error_naming_the_variable(monkeypatch, var, value, key, allowed):
+    from agent.config import load_settings
+    from agent.errors import ConfigError
+
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert var in info.value.message and f"'{key}'" in info.value.message and allowed in info.value.message
+    assert var in info.value.hint
+
+
+def test_settings_at_the_ends_of_their_ranges_are_accepted(imagent_home, monkeypatch):
+    from agent.config import load_settings
+
+    imagent_home.mkdir(parents=True, exist_ok=True)
+    (imagent_home / "config.json").write_text('{"steps": 500, "cfg": 0, "llm_max_retries": 10}')
+    monkeypatch.setenv("IMAGENT_LLM_TIMEOUT", "0.5")
+    monkeypatch.setenv("IMAGENT_LLM_MAX_RETRIES", "0")
+    s = load_settings()
+    assert (s.steps, s.cfg, s.llm_timeout, s.llm_max_retries) == (500, 0.0, 0.5, 0)
+
+
 def test_config_values_are_parsed_through_one_typed_table(imagent_home, monkeypatch):
     from agent.config import load_settings
 
@@ -300,6 +350,90 @@ def test_gallery_and_show_escape_control_characters_already_stored(capsys, tmp_p
 
 
 # -- 5. the over-length message names the field ---------------------------------------------------------------
+PWNED = "\x1b]0;pwned\x07"        # sets the terminal's title, then rings its bell
+SHOWN = "\\x1b]0;pwned\\x07"     # how it is printed instead
+
+
+def no_raw_controls(*texts):
+    for text in texts:
+        assert "\x1b" not in text and "\x07" not in text, repr(text)
+
+
+def test_expand_prints_the_llms_control_characters_escaped(capsys, monkeypatch):
+    from loopback_llm import LoopbackLLM
+
+    answer = {"subject": f"a cat{PWNED}", "style": "ink\x1b[2J", "negatives": [f"blurry{PWNED}"]}
+    with LoopbackLLM([answer]) as server:
+        monkeypatch.setenv("IMAGENT_LLM_BASE_URL", server.base_url)
+        monkeypatch.setenv("IMAGENT_LLM_FALLBACK", "error")
+        code, out, err = cli(capsys, "expand", "a cat", "--llm", "local", "--family", "sd")
+        assert code == 0, err
+        no_raw_controls(out, err)
+        assert f"subject:     a cat{SHOWN}\n" in out and "style:       ink\\x1b[2J\n" in out
+        assert f"positive: a cat{SHOWN}" in out and f"blurry{SHOWN}" in out
+        code, out, err = cli(capsys, "expand", "a cat", "--llm", "local", "--family", "sd", "--json")
+    assert code == 0, err
+    no_raw_controls(out, err)                                   # JSON escapes them (\u001b) and stays valid
+    assert json.loads(out)["spec"]["subject"] == f"a cat{PWNED}"
+
+
+def test_run_round_table_and_checklist_print_model_text_escaped():
+    import io
+    from types import SimpleNamespace
+
+    from agent.commands.run import print_round_table
+
+    outcome = SimpleNamespace(
+        run_id="r1", threshold={"mode": "absolute", "target": 1.5, "formula": "clipscore"},
+        rounds=[{"round": 1, "repair": "prompt", "change": f"more{PWNED}", "seeds": [1], "scores": [0.5],
+                 "best_checks": {"passed": 0, "total": 1}, "failed": [f"c1{PWNED}"], "seconds": 1.0}],
+        checks=[{"passed": False, "kind": "object", "text": f"two cats{PWNED} [bold]now[/]",
+                 "evidence": {"count": 1, "wanted": 2, "found": [{"attribute": "red[/]", "noun": f"cat{PWNED}"}]}}],
+        met=False, best=SimpleNamespace(seed=1), score=0.5, stop_reason="rounds spent", images=1)
+    buf = io.StringIO()
+    print_round_table(outcome, file=buf)
+    text = buf.getvalue()
+    no_raw_controls(text)
+    assert f"FAIL two cats{SHOWN} [bold]now[/]" in text           # Rich markup in the text prints as written
+    assert f"(read: red[/] cat{SHOWN})" in text and "\\x1b" in text.split("FAIL")[0]   # the table's cells too
+
+
+def test_batch_diagnostics_print_stored_text_escaped(capsys, tmp_path):
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps({"prompt": "a cat", f"colour{PWNED}": "red"}) + "\n")
+    code, out, err = cli(capsys, "batch", str(src), "--out", str(tmp_path / "out"), "--no-progress")
+    assert code == 1, err
+    no_raw_controls(out, err)
+    assert err.count(f"colour{SHOWN}") == 2                        # the item's line and the summary's
+
+
+def test_error_messages_print_user_text_escaped(capsys, tmp_path):
+    code, out, err = cli(capsys, "batch", str(tmp_path / f"ideas{PWNED}.txt"))
+    assert code == 2 and "does not exist" in err and f"ideas{SHOWN}.txt" in err
+    no_raw_controls(out, err)
+
+
+async def test_chat_log_shows_the_models_control_characters_escaped(session):
+    from chat_fakes import scripted
+    from textual.widgets import Markdown
+
+    from tui.app import LogLine, PromptInput, make_app
+
+    app = make_app(session, chat_model=scripted(f"Hello{PWNED} there."))
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.query_one("#prompt", PromptInput).value = f"hi{PWNED}"
+        await pilot.press("enter")
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if not app.busy:
+                break
+        await pilot.pause()
+        texts = [str(w.render()) if isinstance(w, LogLine) else w.source
+                 for w in app.query("#log > *") if isinstance(w, (LogLine, Markdown))]
+    no_raw_controls(*texts)
+    assert f"Hello{SHOWN} there." in texts
+
+
 def test_too_long_negative_prompt_says_which_field_and_its_length():
     with pytest.raises(InvalidInput) as info:
         check_request(GenerateRequest("a short prompt", negative_prompt="x" * 4900))

@@ -18,6 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
 from textual.suggester import Suggester
@@ -25,6 +26,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar
 
 from agent.chat import COMMAND_HELP, ChatController, ChatEvent, help_text
 from agent.errors import Cancelled, ImagentError
+from tools.generate import printable
 
 SPEC_FIELDS = ("subject", "style", "lighting", "composition", "quality", "negatives", "extras")
 LIST_FIELDS = {"quality", "negatives", "extras"}
@@ -197,9 +199,10 @@ class ImagentApp(App):
         self.log_view.scroll_end(animate=False)
 
     def _notice(self, text: str) -> None:
-        self._mount_log(LogLine(text, classes="notice", markup=False))
+        self._mount_log(LogLine(printable(text), classes="notice", markup=False))
 
     def _add_message(self, role: str, text: str) -> None:
+        text = printable(text)  # the user's, the model's and tools' text: no terminal escapes reach the screen
         if role == "assistant":
             from textual.widgets import Markdown  # markdown-it is slow to import: not before the first reply
 
@@ -256,7 +259,7 @@ class ImagentApp(App):
         scores = " ".join("-" if s is None else f"{s:.2f}" for s in (r.get("scores") or []))
         best = r.get("best_score")
         b = r.get("best_checks") or {}
-        table.add_row(str(r.get("round")), (r.get("change") or "")[:22], scores,
+        table.add_row(str(r.get("round")), printable((r.get("change") or "")[:22], keep=""), scores,
                       "-" if best is None else f"{best:.2f}", f"{b['passed']}/{b['total']}" if b else "-")
 
     def _set_status(self, text: str | None = None) -> None:
@@ -508,8 +511,8 @@ def params_text(controller: ChatController) -> str:
     text = "\n".join(f"{k:<11}{v}" for k, v in rows)
     if len(state.checks) > 1:  # the last run's requirements, with pass/fail marks
         mark = {True: "✓", False: "✗", None: "?"}
-        text += "\n\nrequirements\n" + "\n".join(f"{mark[c.get('passed')]} {c.get('text', c.get('id'))}"
-                                                for c in state.checks)
+        text += "\n\nrequirements\n" + "\n".join(
+            f"{mark[c.get('passed')]} {escape(printable(c.get('text', c.get('id')), keep=''))}" for c in state.checks)
     return text
 
 

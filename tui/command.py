@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from agent.commands.common import add_model_options, settings_from
+from agent.commands.common import add_model_options, say, settings_from
 
 
 def add_arguments(p) -> None:
@@ -37,7 +37,7 @@ def run(args) -> int:
             print("No conversations yet. Start one with: imagent chat", file=sys.stderr)
         for c in chats:
             n = len((c.get("state") or {}).get("images") or [])
-            print(f"{c['id']}  {n:>3} image(s)  {c.get('title') or '(empty)'}")
+            say(f"{c['id']}  {n:>3} image(s)  {c.get('title') or '(empty)'}")  # a title is the user's text
         return 0
     from tui.app import make_app, pick_image_widget
 

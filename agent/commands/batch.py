@@ -32,7 +32,7 @@ import json
 import sys
 from pathlib import Path
 
-from agent.commands.common import add_model_options, add_speed_options, settings_from, speed_fields
+from agent.commands.common import add_model_options, add_speed_options, note, settings_from, speed_fields
 
 
 def add_arguments(p) -> None:
@@ -103,8 +103,8 @@ def run(args) -> int:
                            retry_errors=args.retry_errors)
     todo = sum(1 for it in items if it.key not in done)
     failed_before = sum(1 for it in items if it.key in done and (done[it.key] or {}).get("status") != "ok")
-    print(f"imagent batch: {len(items)} item(s) from {len(lines)} line(s) of {path.name} ({fmt}); "
-          f"{len(items) - todo} already done, {todo} to go -> {out}", file=sys.stderr)
+    note(f"imagent batch: {len(items)} item(s) from {len(lines)} line(s) of {path.name} ({fmt}); "
+         f"{len(items) - todo} already done, {todo} to go -> {out}")
     session = Session(settings)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     summary = _run_with_bar(session, items, log, done, options, out, todo) if show and todo else \
@@ -113,12 +113,12 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary.to_json(), default=str))
     if summary.cancelled:
-        print(f"imagent batch: interrupted; continue with: imagent batch {args.file} --resume"
-              + (f" --out {args.out}" if args.out else ""), file=sys.stderr)
+        note(f"imagent batch: interrupted; continue with: imagent batch {args.file} --resume"
+             + (f" --out {args.out}" if args.out else ""))
         return 130
     if failed_before:
-        print(f"imagent batch: {failed_before} item(s) failed in an earlier run; redo them with --resume "
-              "--retry-errors", file=sys.stderr)
+        note(f"imagent batch: {failed_before} item(s) failed in an earlier run; redo them with --resume "
+             "--retry-errors")
     return 0 if not summary.failed and not failed_before else 1
 
 
@@ -130,8 +130,7 @@ def _line_reporter():
     """Without a bar (logs, pipes): one line per item on stderr."""
     def report(record, n, total):
         status = "ok" if record["status"] == "ok" else f"error: {record['error']['message']}"
-        print(f"imagent batch: [{n}/{total}] {record['key']} {status} ({record['timings']['seconds']:.2f}s)",
-              file=sys.stderr)
+        note(f"imagent batch: [{n}/{total}] {record['key']} {status} ({record['timings']['seconds']:.2f}s)")
     return report
 
 
@@ -158,9 +157,9 @@ def _run_with_bar(session, items, log, done, options, out, todo):
 def _report(summary) -> None:
     s = summary
     rate = f", {60 * s.ok / s.seconds:.1f} images/min" if s.seconds and s.ok else ""
-    print(f"imagent batch: {s.ok} ok, {s.failed} failed, {s.done_before} done before, of {s.total} "
-          f"in {s.seconds:.1f}s{rate}; records: {s.records}", file=sys.stderr)
+    note(f"imagent batch: {s.ok} ok, {s.failed} failed, {s.done_before} done before, of {s.total} "
+         f"in {s.seconds:.1f}s{rate}; records: {s.records}")
     for err in s.errors[:10]:
-        print(f"  {err['key']}: {err['message']}" + (f" ({err['hint']})" if err.get("hint") else ""), file=sys.stderr)
+        note(f"  {err['key']}: {err['message']}" + (f" ({err['hint']})" if err.get("hint") else ""))
     if len(s.errors) > 10:
-        print(f"  ... and {len(s.errors) - 10} more (status \"error\" in the records)", file=sys.stderr)
+        note(f"  ... and {len(s.errors) - 10} more (status \"error\" in the records)")

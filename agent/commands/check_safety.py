@@ -10,9 +10,8 @@ strict also blocks nudity, violence, drugs and more; off checks nothing.
 """
 from __future__ import annotations
 
-import sys
 
-from agent.commands.common import emit, settings_from
+from agent.commands.common import emit, note, settings_from
 from agent.errors import InvalidInput, SafetyBlocked
 from agent.session import Session
 from tools.images import load_image
@@ -49,6 +48,6 @@ def run(args) -> int:
     emit(args, {"level": checker.level, "allowed": not blocked, "results": results,
                 "notes": getattr(checker, "notes", [])}, lines)
     if blocked:
-        print(f"imagent: blocked by the {checker.level} safety policy ({blocked[0]['category']})", file=sys.stderr)
+        note(f"imagent: blocked by the {checker.level} safety policy ({blocked[0]['category']})")
         return SafetyBlocked.exit_code
     return 0

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from agent.config import Settings, check_backends, load_settings
 from agent.errors import ConfigError, InvalidInput
 from agent.session import Progress, Session
-from tools.generate import parse_size
+from tools.generate import parse_size, printable
 from tools.postprocess import PostProcess
 from tools.schedulers import SCHEDULERS
 
@@ -195,22 +195,34 @@ def _line_progress(description: str):
         tenth = event.done * 10 // total
         if event.done in (0, total) or tenth != last.get(event.kind):
             label = description if event.kind == "step" else (event.label or event.kind)
-            print(f"imagent: {label} {event.done}/{event.total}", file=sys.stderr, flush=True)
+            note(f"imagent: {label} {event.done}/{event.total}")
             last[event.kind] = tenth
     return sink
 
 
+# Everything printed goes through say/note (or a JSON dump, which escapes control characters): stored,
+# user- and model-provided text can carry terminal escapes (ESC, BEL, ...), shown as \x1b etc.
+def say(line: str = "") -> None:
+    """One line of results on stdout, control characters escaped (tools.generate.printable)."""
+    print(printable(line))
+
+
+def note(line: str) -> None:
+    """One diagnostic line on stderr, control characters escaped."""
+    print(printable(line), file=sys.stderr, flush=True)
+
+
 def emit(args, payload: dict, human_lines: list[str]) -> None:
     if args.json:
-        print(json.dumps(payload, indent=None, default=str))
+        print(json.dumps(payload, indent=None, default=str))  # ensure_ascii: no raw control character
     else:
         for line in human_lines:
-            print(line)
+            say(line)
 
 
 def warn(lines) -> None:
     for line in lines:
-        print(f"imagent: warning: {line}", file=sys.stderr)
+        note(f"imagent: warning: {line}")
 
 
 def text_or_stdin(value: str) -> str:

@@ -17,10 +17,8 @@ guessed from --model/--backend when not given.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
-from agent.commands.common import backend_chain, settings_from, warn
+from agent.commands.common import backend_chain, emit, note, settings_from, warn
 from agent.render import FAMILIES
 
 
@@ -67,25 +65,18 @@ def run(args) -> int:
     expansion = expansion_from(args, settings, args.idea)
     checklist, more = checklist_for(args.idea, expansion.spec.subject)
     warn(expansion.warnings + more)
-    if args.json:
-        print(json.dumps({**expansion.model_dump(mode="json"), "checklist": checklist.to_json()}))
-        return 0
     s = expansion.spec
     rows = [("idea", expansion.idea),
             ("expander", f"{expansion.expander}   style preset: {expansion.style_preset or '-'}   "
                          f"family: {expansion.rendered.family}"),
             ("subject", s.subject), ("style", s.style), ("lighting", s.lighting), ("composition", s.composition),
             ("quality", ", ".join(s.quality)), ("negatives", ", ".join(s.negatives)), ("extras", ", ".join(s.extras))]
-    for key, value in rows:
-        print(f"{key + ':':<13}{value or '-'}")
-    print()
-    print(f"positive: {expansion.positive}")
-    print(f"negative: {expansion.negative or '-'}")
-    print()
-    print(f"requirements ({checklist.source}; the critique loop checks each one):")
-    for r in checklist.requirements:
-        print(f"  {r.id:<9}{r.kind:<11}{r.text}")
-    if expansion.rendered.family == "demo":
-        print("imagent: the demo model reads only its caption grammar, so only the subject is sent; "
-              "use --family sd|sdxl|flux|openai to see the full rendering.", file=sys.stderr)
+    lines = [f"{key + ':':<13}{value or '-'}" for key, value in rows]
+    lines += ["", f"positive: {expansion.positive}", f"negative: {expansion.negative or '-'}", "",
+              f"requirements ({checklist.source}; the critique loop checks each one):"]
+    lines += [f"  {r.id:<9}{r.kind:<11}{r.text}" for r in checklist.requirements]
+    emit(args, {**expansion.model_dump(mode="json"), "checklist": checklist.to_json()}, lines)  # escaped: LLM text
+    if expansion.rendered.family == "demo" and not args.json:
+        note("imagent: the demo model reads only its caption grammar, so only the subject is sent; "
+             "use --family sd|sdxl|flux|openai to see the full rendering.")
     return 0

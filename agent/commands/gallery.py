@@ -6,7 +6,7 @@ from datetime import datetime
 from agent.commands.common import emit
 from agent.config import load_settings
 from agent.errors import InvalidInput
-from agent.store import Gallery
+from agent.store import Gallery, listed_prompt
 from tools.generate import printable
 
 
@@ -14,7 +14,7 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, default=20, help="how many images or runs (default: 20)")
     p.add_argument("--run", help="only images of this run id")
     p.add_argument("--runs", action="store_true", help="list the recent runs (their ids) instead of images")
-    p.add_argument("--search", help="only images whose prompt contains this text")
+    p.add_argument("--search", help="only images whose prompt (an upscale's: its source's) contains this text")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -40,11 +40,7 @@ def _image_item(row: dict) -> dict:
     of its own) the prompt of the image it was made from."""
     item = {k: row.get(k) for k in ("id", "run_id", "path", "seed", "prompt", "width", "height", "model", "score")}
     record = row.get("record") if isinstance(row.get("record"), dict) else {}
-    if not item["prompt"]:
-        source = record.get("source") if isinstance(record.get("source"), dict) else {}
-        params = source.get("params") if isinstance(source.get("params"), dict) else {}
-        if isinstance(params.get("prompt"), str):
-            item["prompt"] = params["prompt"]
+    item["prompt"] = listed_prompt(row)
     item["created"] = row.get("created")
     item["kind"] = record.get("kind")
     return item

@@ -16,9 +16,7 @@ it. --resize, --sharpen, --format and --quality post-process the saved image.
 """
 from __future__ import annotations
 
-import sys
-
-from agent.commands.common import (add_generation_options, add_model_options, add_output_options, emit,
+from agent.commands.common import (add_generation_options, add_model_options, add_output_options, emit, note,
                                    post_from, progress_bar, request_fields, session_from, warn)
 from agent.commands.expand import add_expansion_options, expansion_from
 from agent.errors import InvalidInput
@@ -56,7 +54,7 @@ def run(args) -> int:
         prompt, idea = expansion.positive, expansion.idea
         spec, extra = expansion.spec.model_dump(mode="json"), {"expansion": expansion.record()}
         fields["negative_prompt"] = expansion.negative
-        print(f"imagent: expanded ({expansion.expander}, {expansion.rendered.family}): {prompt}", file=sys.stderr)
+        note(f"imagent: expanded ({expansion.expander}, {expansion.rendered.family}): {prompt}")
     if args.mask and not args.init_image:
         raise InvalidInput("--mask needs --init-image.", "Pass the image to inpaint with --init-image PATH.")
     if args.init_image:
@@ -77,5 +75,5 @@ def run(args) -> int:
     emit(args, outcome.to_json(), [str(s.path) for s in outcome.images])
     if not args.json:
         seeds = ", ".join(str(s.seed) for s in outcome.images)
-        print(f"imagent: seed {seeds}; run {outcome.run_id}", file=__import__("sys").stderr)
+        note(f"imagent: seed {seeds}; run {outcome.run_id}")
     return 0

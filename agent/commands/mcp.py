@@ -18,9 +18,8 @@ A client config (stdio):  {"command": "imagent", "args": ["mcp"]}
 """
 from __future__ import annotations
 
-import sys
 
-from agent.commands.common import add_model_options, settings_from
+from agent.commands.common import add_model_options, note, settings_from
 
 
 def add_arguments(p) -> None:
@@ -45,8 +44,8 @@ def run(args) -> int:
     paths = PathPolicy.confined(args.inputs or settings.home / "inputs", args.outputs or settings.outputs_dir)
     app = build_server(Session(settings), paths)
     where = "stdio" if args.transport == "stdio" else f"http://{args.host}:{args.port}/mcp"
-    print(f"imagent mcp: serving on {where}; model {settings.model}, safety {settings.safety}; "
-          f"inputs {paths.inputs[0]}, outputs {paths.outputs}", file=sys.stderr)
+    note(f"imagent mcp: serving on {where}; model {settings.model}, safety {settings.safety}; "
+         f"inputs {paths.inputs[0]}, outputs {paths.outputs}")
     if args.transport == "stdio":
         serve_stdio(app)
     else:

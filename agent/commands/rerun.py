@@ -6,11 +6,10 @@ Prints the new path; `identical: yes|no` on stderr says whether the pixels match
 """
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 
-from agent.commands.common import add_output_options, emit, progress_bar, warn
+from agent.commands.common import add_output_options, emit, note, progress_bar, warn
 from agent.config import load_settings
 from agent.session import Session, check_rerunnable
 from tools.images import load_image
@@ -40,5 +39,5 @@ def run(args) -> int:
     payload = dict(outcome.to_json(), identical=same, original=str(args.image))
     emit(args, payload, [str(new.path)])
     if not args.json:
-        print(f"imagent: identical: {'yes' if same else 'no'}", file=sys.stderr)
+        note(f"imagent: identical: {'yes' if same else 'no'}")
     return 0

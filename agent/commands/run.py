@@ -18,7 +18,8 @@ from __future__ import annotations
 import sys
 
 from agent.commands.common import (add_generation_options, add_model_options, add_output_options, emit,
-                                   post_from, progress_bar, request_fields, session_from, warn)
+                                   post_from, progress_bar, request_fields, say, session_from, warn)
+from tools.generate import printable
 
 
 def add_arguments(p) -> None:
@@ -62,8 +63,16 @@ def run(args) -> int:
         emit(args, outcome.to_json(), [])
         return 0
     print_round_table(outcome)
-    print(str(outcome.best.path))
+    say(str(outcome.best.path))
     return 0
+
+
+def _text(value) -> str:
+    """Stored or model text for the Rich table: control characters escaped (tools.generate.printable)
+    and Rich markup escaped, so '[red]' in a requirement prints as written."""
+    from rich.markup import escape
+
+    return escape(printable(value, keep=""))
 
 
 def print_round_table(outcome, file=None) -> None:
@@ -73,20 +82,21 @@ def print_round_table(outcome, file=None) -> None:
     t = outcome.threshold
     how = (f"relative: {t['value']:g} x reference {t['reference']:g} ({t['reference_source']})"
            if t["mode"] == "relative" else "absolute")
-    table = Table(title=f"run {outcome.run_id}: score floor {t['target']:g} ({how}; {t['formula']})")
+    table = Table(title=_text(f"run {outcome.run_id}: score floor {t['target']:g} ({how}; {t['formula']})"))
     for col in ("round", "repair", "change", "seeds", "scores", "checks", "failed", "time"):
         table.add_column(col, overflow="fold")
     for r in outcome.rounds:
         scores = ", ".join("blocked" if s is None else f"{s:.3f}" for s in r["scores"])
         b = r.get("best_checks") or {}
         checks = f"{b['passed']}/{b['total']}" if b else "-"
-        table.add_row(str(r["round"]), r.get("repair", "-"), r["change"], ", ".join(map(str, r["seeds"])), scores,
-                      checks, "; ".join(r.get("failed") or []) or "-", f"{r['seconds']:.1f}s")
+        table.add_row(str(r["round"]), _text(r.get("repair", "-")), _text(r["change"]),
+                      ", ".join(map(str, r["seeds"])), scores, checks, _text("; ".join(r.get("failed") or []) or "-"),
+                      f"{r['seconds']:.1f}s")
     console = Console(file=file or sys.stderr, width=max(100, Console().width))
     console.print(table)
     for c in outcome.checks:
         mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]n/a [/]"}[c.get("passed")]
-        console.print(f"  {mark} {c['text']}  [dim]{_evidence(c)}[/]")
+        console.print(f"  {mark} {_text(c['text'])}  [dim]{_text(_evidence(c))}[/]")
     verdict = "met" if outcome.met else "not met"
     console.print(f"best: seed {outcome.best.seed}, score {outcome.score:.3f} ({verdict}; {outcome.stop_reason}); "
                   f"{outcome.images} image(s) generated")

@@ -10,9 +10,8 @@ The CLIP model is --clip PATH_OR_HUB_ID, else $IMAGENT_CLIP, else the demo world
 """
 from __future__ import annotations
 
-import sys
 
-from agent.commands.common import emit, settings_from
+from agent.commands.common import emit, note, settings_from
 from agent.session import Session
 from tools.score import FORMULAS, Scorer, apply_formula
 
@@ -60,5 +59,5 @@ def run(args) -> int:
                 lines.append(f"  {s:.4f}  {t}{'   <- best' if t == r['best'] else ''}")
         emit(args, payload, lines)
     if not args.json:
-        print(f"imagent: {scorer.formula_text}; CLIP {scorer.model_id}", file=sys.stderr)
+        note(f"imagent: {scorer.formula_text}; CLIP {scorer.model_id}")
     return 0

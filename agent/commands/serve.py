@@ -16,9 +16,8 @@ The token can also come from $IMAGENT_SERVE_TOKEN. See docs/serve.md.
 from __future__ import annotations
 
 import os
-import sys
 
-from agent.commands.common import add_model_options, settings_from
+from agent.commands.common import add_model_options, note, settings_from
 
 
 def add_arguments(p) -> None:
@@ -48,9 +47,9 @@ def run(args) -> int:
         raise InvalidInput(f"--queue {args.queue} is out of range.", "Use 1 or more.")
     settings = settings_from(args)
     app = make_app(Session(settings), token=token, queue_size=args.queue, cache=not args.no_cache)
-    print(f"imagent serve: http://{args.host}:{args.port}/v1 (OpenAI images API); backend {settings.backend}, "
-          f"model {settings.model}, "
-          f"safety {settings.safety}, queue {args.queue}, cache {'off' if args.no_cache else 'on'}, "
-          f"token {'required' if token else 'off (loopback)'}", file=sys.stderr)
+    note(f"imagent serve: http://{args.host}:{args.port}/v1 (OpenAI images API); backend {settings.backend}, "
+         f"model {settings.model}, "
+         f"safety {settings.safety}, queue {args.queue}, cache {'off' if args.no_cache else 'on'}, "
+         f"token {'required' if token else 'off (loopback)'}")
     serve(app, args.host, args.port, log_level=args.log_level)
     return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from agent.commands.common import say
+
 
 def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print the presets (with templates) as JSON")
@@ -22,5 +24,5 @@ def run(args) -> int:
         return 0
     width = max(len(n) for n in styles) + 2
     for name, style in styles.items():
-        print(f"{name:<{width}}{style.description}")
+        say(f"{name:<{width}}{style.description}")
     return 0

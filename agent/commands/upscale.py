@@ -13,7 +13,7 @@ and written as a PNG that records the source and the method.
 """
 from __future__ import annotations
 
-from agent.commands.common import add_model_options, add_output_options, emit, progress_bar, settings_from
+from agent.commands.common import add_model_options, add_output_options, emit, note, progress_bar, settings_from
 from agent.session import Session
 from tools.upscale import DEFAULT_METHOD, METHODS
 
@@ -42,8 +42,6 @@ def run(args) -> int:
     up = outcome.record["upscale"]
     emit(args, outcome.to_json(), [str(outcome.path)])
     if not args.json:
-        import sys
-
-        print(f"imagent: {up['source_size'][0]}x{up['source_size'][1]} -> {up['size'][0]}x{up['size'][1]} with "
-              f"{up['method']} ({up['model']}) in {outcome.record['timings']['upscale']:.1f}s", file=sys.stderr)
+        note(f"imagent: {up['source_size'][0]}x{up['source_size'][1]} -> {up['size'][0]}x{up['size'][1]} with "
+             f"{up['method']} ({up['model']}) in {outcome.record['timings']['upscale']:.1f}s")
     return 0

@@ -116,8 +116,8 @@ def lora_arm(repeat: int) -> dict:
     backend.generate(GenerateRequest("a cat", steps=1, loras=(Lora(str(other)),)))  # a second adapter loaded
     t0 = time.perf_counter()
     for _ in range(10):
-        backend._set_loras((Lora("demo-tall"),))
-        backend._set_loras((Lora(str(other)),))
+        backend.loras.apply(pipe, (Lora("demo-tall"),))
+        backend.loras.apply(pipe, (Lora(str(other)),))
     switch_s = (time.perf_counter() - t0) / 20
     # fused (--lora-fuse): merged into the weights once, kept while the calls use the same LoRA
     t_fused = timed(backend, repeat, loras=(Lora("demo-tall"),), lora_fuse=True)

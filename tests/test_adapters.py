@@ -351,13 +351,13 @@ def test_a_fused_lora_draws_the_unfused_image_and_is_undone_for_other_calls(adap
     base = gen(adapter_backend)
     unfused = gen(adapter_backend, loras=(Lora(str(tiny_lora), 0.8),))
     fused = gen(adapter_backend, loras=(Lora(str(tiny_lora), 0.8),), lora_fuse=True)
-    assert adapter_backend._fused is not None
+    assert adapter_backend.loras.fused is not None
     assert np.abs(fused - unfused).max() <= 2 and np.abs(fused - base).mean() > 1.0
     assert np.array_equal(gen(adapter_backend, loras=(Lora(str(tiny_lora), 0.8),), lora_fuse=True), fused), \
         "kept fused for the same LoRA"
     other = gen(adapter_backend, loras=(Lora(str(tiny_lora), 0.4),), lora_fuse=True)
     assert np.abs(other - fused).mean() > 0.5, "another weight is merged afresh"
     after = gen(adapter_backend)
-    assert adapter_backend._fused is None and np.abs(after - base).max() <= 2, "unfused for a call without it"
+    assert adapter_backend.loras.fused is None and np.abs(after - base).max() <= 2, "unfused for a call without it"
     assert check_request(GenerateRequest("x", lora_fuse=True)).params()["lora_fuse"] is True
     assert "lora_fuse" not in check_request(GenerateRequest("x")).params()

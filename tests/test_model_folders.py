@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tools.diffusers_backend import load_pipeline
+from tools.diffusers_loading import load_pipeline
 from tools.errors import ImagentError, InvalidInput, ModelNotFound
 
 

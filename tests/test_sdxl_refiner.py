@@ -44,7 +44,7 @@ def test_refiner_takes_over_at_the_switch_and_shares_the_base_parts(sdxl, sdxl_b
     assert np.abs(px(refined.images[0]) - px(plain.images[0])).mean() > 1.0
     assert np.array_equal(px(refined.images[0]), px(again.images[0]))
     assert steps[-1] == (4, 4) and [d for d, _ in steps] == sorted(d for d, _ in steps)
-    refiner = sdxl_backend._refiner(str(refiner_path))
+    refiner = sdxl_backend.refiners.load(sdxl_backend.pipeline(), str(refiner_path))
     base = sdxl_backend.pipeline()
     assert refiner.text_encoder_2 is base.text_encoder_2 and refiner.vae is base.vae
     later = sdxl_backend.generate(GenerateRequest("a cat", steps=4, seed=2, refiner=str(refiner_path),

@@ -56,9 +56,9 @@ def test_speed_options_are_checked_and_recorded_only_when_set():
 
 def test_compile_where_torch_compile_is_unavailable_is_a_clear_error(monkeypatch, tmp_path, capsys):
     from agent.cli import main
-    from tools import diffusers_backend
+    from tools import diffusers_adapters
 
-    monkeypatch.setattr(diffusers_backend, "compile_available", lambda: False)
+    monkeypatch.setattr(diffusers_adapters, "compile_available", lambda: False)
     out = tmp_path / "out"
     code = main(["generate", "a red circle", "--steps", "2", "--compile", "--out", str(out)])
     assert code == 2

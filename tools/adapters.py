@@ -28,7 +28,7 @@ MAX_CONTROLS = 4
 LORA_WEIGHT_RANGE = (-4.0, 4.0)
 CONTROL_SCALE_RANGE = (0.0, 4.0)
 CONTROL_KINDS = ("canny", "layout", "scribble", "depth", "pose", "seg", "lineart", "softedge", "tile")
-DEMO_LORAS = {"demo-tall": "lora-tall"}            # shipped name -> folder in tools/demo/weights
+DEMO_LORAS = {"demo-tall": "lora-tall", "demo-lcm": "lora-lcm"}   # shipped name -> folder in tools/demo/weights
 DEMO_CONTROLNETS = {"layout": "controlnet-layout"}  # kind -> folder in tools/demo/weights
 _LORA_TAG = re.compile(r"<lora:([^:<>]+?)(?::([^:<>]*))?>", re.IGNORECASE)
 

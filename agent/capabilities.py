@@ -149,6 +149,31 @@ class Capabilities:
             return method(inp, progress=progress)
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _lora(self, lora):
+        """A caller's LoRA under the path policy. Confined callers name a shipped LoRA, a NAME in the
+        LoRA folder, a file in the input folder, or a hub id; never a file elsewhere (and a missing
+        file and one outside read the same, as for images)."""
+        import dataclasses
+        import re
+
+        from tools.adapters import DEMO_LORAS
+
+        if not self.paths.is_confined or lora.source in DEMO_LORAS:
+            return lora
+        source = lora.source
+        if re.fullmatch(r"[\w.-]+", source) and not source.startswith("."):   # a NAME: the LoRA folder only
+            folder = self.session.settings.loras_dir
+            for cand in (folder / f"{source}.safetensors", folder / source):
+                if cand.exists():
+                    return dataclasses.replace(lora, source=str(cand))
+        try:
+            return dataclasses.replace(lora, source=str(self.paths.read_path(source, what="LoRA")))
+        except InvalidInput:
+            hub_id = re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", source) and not Path(source).suffix
+            if not hub_id or Path(source).expanduser().exists():  # a local path outside: as if missing
+                raise
+            return lora
+
     def _fields(self, inp, *, size: bool = True) -> dict:
         # steps/cfg left None: the session applies the model's defaults (settings, model card, generic)
         from tools.adapters import Control, IPAdapter, parse_lora
@@ -156,7 +181,7 @@ class Capabilities:
         ip = inp.ip_adapter
         out = dict(negative_prompt=inp.negative_prompt, steps=inp.steps, cfg=inp.cfg, seed=inp.seed,
                    scheduler=inp.scheduler or self.session.settings.scheduler,
-                   loras=tuple(parse_lora(x) for x in inp.loras),
+                   loras=tuple(self._lora(parse_lora(x)) for x in inp.loras),
                    controls=tuple(Control.load(c.kind, self.paths.read_path(c.image, what="control image"), c.scale,
                                                c.start, c.end, c.model) for c in inp.controls),
                    ip_adapter=IPAdapter.load(self.paths.read_path(ip.image, what="IP-Adapter image"), ip.scale,

@@ -324,3 +324,26 @@ def test_mcp_inputs_that_is_a_file_is_invalid_input(tmp_path, capsys):
         PathPolicy.confined(afile, tmp_path / "out")
     assert main(["mcp", "--inputs", str(afile), "--outputs", str(tmp_path / "out")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_loras_follow_the_path_policy(app, session, folders, tmp_path):
+    from diffusers import UNet2DConditionModel
+    from tiny_models import save_tiny_lora
+
+    ins, _ = folders
+    unet = UNet2DConditionModel.from_pretrained(str(session.settings.model) + "/unet")
+    save_tiny_lora(unet, tmp_path / "outside.safetensors")
+    save_tiny_lora(unet, ins / "mine.safetensors")
+    save_tiny_lora(unet, session.settings.loras_dir / "named.safetensors")
+    args = {"prompt": "two red circles", "steps": 1, "seed": 3}
+    for bad in ("../outside.safetensors", str(tmp_path / "outside.safetensors")):
+        res = call(app, "generate", {**args, "loras": [bad]})
+        assert res.is_error and "no such file in the input folder" in res.content[0].text, bad
+        missing = call(app, "generate", {**args, "loras": [bad.replace("outside", "absent")]}).content[0].text
+        assert res.content[0].text.replace("outside", "absent") == missing, "outside and missing read the same"
+    for good, source, weight in (("mine.safetensors:0.5", ins / "mine.safetensors", 0.5),
+                                 ("named", session.settings.loras_dir / "named.safetensors", 1.0)):
+        res = call(app, "generate", {**args, "loras": [good]})
+        assert not res.is_error, (good, res.content[0].text)
+        params = data(res)["images"][0]["metadata"]["params"]
+        assert params["loras"] == [{"source": str(source.resolve()), "weight": weight}], params["loras"]

@@ -25,8 +25,8 @@ import torch
 from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
-from training.demo_train import (Checkpointer, adapter_main, eps_loss, images_to_tensor, log, lr_at,
-                                 noisy_batch)
+from training.demo_train import (Checkpointer, StepLog, adapter_main, eps_loss, images_to_tensor, log, lr_at,
+                                 noisy_batch, optimizer_step)
 
 EXPORT_DIR = WEIGHTS_DIR / "controlnet-layout"
 EMBED_CHANNELS = (16, 32, 64)   # two stride-2 stages: 64x64 condition -> 16x16 latents
@@ -93,13 +93,13 @@ def train(a) -> None:
                            return_tensors="pt").input_ids[0]
     sched = M.make_scheduler("epsilon")
     snr_all = sched.alphas_cumprod / (1 - sched.alphas_cumprod)
-    t0, deadline = time.time(), time.time() + a.minutes * 60
+    deadline = time.time() + a.minutes * 60
+    progress = StepLog("controlnet", elapsed)
 
     def state():
         return {"model": net.state_dict(), "opt": opt.state_dict(), "step": step,
-                "elapsed": elapsed + time.time() - t0}
+                "elapsed": progress.minutes() * 60}
 
-    run_loss, tl = 0.0, time.time()
     while time.time() < deadline and step < a.max_steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a.lr, 200)
@@ -112,19 +112,11 @@ def train(a) -> None:
         pred = unet(zt, t, cond, down_block_additional_residuals=down,
                     mid_block_additional_residual=mid).sample
         loss = eps_loss(pred, noise, t, snr_all)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
         step += 1
-        run_loss += loss.item()
-        if step % 50 == 0:
-            log(f"controlnet step {step} loss {run_loss / 50:.4f} {(time.time() - tl) / 50:.3f}s/step "
-                f"total {(elapsed + time.time() - t0) / 60:.1f} min")
-            run_loss, tl = 0.0, time.time()
+        progress.add(step, optimizer_step(opt, net.parameters(), loss))
         ck.maybe_save(state)
     ck.maybe_save(state, force=True)
-    log(f"controlnet done: step {step}, {(elapsed + time.time() - t0) / 60:.1f} min total")
+    log(f"controlnet done: step {step}, {progress.minutes():.1f} min total")
 
 
 def export(a) -> None:

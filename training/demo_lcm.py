@@ -25,18 +25,12 @@ import torch
 from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
-from training.demo_lora import TARGETS, WEIGHT_NAME, latent_cache
-from training.demo_train import Checkpointer, adapter_main, log, lr_at
+from training.demo_lora import WEIGHT_NAME, export_lora, latent_cache, lora_config
+from training.demo_train import Checkpointer, StepLog, adapter_main, log, lr_at, optimizer_step
 
 EXPORT_DIR = WEIGHTS_DIR / "lora-lcm"
 DDIM_STEPS = 50            # the schedule the consistency is learnt on (LCMScheduler's original_inference_steps)
 SIGMA_DATA, TIMESTEP_SCALING = 0.5, 10.0
-
-
-def lora_config(rank: int):
-    from peft import LoraConfig
-
-    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=TARGETS)
 
 
 def boundary(t: torch.Tensor):
@@ -82,16 +76,16 @@ def train(a) -> None:
     alphas = M.make_scheduler("epsilon").alphas_cumprod
     skip = 1000 // DDIM_STEPS
     ddim = torch.arange(1, DDIM_STEPS + 1) * skip - 1           # 19, 39, ..., 999
-    t0, deadline = time.time(), time.time() + a.minutes * 60
+    deadline = time.time() + a.minutes * 60
+    progress = StepLog("lcm", elapsed, digits=5)
     with torch.no_grad():
         uncond_all = text(input_ids=empty).last_hidden_state
 
     def state():
         return {"lora": get_peft_model_state_dict(unet), "opt": opt.state_dict(), "step": step,
-                "elapsed": elapsed + time.time() - t0, "rank": a.rank}
+                "elapsed": progress.minutes() * 60, "rank": a.rank}
 
     unet.train()
-    run_loss, tl = 0.0, time.time()
     while time.time() < deadline and step < a.max_steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a.lr, 100)
@@ -119,42 +113,16 @@ def train(a) -> None:
         cs, co = boundary(t_start)
         pred = cs * zt + co * x0_from_eps(zt, unet(zt, t_start, cond).sample, a_s)
         loss = (((pred - target) ** 2 + a.huber_c ** 2).sqrt() - a.huber_c).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(live, 1.0)
-        opt.step()
         step += 1
-        run_loss += loss.item()
-        if step % 50 == 0:
-            log(f"lcm step {step} loss {run_loss / 50:.5f} {(time.time() - tl) / 50:.3f}s/step "
-                f"total {(elapsed + time.time() - t0) / 60:.1f} min")
-            run_loss, tl = 0.0, time.time()
+        progress.add(step, optimizer_step(opt, live, loss))
         ck.maybe_save(state)
     ck.maybe_save(state, force=True)
-    log(f"lcm done: step {step}, {(elapsed + time.time() - t0) / 60:.1f} min total")
+    log(f"lcm done: step {step}, {progress.minutes():.1f} min total")
 
 
 def export(a) -> None:
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-    from tools.demo import load_pipeline
-
-    st = torch.load(Path(a.out) / "lora_lcm.pt", map_location="cpu", weights_only=False)
-    pipe = load_pipeline()
-    pipe.unet.add_adapter(lora_config(st["rank"]))
-    set_peft_model_state_dict(pipe.unet, st["lora"])
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    layers = {k: v.half().contiguous() for k, v in layers.items()}
-    EXPORT_DIR.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(str(EXPORT_DIR), unet_lora_layers=layers,
-                                              weight_name=WEIGHT_NAME, safe_serialization=True)
-    info = {"kind": "lcm-lora", "rank": st["rank"], "steps": st["step"], "minutes": round(st["elapsed"] / 60, 1),
-            "base": "imagent demo pipeline", "sampling": "LCMScheduler, 4 steps, guidance 1"}
-    (EXPORT_DIR / "imagent_lora.json").write_text(json.dumps(info, indent=1) + "\n")
-    size = (EXPORT_DIR / WEIGHT_NAME).stat().st_size / 1e6
-    print(json.dumps({**info, "file_mb": round(size, 3)}))
+    export_lora(Path(a.out) / "lora_lcm.pt", EXPORT_DIR,
+                {"kind": "lcm-lora", "sampling": "LCMScheduler, 4 steps, guidance 1"})
 
 
 def evaluate(a) -> None:

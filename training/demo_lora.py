@@ -27,8 +27,8 @@ import torch
 from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
-from training.demo_train import (Checkpointer, adapter_main, eps_loss, images_to_tensor, log, lr_at,
-                                 noisy_batch)
+from training.demo_train import (Checkpointer, StepLog, adapter_main, eps_loss, images_to_tensor, log, lr_at,
+                                 noisy_batch, optimizer_step)
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
            "conv1", "conv2"]
@@ -98,14 +98,14 @@ def train(a) -> None:
                            return_tensors="pt").input_ids[0]
     sched = M.make_scheduler("epsilon")   # the noise schedule the UNet was trained with
     snr_all = sched.alphas_cumprod / (1 - sched.alphas_cumprod)
-    t0, deadline = time.time(), time.time() + a.minutes * 60
+    deadline = time.time() + a.minutes * 60
+    progress = StepLog("lora", elapsed)
 
     def state():
         return {"lora": get_peft_model_state_dict(unet), "opt": opt.state_dict(), "step": step,
-                "elapsed": elapsed + time.time() - t0, "rank": a.rank}
+                "elapsed": progress.minutes() * 60, "rank": a.rank}
 
     unet.train()
-    run_loss, tl = 0.0, time.time()
     while time.time() < deadline and step < a.max_steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a.lr, 100)
@@ -114,42 +114,40 @@ def train(a) -> None:
         with torch.no_grad():
             cond = text(input_ids=ids).last_hidden_state
         loss = eps_loss(unet(zt, t, cond).sample, noise, t, snr_all)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(live, 1.0)
-        opt.step()
         step += 1
-        run_loss += loss.item()
-        if step % 50 == 0:
-            log(f"lora step {step} loss {run_loss / 50:.4f} {(time.time() - tl) / 50:.3f}s/step "
-                f"total {(elapsed + time.time() - t0) / 60:.1f} min")
-            run_loss, tl = 0.0, time.time()
+        progress.add(step, optimizer_step(opt, live, loss))
         ck.maybe_save(state)
     ck.maybe_save(state, force=True)
-    log(f"lora done: step {step}, {(elapsed + time.time() - t0) / 60:.1f} min total")
+    log(f"lora done: step {step}, {progress.minutes():.1f} min total")
 
 
-def export(a) -> None:
+def export_lora(checkpoint: Path, folder: Path, info: dict) -> None:
+    """A trainer's LoRA checkpoint -> an fp16 diffusers LoRA file in `folder` (what
+    `pipe.load_lora_weights(folder)` reads) with imagent_lora.json (`info` plus rank, steps, minutes)."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     from tools.demo import load_pipeline
 
-    st = torch.load(Path(a.out) / "lora_tall.pt", map_location="cpu", weights_only=False)
+    st = torch.load(checkpoint, map_location="cpu", weights_only=False)
     pipe = load_pipeline()
     pipe.unet.add_adapter(lora_config(st["rank"]))
     set_peft_model_state_dict(pipe.unet, st["lora"])
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
     layers = {k: v.half().contiguous() for k, v in layers.items()}
-    EXPORT_DIR.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(str(EXPORT_DIR), unet_lora_layers=layers,
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=layers,
                                               weight_name=WEIGHT_NAME, safe_serialization=True)
-    info = {"style": "tall", "rank": st["rank"], "steps": st["step"],
-            "minutes": round(st["elapsed"] / 60, 1), "base": "imagent demo pipeline"}
-    (EXPORT_DIR / "imagent_lora.json").write_text(json.dumps(info, indent=1) + "\n")
-    size = (EXPORT_DIR / WEIGHT_NAME).stat().st_size / 1e6
+    info = {**info, "rank": st["rank"], "steps": st["step"], "minutes": round(st["elapsed"] / 60, 1),
+            "base": "imagent demo pipeline"}
+    (folder / "imagent_lora.json").write_text(json.dumps(info, indent=1) + "\n")
+    size = (folder / WEIGHT_NAME).stat().st_size / 1e6
     print(json.dumps({**info, "file_mb": round(size, 3)}))
+
+
+def export(a) -> None:
+    export_lora(Path(a.out) / "lora_tall.pt", EXPORT_DIR, {"style": "tall"})
 
 
 def evaluate(a) -> None:

@@ -81,6 +81,34 @@ class Checkpointer:
         return False
 
 
+def optimizer_step(opt, params, loss, clip: float = 1.0) -> float:
+    """Back-propagate `loss`, clip the gradients of `params`, step `opt`; the loss as a number."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    return loss.item()
+
+
+class StepLog:
+    """The adapter trainers' progress line every `every` steps: mean loss, s/step, minutes in all."""
+
+    def __init__(self, what: str, elapsed: float, every: int = 50, digits: int = 4):
+        self.what, self.elapsed, self.every, self.digits = what, elapsed, every, digits
+        self.t0 = self.tl = time.time()
+        self.loss = 0.0
+
+    def minutes(self) -> float:
+        return (self.elapsed + time.time() - self.t0) / 60
+
+    def add(self, step: int, loss: float) -> None:
+        self.loss += loss
+        if step % self.every == 0:
+            log(f"{self.what} step {step} loss {self.loss / self.every:.{self.digits}f} "
+                f"{(time.time() - self.tl) / self.every:.3f}s/step total {self.minutes():.1f} min")
+            self.loss, self.tl = 0.0, time.time()
+
+
 def lr_at(step: int, base: float, warmup: int, decay_from: int = 0, decay_steps: int = 0) -> float:
     """Linear warm-up, constant, then (with decay_steps) a linear cool-down to 10% of base over
     decay_steps steps starting at step decay_from."""

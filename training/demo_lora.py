@@ -166,7 +166,7 @@ def evaluate(a) -> None:
             pipe.load_lora_weights(str(EXPORT_DIR), weight_name=WEIGHT_NAME, adapter_name="tall")
         if weight is not None:
             pipe.set_adapters(["tall"], [weight])
-        tall, objs, correct, strict = 0, 0, 0, 0
+        tall, objs, correct = 0, 0, 0
         per = Counter()
         for i in range(0, len(prompts), 16):
             gens = [torch.Generator().manual_seed(s) for s in seeds[i:i + 16]]

@@ -25,8 +25,8 @@ import torch
 from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
-from training.demo_lora import WEIGHT_NAME, export_lora, latent_cache, lora_config
-from training.demo_train import Checkpointer, StepLog, adapter_main, log, lr_at, optimizer_step
+from training.demo_lora import WEIGHT_NAME, export_lora, latent_cache, lora_setup, lora_state
+from training.demo_train import StepLog, adapter_main, log, lr_at, optimizer_step
 
 EXPORT_DIR = WEIGHTS_DIR / "lora-lcm"
 DDIM_STEPS = 50            # the schedule the consistency is learnt on (LCMScheduler's original_inference_steps)
@@ -46,29 +46,9 @@ def x0_from_eps(zt, eps, a_t):
 
 
 def train(a) -> None:
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-    from tools.demo import load_pipeline
-
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(a.seed)
-    pipe = load_pipeline()
+    pipe, live, opt, ck, step, elapsed = lora_setup(a, "lora_lcm.pt", "lcm")
     unet, text = pipe.unet, pipe.text_encoder
-    for m in (unet, text, pipe.vae):
-        m.requires_grad_(False)
-    unet.add_adapter(lora_config(a.rank))
-    live = [p for p in unet.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(live, lr=a.lr, weight_decay=0.0)
-    ck = Checkpointer(out / "lora_lcm.pt", a.ckpt_minutes * 60)
-    step, elapsed = 0, 0.0
-    st = ck.load()
-    if st:
-        set_peft_model_state_dict(unet, st["lora"])
-        opt.load_state_dict(st["opt"])
-        step, elapsed = st["step"], st["elapsed"]
-        log(f"resumed lcm at step {step}, {elapsed / 60:.1f} min")
-    log(f"lcm lora rank {a.rank}: {sum(p.numel() for p in live)} trainable parameters")
     cache = latent_cache(pipe, out, a.cache, a.seed, style="normal")
     Z, IDS = cache["z"], cache["ids"]
     empty = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
@@ -82,8 +62,7 @@ def train(a) -> None:
         uncond_all = text(input_ids=empty).last_hidden_state
 
     def state():
-        return {"lora": get_peft_model_state_dict(unet), "opt": opt.state_dict(), "step": step,
-                "elapsed": progress.minutes() * 60, "rank": a.rank}
+        return lora_state(pipe, opt, step, progress.minutes(), a.rank)
 
     unet.train()
     while time.time() < deadline and step < a.max_steps:

@@ -68,8 +68,11 @@ def latent_cache(pipe, out: Path, n: int, seed: int, style: str = "tall") -> dic
     return cache
 
 
-def train(a) -> None:
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+def lora_setup(a, checkpoint: str, what: str):
+    """The shipped pipeline, frozen, with a fresh rank-`a.rank` LoRA on its UNet, its optimizer and
+    checkpoint under `a.out`, resumed from that checkpoint when there is one:
+    (pipe, trainable parameters, optimizer, checkpointer, step, elapsed seconds)."""
+    from peft import set_peft_model_state_dict
 
     from tools.demo import load_pipeline
 
@@ -77,21 +80,35 @@ def train(a) -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(a.seed)
     pipe = load_pipeline()
-    unet, text = pipe.unet, pipe.text_encoder
-    for m in (unet, text, pipe.vae):
+    for m in (pipe.unet, pipe.text_encoder, pipe.vae):
         m.requires_grad_(False)
-    unet.add_adapter(lora_config(a.rank))
-    live = [p for p in unet.parameters() if p.requires_grad]
+    pipe.unet.add_adapter(lora_config(a.rank))
+    live = [p for p in pipe.unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(live, lr=a.lr, weight_decay=0.0)
-    ck = Checkpointer(out / "lora_tall.pt", a.ckpt_minutes * 60)
+    ck = Checkpointer(out / checkpoint, a.ckpt_minutes * 60)
     step, elapsed = 0, 0.0
     st = ck.load()
     if st:
-        set_peft_model_state_dict(unet, st["lora"])
+        set_peft_model_state_dict(pipe.unet, st["lora"])
         opt.load_state_dict(st["opt"])
         step, elapsed = st["step"], st["elapsed"]
-        log(f"resumed lora at step {step}, {elapsed / 60:.1f} min")
-    log(f"lora rank {a.rank}: {sum(p.numel() for p in live)} trainable parameters")
+        log(f"resumed {what} at step {step}, {elapsed / 60:.1f} min")
+    log(f"{what} lora rank {a.rank}: {sum(p.numel() for p in live)} trainable parameters")
+    return pipe, live, opt, ck, step, elapsed
+
+
+def lora_state(pipe, opt, step: int, minutes: float, rank: int) -> dict:
+    """What a LoRA trainer's checkpoint holds (export_lora reads it)."""
+    from peft import get_peft_model_state_dict
+
+    return {"lora": get_peft_model_state_dict(pipe.unet), "opt": opt.state_dict(), "step": step,
+            "elapsed": minutes * 60, "rank": rank}
+
+
+def train(a) -> None:
+    out = Path(a.out)
+    pipe, live, opt, ck, step, elapsed = lora_setup(a, "lora_tall.pt", "lora")
+    unet, text = pipe.unet, pipe.text_encoder
     cache = latent_cache(pipe, out, a.cache, a.seed)
     Z, IDS = cache["z"], cache["ids"]
     empty = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
@@ -102,8 +119,7 @@ def train(a) -> None:
     progress = StepLog("lora", elapsed)
 
     def state():
-        return {"lora": get_peft_model_state_dict(unet), "opt": opt.state_dict(), "step": step,
-                "elapsed": progress.minutes() * 60, "rank": a.rank}
+        return lora_state(pipe, opt, step, progress.minutes(), a.rank)
 
     unet.train()
     while time.time() < deadline and step < a.max_steps:

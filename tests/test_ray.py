@@ -123,3 +123,37 @@ def test_a_killed_worker_is_replaced_its_item_retried_once_then_failed(local_ray
     assert "died 2 times" in dead["error"]["message"] and "--retry-errors" in dead["error"]["hint"]
     assert all("attempts" not in recs[k] for k in ("L1/seed=2", "L2/seed=1"))
 
+
+def test_serve_on_ray_serve_answers_the_openai_client(local_ray, imagent_home):
+    import base64
+    import io
+    import socket
+
+    import httpx
+    import openai
+    from PIL import Image
+    from ray import serve
+
+    from agent import ray_serve
+    from agent.config import load_settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = load_settings(safety="off")                               # the demo model
+    replicas, resources = ray_serve.start(local_ray, settings, host="127.0.0.1", port=port, token=None,
+                                          queue_size=4, cache=True)
+    try:
+        assert (replicas, resources) == (1, {"num_cpus": 2})
+        base = f"http://127.0.0.1:{port}"
+        health = httpx.get(f"{base}/healthz", timeout=30).json()
+        assert health["status"] == "ok" and health["model"] == "demo"
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="anything", max_retries=0, timeout=120)
+        res = client.images.generate(prompt="two red circles", extra_body={"seed": 5, "steps": 2})
+        (item,) = res.data
+        assert item.seed == 5 and Image.open(io.BytesIO(base64.b64decode(item.b64_json))).size == (64, 64)
+        with pytest.raises(openai.BadRequestError) as err:                # OpenAI's error body, through Serve
+            client.images.generate(prompt="two red circles", model="dall-e-3")
+        assert err.value.code == "model_not_found"
+    finally:
+        serve.shutdown()

@@ -58,12 +58,18 @@ def start(ray, settings: Settings, *, host: str, port: int, token: str | None, q
 
 def serve_forever(settings: Settings, *, host: str, port: int, token: str | None, queue_size: int, cache: bool,
                   replicas: int | None = None, address: str | None = None, on_start=None) -> None:
-    """Serve until interrupted, then take the deployment down (and the local Ray, if started here)."""
+    """Serve until interrupted (Ctrl-C or SIGTERM), then take the deployment down (and the local Ray,
+    if it was started here)."""
+    import signal
     import time
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
 
     with ray_connection(address) as ray:
         from ray import serve
 
+        signal.signal(signal.SIGTERM, stop)
         try:
             n, resources = start(ray, settings, host=host, port=port, token=token, queue_size=queue_size,
                                  cache=cache, replicas=replicas)

@@ -5,6 +5,7 @@ OpenAI client from a Ray Serve replica."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from agent.batch import BatchOptions, Sweep, image_name, open_batch, plan, read_lines, run_batch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'imagent[ray]'")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def records(path: Path) -> list[dict]:
@@ -28,7 +30,10 @@ def pixels(path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    # the workers import imagent from this checkout, as the tests do (pytest's pythonpath is not inherited)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()
 

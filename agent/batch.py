@@ -553,6 +553,32 @@ def recover_item(session: Session, item: Item, png: Path, options: BatchOptions,
     return record
 
 
+def error_record(item: Item, exc: BaseException) -> dict:
+    """The record of an item that failed with `exc` (the batch goes on)."""
+    return {"key": item.key, "line": item.line.number, "idea": item.line.fields.get("prompt")
+            or item.line.fields.get("idea"), "sweep": item.point, "status": "error", **error_payload(exc)}
+
+
+def process_item(session: Session, item: Item, png: Path | None, options: BatchOptions, images_dir: Path) -> dict:
+    """One item -> its finished record: recovered from its complete PNG (`png`, from
+    `find_finished_images`) or run; a failure becomes an error record. Cancelled, Ctrl-C and the
+    FATAL errors propagate. The one place an item is done, in-process or on a Ray actor."""
+    t1 = time.perf_counter()
+    try:
+        record = recover_item(session, item, png, options, images_dir) if png is not None else None
+        if record is None:
+            record = run_item(session, item, options, images_dir)
+    except (Cancelled, KeyboardInterrupt):
+        raise
+    except FATAL:  # no item can succeed (no model, bad settings): stop; resume after fixing it
+        raise
+    except Exception as exc:  # recorded (bad parameters, blocked, backend errors); the batch goes on
+        record = error_record(item, exc)
+    record.setdefault("timings", {})["seconds"] = round(time.perf_counter() - t1, 4)
+    record["finished"] = _now()
+    return record
+
+
 @dataclass
 class Summary:
     total: int
@@ -565,6 +591,14 @@ class Summary:
     cancelled: bool = False
     errors: list[dict] = field(default_factory=list)
 
+    def add(self, record: dict) -> None:
+        """Count one finished item's record."""
+        if record["status"] == "ok":
+            self.ok += 1
+        else:
+            self.failed += 1
+            self.errors.append({"key": record["key"], **record["error"]})
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["images_per_minute"] = round(60 * self.ok / self.seconds, 2) if self.seconds and self.ok else None
@@ -575,36 +609,21 @@ def run_batch(session: Session, items: list[Item], log: RecordLog, done: dict[st
               out: Path, *, on_record: Callable[[dict, int, int], None] | None = None) -> Summary:
     """Run every item not in `done`, appending a record for each. `on_record(record, n, todo)`
     is called after each item (for progress bars). Ctrl-C stops after the current step; the
-    records written so far stay, so the batch can be resumed."""
+    records written so far stay, so the batch can be resumed. (agent.ray_batch.run_ray_batch
+    does the same with the items spread over Ray actors.)"""
     todo = [it for it in items if it.key not in done]
     summary = Summary(total=len(items), done_before=len(items) - len(todo), records=str(log.path), out=str(out))
     images_dir = out / "images"
     t0 = time.perf_counter()
     finished = find_finished_images(images_dir, {it.key for it in todo})
     for n, item in enumerate(todo, 1):
-        t1 = time.perf_counter()
         try:
-            record = recover_item(session, item, finished[item.key], options, images_dir) \
-                if item.key in finished else None
-            if record is None:
-                record = run_item(session, item, options, images_dir)
+            record = process_item(session, item, finished.get(item.key), options, images_dir)
         except (Cancelled, KeyboardInterrupt):
             summary.cancelled = True
             break
-        except FATAL:  # no item can succeed (no model, bad settings): stop; resume after fixing it
-            raise
-        except Exception as exc:  # recorded (bad parameters, blocked, backend errors); the batch goes on
-            record = {"key": item.key, "line": item.line.number, "idea": item.line.fields.get("prompt")
-                      or item.line.fields.get("idea"), "sweep": item.point, "status": "error",
-                      **error_payload(exc)}
-        record.setdefault("timings", {})["seconds"] = round(time.perf_counter() - t1, 4)
-        record["finished"] = _now()
         log.append(record)
-        if record["status"] == "ok":
-            summary.ok += 1
-        else:
-            summary.failed += 1
-            summary.errors.append({"key": item.key, **record["error"]})
+        summary.add(record)
         if on_record:
             on_record(record, n, len(todo))
     summary.seconds = round(time.perf_counter() - t0, 3)

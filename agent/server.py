@@ -239,9 +239,21 @@ class ImagentService:
                 self._events.pop(job_id, None)
             return self.queue.submit(kind, arguments, work)
 
-    async def result(self, job: Job) -> dict:
-        """Wait for a job; its result, or the OpenAIError its failure maps to."""
-        await asyncio.wait({asyncio.wrap_future(job.future)})  # a job cancelled while queued does not raise here
+    async def result(self, job: Job, request: Request | None = None) -> dict:
+        """Wait for a job; its result, or the OpenAIError its failure maps to. A client that goes away
+        (`request` disconnected) while its job still waits in the queue cancels it: no one would get
+        the images. A job already running finishes and is stored (a seeded retry is a cache hit)."""
+        future = asyncio.wrap_future(job.future)  # a job cancelled while queued does not raise here
+        gone = asyncio.ensure_future(_disconnected(request)) if request is not None else None
+        try:
+            await asyncio.wait({future, gone} - {None}, return_when=asyncio.FIRST_COMPLETED)
+            if gone is not None and gone.done() and not future.done():
+                if job.future.cancel():  # only while still queued: a job that has started runs on
+                    log.info("job %s cancelled: its client disconnected while it was queued", job.id)
+                await asyncio.wait({future})
+        finally:
+            if gone is not None:
+                gone.cancel()
         await run_in_threadpool(job.done_event.wait, 5.0)
         if job.status != "done":
             raise from_payload(job.error or {"type": "Cancelled", "message": "The job was cancelled."})
@@ -335,6 +347,12 @@ class ImagentService:
                     raise SafetyBlocked(f"The image was blocked by the safety policy ({verdict.category}).",
                                         verdict.category or "unsafe", "Change the prompt or the seed.")
         return rows
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client of `request` (whose body was read) has disconnected."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _saved_json(outcome) -> dict:
@@ -482,7 +500,7 @@ def make_app(session: Session, *, token: str | None = None, queue_size: int = DE
             return _saved_json(outcome)
 
         job = svc.submit("generate", {"prompt": prompt}, work)
-        result = await svc.result(job)
+        result = await svc.result(job, request)
         data = await run_in_threadpool(lambda: [
             svc.image_json(i["image_id"], i["path"], i["record"], base_url, body.response_format)
             for i in result["images"]])
@@ -540,7 +558,7 @@ def make_app(session: Session, *, token: str | None = None, queue_size: int = DE
             return _saved_json(outcome)
 
         job = svc.submit("edit", {"prompt": body.prompt}, work)
-        result = await svc.result(job)
+        result = await svc.result(job, request)
         data = await run_in_threadpool(lambda: [
             svc.image_json(i["image_id"], i["path"], i["record"], base_url, body.response_format)
             for i in result["images"]])

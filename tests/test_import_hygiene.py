@@ -49,3 +49,16 @@ def test_the_chat_command_is_registered_from_the_tui():
     from agent.cli import commands
 
     assert commands()["chat"][0] == "tui.command"
+
+
+def test_ray_is_imported_lazily_and_only_by_the_ray_modules():
+    import os
+    import subprocess
+    import sys
+
+    allowed = {"agent/ray_batch.py", "agent/ray_serve.py"}
+    bad = [(f, m) for pkg in ("agent", "tools", "tui") for f, m in imports(pkg) if _top(m) == "ray" and f not in allowed]
+    assert not bad, bad
+    code = ("import sys, agent.ray_batch, agent.ray_serve, agent.commands.batch, agent.commands.serve; "
+            "assert 'ray' not in sys.modules, 'ray imported at import time'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -347,3 +347,34 @@ def test_full_queue_is_429_with_retry_after_and_a_running_job_cancels(serve, bac
     assert value(m, "imagent_http_request_duration_seconds_count", route="/v1/jobs/{job_id}",
                  method="GET") >= 1
     assert value(m, "imagent_http_request_duration_seconds_count", route="/v1/runs", method="POST") == 1
+
+
+def test_a_client_gone_while_its_request_is_queued_cancels_it_a_run_outlives_its_sse_stream(serve, backend):
+    """A generation whose client disconnects while it still waits in the queue is cancelled (no one
+    would get it); a run job is a background job: closing its event stream leaves it running
+    (an EventSource reconnects; DELETE /v1/jobs/ID cancels)."""
+    url, session = serve()
+    backend.gate.clear()
+    try:
+        run = httpx.post(f"{url}/v1/runs", json={"idea": "two red circles", "rounds": 1, "candidates": 1,
+                                                 "size": "32x32", **FAST}).json()
+        assert backend.entered.wait(30)                                  # the run holds the worker
+        with httpx.stream("GET", run["events_url"], timeout=30) as resp:  # read one event, then hang up
+            assert next(sse(resp))[0] in {"round_start", "progress"}
+        with pytest.raises(httpx.ReadTimeout):                           # the client gives up and disconnects
+            httpx.post(f"{url}/v1/images/generations", json={"prompt": "a blue square", "size": "32x32", **FAST},
+                       timeout=1.0)
+        deadline = time.monotonic() + 10
+        while (jobs := {j["tool"]: j for j in httpx.get(f"{url}/v1/jobs").json()["data"]})["generate"]["status"] \
+                == "queued":
+            assert time.monotonic() < deadline, "the queued job of a gone client was not cancelled"
+            time.sleep(0.05)
+        assert jobs["generate"]["status"] == "cancelled" and jobs["generate"]["started"] is None   # never ran
+        assert jobs["run"]["status"] == "running"
+    finally:
+        backend.gate.set()
+    deadline = time.monotonic() + 30
+    while (status := httpx.get(run["url"]).json())["status"] not in {"done", "failed", "cancelled"}:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert status["status"] == "done"                                    # the run finished without a watcher

@@ -5,6 +5,8 @@
   imagent batch PartiPrompts.tsv --limit 100 --steps 10,20
   imagent batch ideas.txt --loop --rounds 3 --candidates 2   the critique loop for every idea
   imagent batch ideas.txt --resume                       continue where an interrupted batch stopped
+  imagent batch ideas.txt --ray                          on Ray actors on this machine (pip install 'imagent[ray]')
+  imagent batch ideas.txt --ray auto                     on the Ray cluster started with `ray start --head`
 
 Input: .txt (one idea per line; '#' comments), .jsonl (objects with "idea" or "prompt" and any of
 negative, seed, steps, cfg, size, scheduler, style, rounds, candidates, threshold, id) or .tsv
@@ -21,6 +23,11 @@ with the message and hint), batch.json (input and options). Each record is flush
 as it is written, so a killed batch loses at most the image in progress: --resume skips the
 keys already recorded (a key is the line number plus the sweep point). A failing item is
 recorded and the batch goes on; --retry-errors redoes those on --resume.
+With --ray [ADDRESS|auto] the items run on Ray actors, each holding one loaded model (one per GPU
+when the cluster has GPUs, else --ray-actors N CPU actors, default 1); this process alone writes
+the records, in the order items finish, with the same --resume. A worker killed mid-item is
+replaced and its item tried once more, then recorded as failed. On a cluster --out must be a
+shared folder at the same path on every node (the actors write the images there); see README.
 Progress bar with ETA and the summary on stderr; --json prints the summary on stdout.
 Exit status: 0 when every item succeeded, 1 when some failed (see their records), 130 when
 interrupted (resume with --resume).
@@ -64,6 +71,12 @@ def add_arguments(p) -> None:
     g.add_argument("--threshold-mode", choices=["relative", "absolute"], default="relative",
                    help="--threshold as a fraction of the reference score (default) or absolute CLIPScore")
     add_model_options(p)
+    g = p.add_argument_group("scale-out on Ray (pip install 'imagent[ray]')")
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS|auto",
+                   help="run the items on Ray actors: bare --ray starts a local Ray (or joins $RAY_ADDRESS), "
+                        "auto joins the cluster started here with `ray start --head`, HEAD:6379 that one")
+    g.add_argument("--ray-actors", type=int, metavar="N",
+                   help="actors, each with its own loaded model (default: one per GPU, else 1)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
@@ -85,6 +98,8 @@ def run(args) -> int:
         raise InvalidInput(f"The batch file '{path}' has no ideas in it.", "Write one idea per line.")
     if args.retry_errors and not args.resume:
         raise InvalidInput("--retry-errors needs --resume.", "Add --resume.")
+    if args.ray_actors is not None and not args.ray:
+        raise InvalidInput("--ray-actors needs --ray.", "Add --ray (or --ray auto on a cluster).")
     if args.loop and (args.rounds < 1 or args.candidates < 1):
         raise InvalidInput("--rounds and --candidates must be at least 1.")
     steps = parse_ints(args.steps, "steps")
@@ -97,6 +112,10 @@ def run(args) -> int:
                            expand=args.expand or bool(args.style), negative=args.negative, size=args.size,
                            scheduler=args.scheduler, score=args.score, lora=tuple(args.lora),
                            speed=speed_fields(args))
+    if args.ray:  # before anything is written: Ray missing or unreachable is a clear error at once
+        from agent.ray_batch import check_ray
+
+        check_ray(_ray_address(args))
     items = plan(lines, sweep)
     out = Path(args.out) if args.out else settings.home / "batches" / path.stem
     log, done = open_batch(path, out, fmt=fmt, sweep=sweep, options=options, resume=args.resume,
@@ -105,10 +124,19 @@ def run(args) -> int:
     failed_before = sum(1 for it in items if it.key in done and (done[it.key] or {}).get("status") != "ok")
     note(f"imagent batch: {len(items)} item(s) from {len(lines)} line(s) of {path.name} ({fmt}); "
          f"{len(items) - todo} already done, {todo} to go -> {out}")
-    session = Session(settings)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
-    summary = _run_with_bar(session, items, log, done, options, out, todo) if show and todo else \
-        run_batch(session, items, log, done, options, out, on_record=_line_reporter())
+    if args.ray:
+        from agent.ray_batch import run_ray_batch
+
+        def run_(on_record):
+            return run_ray_batch(settings, items, log, done, options, out, on_record=on_record,
+                                 address=_ray_address(args), actors=args.ray_actors, on_start=_ray_reporter)
+    else:
+        session = Session(settings)
+
+        def run_(on_record):
+            return run_batch(session, items, log, done, options, out, on_record=on_record)
+    summary = _run_with_bar(run_, todo) if show and todo else run_(_line_reporter())
     _report(summary)
     if args.json:
         print(json.dumps(summary.to_json(), default=str))
@@ -120,6 +148,10 @@ def run(args) -> int:
         note(f"imagent batch: {failed_before} item(s) failed in an earlier run; redo them with --resume "
              "--retry-errors")
     return 0 if not summary.failed and not failed_before else 1
+
+
+def _ray_address(args) -> str | None:
+    return None if args.ray == "local" else args.ray
 
 
 def _tuple(values):
@@ -134,12 +166,15 @@ def _line_reporter():
     return report
 
 
-def _run_with_bar(session, items, log, done, options, out, todo):
+def _ray_reporter(actors, resources):
+    each = ", ".join(f"{v} {k.removeprefix('num_').upper().rstrip('S')}" for k, v in resources.items())
+    note(f"imagent batch: {actors} Ray actor(s), each with {each} and its own model")
+
+
+def _run_with_bar(run_, todo):
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
-
-    from agent.batch import run_batch
 
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -151,7 +186,7 @@ def _run_with_bar(session, items, log, done, options, out, todo):
             status = "ok" if record["status"] == "ok" else f"error: {record['error']['type']}"
             bar.update(task, completed=n, last=f"{record['key']} {status}")
 
-        return run_batch(session, items, log, done, options, out, on_record=on_record)
+        return run_(on_record)
 
 
 def _report(summary) -> None:

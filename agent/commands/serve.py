@@ -3,6 +3,8 @@
   imagent serve                                  http://127.0.0.1:8000 (loopback, no token needed)
   imagent serve --host 0.0.0.0 --token SECRET    reachable from other machines: a token is required
   imagent serve --queue 4 --no-cache --safety strict
+  imagent serve --ray --replicas 2               the same API on Ray Serve, two replicas (pip install 'imagent[ray]')
+  imagent serve --ray auto --host 0.0.0.0 --token SECRET    on the cluster started with `ray start --head`
 
 Endpoints: POST /v1/images/generations, POST /v1/images/edits (OpenAI's formats, with imagent
 extras seed, steps, cfg, negative_prompt, style), POST /v1/runs (the critique loop as a job),
@@ -12,6 +14,9 @@ PNG), /v1/models, /healthz, /metrics (Prometheus). Point any OpenAI client at it
 Model work runs one request at a time; at most --queue requests wait or run, more get 429.
 An identical request with an explicit seed is answered from the gallery (--no-cache: never).
 The token can also come from $IMAGENT_SERVE_TOKEN. See docs/serve.md.
+With --ray the app runs as a Ray Serve deployment of --replicas N replicas (default: one per GPU,
+else 1), each with its own model and queue; Ray Serve's proxy listens on --host:--port. Jobs
+(/v1/runs, /v1/jobs) and /metrics are per replica.
 """
 from __future__ import annotations
 
@@ -32,6 +37,12 @@ def add_arguments(p) -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (default: info)")
     add_model_options(p)
+    g = p.add_argument_group("scale-out on Ray Serve (pip install 'imagent[ray]')")
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS|auto",
+                   help="serve with Ray Serve: bare --ray starts a local Ray (or joins $RAY_ADDRESS), auto joins "
+                        "the cluster started here with `ray start --head`, HEAD:6379 that one")
+    g.add_argument("--replicas", type=int, metavar="N",
+                   help="replicas, each with its own loaded model (default: one per GPU, else 1)")
 
 
 def run(args) -> int:
@@ -45,11 +56,34 @@ def run(args) -> int:
         raise InvalidInput(f"--port {args.port} is out of range.", "Use 1 to 65535.")
     if args.queue < 1:
         raise InvalidInput(f"--queue {args.queue} is out of range.", "Use 1 or more.")
+    if args.replicas is not None and not args.ray:
+        raise InvalidInput("--replicas needs --ray.", "Add --ray (or --ray auto on a cluster).")
     settings = settings_from(args)
+    if args.ray:
+        return _serve_on_ray(args, settings, token)
     app = make_app(Session(settings), token=token, queue_size=args.queue, cache=not args.no_cache)
     note(f"imagent serve: http://{args.host}:{args.port}/v1 (OpenAI images API); backend {settings.backend}, "
          f"model {settings.model}, "
          f"safety {settings.safety}, queue {args.queue}, cache {'off' if args.no_cache else 'on'}, "
          f"token {'required' if token else 'off (loopback)'}")
     serve(app, args.host, args.port, log_level=args.log_level)
+    return 0
+
+
+def _serve_on_ray(args, settings, token) -> int:
+    from agent.ray_batch import check_ray
+    from agent.ray_serve import serve_forever
+
+    address = None if args.ray == "local" else args.ray
+    check_ray(address)
+
+    def started(replicas, resources):
+        each = ", ".join(f"{v} {k.removeprefix('num_').upper().rstrip('S')}" for k, v in resources.items())
+        note(f"imagent serve: http://{args.host}:{args.port}/v1 on Ray Serve, {replicas} replica(s) with {each} "
+             f"each; backend {settings.backend}, model {settings.model}, safety {settings.safety}, queue "
+             f"{args.queue} per replica, cache {'off' if args.no_cache else 'on'}, "
+             f"token {'required' if token else 'off (loopback)'}")
+
+    serve_forever(settings, host=args.host, port=args.port, token=token, queue_size=args.queue,
+                  cache=not args.no_cache, replicas=args.replicas, address=address, on_start=started)
     return 0

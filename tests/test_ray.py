@@ -25,7 +25,14 @@ def records(path: Path) -> list[dict]:
 def pixels(path) -> np.ndarray:
     from tools.images import load_image
 
-    return np.asarray(load_image(path))
+    return np.asarray(load_image(path)).astype(int)
+
+
+def same_image(p, q) -> bool:
+    """The same image up to float rounding: each actor runs on its own CPU share (one torch
+    thread), the in-process batch on the test's threads, and a sum split over other threads rounds
+    differently."""
+    return np.abs(pixels(p) - pixels(q)).max() <= 2
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +87,7 @@ def test_batch_ray_matches_in_process_and_resumes_without_redoing(local_ray, ses
         for field in ("status", "seed", "prompt", "negative_prompt", "params", "backend", "line", "sweep"):
             assert a[key][field] == b[key][field], (key, field)
         assert Path(b[key]["path"]) == there / "images" / image_name(key)
-        assert np.array_equal(pixels(a[key]["path"]), pixels(b[key]["path"])), key   # identical images
+        assert same_image(a[key]["path"], b[key]["path"]), key                # the same images
 
     # a partial run: the last two records lost (one image still on disk, one gone) and a torn line
     text = (there / "records.jsonl").read_text().splitlines()
@@ -94,7 +101,7 @@ def test_batch_ray_matches_in_process_and_resumes_without_redoing(local_ray, ses
     assert summary["ok"] == 2 and summary["done_before"] == 2 and sorted(recs) == sorted(i.key for i in items)
     assert recs[lost[0]["key"]].get("recovered") is True                # its PNG was there: recorded, not redone
     assert not recs[lost[1]["key"]].get("recovered")                     # its PNG was gone: made again, the same
-    assert np.array_equal(pixels(recs[lost[1]["key"]]["path"]), pixels(a[lost[1]["key"]]["path"]))
+    assert same_image(recs[lost[1]["key"]]["path"], a[lost[1]["key"]]["path"])
     assert session.gallery.count_images() == images_before + 1          # one new image, the one that was gone
 
     # finished: a resume starts no actor and writes nothing

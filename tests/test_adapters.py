@@ -361,3 +361,33 @@ def test_a_fused_lora_draws_the_unfused_image_and_is_undone_for_other_calls(adap
     assert adapter_backend.loras.fused is None and np.abs(after - base).max() <= 2, "unfused for a call without it"
     assert check_request(GenerateRequest("x", lora_fuse=True)).params()["lora_fuse"] is True
     assert "lora_fuse" not in check_request(GenerateRequest("x")).params()
+
+
+def test_shipped_demo_lcm_lora_draws_in_few_steps_what_the_base_model_draws_in_20():
+    import dataclasses
+    import random
+
+    import torch
+
+    from tools.demo import oracle, world
+    from tools.diffusers_backend import DiffusersBackend
+    from tools.generate import fast_defaults
+
+    backend = DiffusersBackend("demo", "cpu", torch.float32)
+    lcm = (Lora("demo-lcm"),)
+    prompts = [world.sample_scene(random.Random(f"lcm-test-{i}")).caption() for i in range(24)]
+
+    def correct(p, req):
+        return oracle.check(backend.generate(req).images[0], p).correct
+
+    base = four = two = two_without = 0
+    for i, p in enumerate(prompts):
+        base += correct(p, GenerateRequest(p, seed=i, steps=20, cfg=5.0))
+        req = GenerateRequest(p, seed=i, loras=lcm)
+        fast = fast_defaults("demo", req)
+        assert fast == {"steps": 4, "cfg": 1.0, "scheduler": "lcm"}, "an LCM-LoRA gets LCM's sampling defaults"
+        four += correct(p, dataclasses.replace(req, **fast))
+        two += correct(p, GenerateRequest(p, seed=i, steps=2, cfg=1.0, scheduler="lcm", loras=lcm))
+        two_without += correct(p, GenerateRequest(p, seed=i, steps=2, cfg=1.0, scheduler="lcm"))
+    assert four >= base - 4, ("4 LCM steps fall far behind 20 steps", four, base)
+    assert two >= two_without + 6, ("the LoRA adds little over the LCM scheduler alone", two, two_without)

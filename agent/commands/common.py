@@ -80,7 +80,7 @@ def add_adapter_options(p: argparse.ArgumentParser) -> None:
     a = p.add_argument_group("adapters and control")
     a.add_argument("--lora", action="append", default=[], metavar="PATH_OR_ID[:WEIGHT]",
                    help="apply a LoRA (repeatable): a diffusers-format .safetensors file (kohya/A1111 ones via diffusers' converter), a name in "
-                        "$IMAGENT_HOME/loras, a hub id, or the shipped demo-tall; weight 1 by default. "
+                        "$IMAGENT_HOME/loras, a hub id, or the shipped demo-tall or demo-lcm; weight 1 by default. "
                         "<lora:NAME:WEIGHT> in the prompt works too")
     a.add_argument("--control", action="append", default=[], metavar="KIND:IMAGE[:SCALE]",
                    help="ControlNet condition (repeatable: several at once). canny takes any image and "

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pydantic import ValidationError
-
 import prompts
 from agent.config import Settings
 from agent.errors import ConfigError, InvalidInput, LLMError
@@ -185,18 +183,17 @@ class LLMExpander:
         Client errors (timeouts, HTTP) propagate unchanged; `agent.llm.llm_error` explains them."""
         from langchain_core.messages import AIMessage, HumanMessage
 
+        from agent.llm import bind_structured, short_error, structured_call
+
         if self._runnable is None:  # built once per expander (schema conversion costs a few ms)
-            kwargs = {"method": self.method} if self.method else {}
-            self._runnable = self.chat_model.with_structured_output(PromptSpec, include_raw=True, **kwargs)
-        runnable = self._runnable
+            self._runnable = bind_structured(self.chat_model, PromptSpec, self.method)
         messages = self.messages(idea, style, family)
         problem = ""
         for attempt in range(2):
             try:
-                result = runnable.invoke(messages)
-                spec, problem, raw_text = _structured(result)
+                spec, problem, raw_text = structured_call(self._runnable, PromptSpec, messages)
             except (ValueError, TypeError) as exc:  # malformed JSON / schema mismatch raised by the client
-                spec, problem, raw_text = None, _short(exc), _input_of(exc)
+                spec, problem, raw_text = None, short_error(exc), ""
             if spec is not None:
                 return spec
             messages = messages + [
@@ -206,60 +203,8 @@ class LLMExpander:
             ]
         raise LLMError(f"The LLM did not return a valid structured prompt, even after one repair attempt "
                        f"({problem}).",
-                       "Try another model or IMAGENT_LLM_METHOD=json_mode/function_calling; or expand "
-                       "offline with IMAGENT_LLM_FALLBACK=template (the default).")
-
-
-def _structured(result) -> tuple[PromptSpec | None, str, str]:
-    """(spec or None, what was wrong, the raw answer text) from an include_raw structured result."""
-    if isinstance(result, PromptSpec):
-        return result, "", ""
-    if not isinstance(result, dict):
-        return None, f"unexpected answer type {type(result).__name__}", str(result)
-    raw = result.get("raw")
-    raw_text = _raw_text(raw)
-    parsed = result.get("parsed")
-    if isinstance(parsed, PromptSpec):
-        return parsed, "", raw_text
-    if isinstance(parsed, dict):
-        try:
-            return PromptSpec.model_validate(parsed), "", raw_text
-        except ValidationError as exc:
-            return None, _short(exc), raw_text
-    if result.get("parsing_error") is not None:
-        return None, _short(result["parsing_error"]), raw_text
-    return None, "the answer held no JSON object", raw_text
-
-
-def _input_of(exc) -> str:
-    """The raw answer a client-side ValidationError was raised on (json_schema parsing), if any."""
-    if isinstance(exc, ValidationError):
-        for err in exc.errors():
-            if not err.get("loc") and isinstance(err.get("input"), str):
-                return err["input"]
-    return ""
-
-
-def _raw_text(raw) -> str:
-    if raw is None:
-        return ""
-    calls = getattr(raw, "tool_calls", None) or []
-    if calls:
-        return json.dumps(calls[0].get("args", {}))
-    bad = getattr(raw, "invalid_tool_calls", None) or []
-    if bad:
-        return str(bad[0].get("args") or "")
-    content = getattr(raw, "content", raw)
-    return content if isinstance(content, str) else json.dumps(content, default=str)
-
-
-def _short(exc) -> str:
-    if isinstance(exc, ValidationError):
-        errs = exc.errors()
-        parts = [f"{'.'.join(str(x) for x in e['loc']) or 'answer'}: {e['msg']}" for e in errs[:3]]
-        return "; ".join(parts) + (f" (+{len(errs) - 3} more)" if len(errs) > 3 else "")
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+                       "Try another model or IMAGENT_LLM_METHOD (`imagent llm check` lists what works); or "
+                       "expand offline with IMAGENT_LLM_FALLBACK=template (the default).")
 
 
 def _dedupe(items: list[str]) -> list[str]:
@@ -271,13 +216,24 @@ def _dedupe(items: list[str]) -> list[str]:
     return out
 
 
-def _drop_conflicts(spec: PromptSpec, idea: str) -> PromptSpec:
-    """Never negate what the user asked for: drop negatives that name a word of the idea."""
-    def content(text: str) -> set[str]:
-        return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 4}
+# words that say nothing about what is drawn: a negative sharing only these with the idea is kept
+FUNCTION_WORDS = frozenset("""a an the of at on in with and or to by for from into onto over under near its it
+is are be this that these those some any no not very one two three four five six seven eight nine ten""".split())
 
-    words = content(idea)
-    keep = [n for n in spec.negatives if not content(n) & words]
+
+def idea_words(text: str) -> set[str]:
+    """The content words of a text, lower case, with singular forms added ('circles' -> 'circle')."""
+    from agent.requirements import singular
+
+    words = {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in FUNCTION_WORDS}
+    return words | {singular(w)[0] for w in words}
+
+
+def _drop_conflicts(spec: PromptSpec, idea: str) -> PromptSpec:
+    """Never negate what the user asked for: drop negatives that name a word of the idea, short
+    words included ('cat', 'red'); only function words ('a', 'at', 'the') do not count."""
+    words = idea_words(idea)
+    keep = [n for n in spec.negatives if not idea_words(n) & words]
     return spec if keep == spec.negatives else spec.model_copy(update={"negatives": keep})
 
 
@@ -303,9 +259,11 @@ def expand_idea(idea: str, settings: Settings, *, style: str | None = None, fami
         from agent.llm import build_chat_model, llm_error
 
         try:
+            from agent.llm_probe import resolve_method
+
             model = chat_model if chat_model is not None else build_chat_model(settings, model=llm)
-            lx = LLMExpander(model, method=settings.llm_method if chat_model is None else None,
-                             name=llm or settings.llm_model)
+            method = resolve_method(settings.with_overrides(llm_model=llm)) if chat_model is None else None
+            lx = LLMExpander(model, method=method, name=llm or settings.llm_model)
             spec, expander = lx.expand(text, preset, family), lx.name
         except (KeyboardInterrupt, InvalidInput, ConfigError):
             raise

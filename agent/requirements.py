@@ -247,8 +247,10 @@ def llm_checklist(text: str, chat_model, *, method: str | None = None) -> tuple[
         name = getattr(chat_model, "model_name", None) or getattr(chat_model, "model", None) or "chat"
         return Checklist(reqs, source=f"llm:{name}"), []
     except Exception as exc:  # junk, refusals, timeouts: the rules still give a checklist
-        return parse_checklist(text), [f"The LLM could not write the requirements ({type(exc).__name__}); "
-                                       "used the rule parser."]
+        from agent.llm import short_error
+
+        return parse_checklist(text), [f"The LLM could not write the requirements ({type(exc).__name__}: "
+                                       f"{short_error(exc)[:120]}); used the rule parser."]
 
 
 def checklist_for(idea: str, subject: str | None = None, *, chat_model=None,

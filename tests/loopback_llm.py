@@ -123,6 +123,7 @@ class LoopbackLLM:
         self.n_ctx = n_ctx
         self.model_list = model_list
         self.unbounded = 0
+        self.statuses: list[int] = []  # the HTTP status of every chat answer, in order
         self._lock = threading.Lock()
         server = self
 
@@ -155,8 +156,10 @@ class LoopbackLLM:
                     if body.get("max_tokens") is None:
                         server.unbounded += 1
                 if isinstance(reply, Status):
+                    server.statuses.append(reply.code)
                     self._send(reply.code, reply.body.encode(), {"retry-after-ms": "1"})
                     return
+                server.statuses.append(200)
                 self._send(200, json.dumps(server._answer(body, reply)).encode())
 
             def _send(self, code, data, headers=None):

@@ -203,3 +203,51 @@ def test_a_relative_threshold_above_the_scores_maximum_warns():
     info = loop.calibrate(loop.LoopOptions(threshold=1.5), "two red circles",
                           type("S", (Scorer,), {"score": lambda self, ims, t: [2.0, 2.0]})(), lambda idea: [1, 2])
     assert info["target"] == 3.0 and "2.5" in info["warning"] and "never" in info["warning"]
+
+
+# -- 7. schemas the grammars compile ----------------------------------------------------------------------------------
+def test_tool_schemas_have_no_grammar_breaking_max_length_but_still_enforce_it():
+    from pydantic import ValidationError
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from agent.tool_schemas import GRAMMAR_SAFE_LENGTH, TOOLS, RunInput
+    from loopback_llm import _max_length
+
+    for spec in TOOLS:
+        schema = spec.input.model_json_schema()
+        assert _max_length(schema) <= GRAMMAR_SAFE_LENGTH, spec.name
+        tool = convert_to_openai_tool(spec.input)
+        assert _max_length(tool) <= GRAMMAR_SAFE_LENGTH, spec.name
+    assert "At most 4000 characters." in RunInput.model_json_schema()["properties"]["idea"]["description"]
+    with pytest.raises(ValidationError):
+        RunInput(idea="x" * 4001)
+    with LoopbackLLM([{"idea": "two red circles"}], llama_cpp=True) as server:
+        tool = convert_to_openai_tool(RunInput)
+        r = post(server, {"messages": [{"role": "user", "content": "draw"}], "tools": [tool],
+                          "tool_choice": {"type": "function", "function": {"name": tool["function"]["name"]}}})
+    assert r.status_code == 200, r.text
+
+
+def test_mcp_tool_schemas_are_grammar_safe():
+    from agent.mcp_server import ImagentMCP
+    from agent.tool_schemas import GRAMMAR_SAFE_LENGTH
+    from loopback_llm import _max_length
+
+    tools = ImagentMCP.tools(None)
+    assert tools and all(_max_length(t.input_schema) <= GRAMMAR_SAFE_LENGTH for t in tools)
+
+
+def test_the_schemas_sent_for_expansion_and_requirements_have_no_max_length():
+    from agent.llm import llm_schema
+    from loopback_llm import _max_length
+
+    schema = llm_schema(PromptSpec)
+    assert _max_length(schema) == 0 and "$defs" not in json.dumps(schema) and schema["required"] == ["subject"]
+    with LoopbackLLM([GOOD], llama_cpp=True, grammar_max_length=0) as server:  # any maxLength fails here
+        e = expand_idea("a cat", settings_for(server, llm_method="json_object_schema"))
+        from agent.llm import build_chat_model
+        from agent.requirements import llm_checklist
+
+        cl, warnings = llm_checklist("a cat", build_chat_model(settings_for(server)), method="json_object_schema")
+    assert e.expander == "llm:local-model" and server.statuses == [200, 200], "both schemas compiled"
+    assert cl.source == "parser" and "Field required" in warnings[0], "GOOD is no checklist: the rules, and why" 

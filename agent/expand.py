@@ -28,12 +28,13 @@ from tools.generate import check_text
 MAX_IDEA_WORDS = 300
 MAX_IDEA_CHARS = 2000
 SYSTEM_PROMPT_FILE = "expand_system.md"
+# how to write the fields for each family (worded so that a small model copying it does no harm)
 FAMILY_HINTS = {
-    "demo": "a tiny demo model that only understands captions like 'two red circles'; keep the subject verbatim",
-    "sd": "Stable Diffusion 1.x/2.x, which reads short comma-separated tags",
-    "sdxl": "SDXL, which reads natural sentences",
-    "flux": "FLUX, which reads natural sentences and ignores negatives",
-    "openai": "the OpenAI images API, which reads natural sentences",
+    "demo": "the idea's exact words as the subject (a tiny demo model reads only captions like 'two red circles')",
+    "sd": "short comma-separated tags",
+    "sdxl": "short natural phrases",
+    "flux": "short natural phrases (negatives are ignored)",
+    "openai": "short natural phrases",
 }
 
 
@@ -175,8 +176,15 @@ class LLMExpander:
             lines.append(f"Style preset '{style.name}': {style.positive.replace('{prompt}', '<subject>')} "
                          f"(avoid: {style.negative})")
         if family:
-            lines.append(f"Target model: {FAMILY_HINTS.get(family, family)}.")
+            lines.append(f"Write {FAMILY_HINTS.get(family, family)}.")
         return [SystemMessage(self.system_prompt), HumanMessage("\n".join(lines))]
+
+    def instructions(self, family: str | None) -> str:
+        """The text of the request that is not the idea, the style preset or a quoted example (a
+        field copying it is junk): the system prompt, the family hint, the schema's descriptions."""
+        fields = " ".join(f.description or "" for f in PromptSpec.model_fields.values())
+        text = "\n".join((self.system_prompt, FAMILY_HINTS.get(family, family or "") if family else "", fields))
+        return re.sub(r"\"[^\"\n]*\"|(?<![A-Za-z])'[^'\n]*'(?![A-Za-z])", " ", text)
 
     def expand(self, idea: str, style: Style | None = None, family: str | None = None) -> PromptSpec:
         """A validated PromptSpec; one repair round for a malformed answer, then LLMError.
@@ -195,13 +203,18 @@ class LLMExpander:
             except (ValueError, TypeError) as exc:  # malformed JSON / schema mismatch raised by the client
                 spec, problem, raw_text = None, short_error(exc), ""
             if spec is not None:
-                return spec
+                spec = _drop_junk_items(spec)
+                problems = spec_problems(spec, idea, self.instructions(family), check_subject=family != "demo")
+                if not problems:
+                    return spec
+                spec, problem = None, "; ".join(problems)
             messages = messages + [
                 AIMessage(raw_text[:2000] or "(no usable answer)"),
                 HumanMessage(f"That answer could not be used: {problem}. Reply again with only the JSON "
-                             "object, with every key present and a non-empty 'subject'."),
+                             "object, with every key present, the idea's own words in 'subject', and the other "
+                             "fields in your own short words about this idea."),
             ]
-        raise LLMError(f"The LLM did not return a valid structured prompt, even after one repair attempt "
+        raise LLMError(f"The LLM did not return a usable structured prompt, even after one repair attempt "
                        f"({problem}).",
                        "Try another model or IMAGENT_LLM_METHOD (`imagent llm check` lists what works); or "
                        "expand offline with IMAGENT_LLM_FALLBACK=template (the default).")
@@ -214,6 +227,70 @@ def _dedupe(items: list[str]) -> list[str]:
             seen.add(item.lower())
             out.append(item)
     return out
+
+
+# -- semantic checks of an LLM's structured prompt ------------------------------------------------------
+PLACEHOLDERS = {"string", "str", "none", "null", "n/a", "na", "tbd", "todo", "example", "subject", "style",
+                "lighting", "composition", "quality", "negatives", "extras", "idea", "value", "..."}
+_MARKUP = re.compile(r"</?[a-z][^>]*>|```|\{\{|\}\}|<subject>", re.I)
+SHINGLE = 4  # a run of this many words shared with the instructions is a copy of them
+
+
+def is_junk(text: str) -> bool:
+    """Markup, code, placeholders, bare punctuation: not a description of a picture."""
+    t = text.strip()
+    return bool(_MARKUP.search(t)) or not re.search(r"[A-Za-z]", t) or t.lower().strip(" .:'\"") in PLACEHOLDERS
+
+
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return {tuple(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
+
+
+def idea_nouns(idea: str) -> list[str]:
+    """The nouns the idea names (agent.requirements' rule parser), singular: 'two red circles' -> ['circle']."""
+    from agent.requirements import parse_checklist
+
+    nouns = [r.noun for r in parse_checklist(idea).requirements if r.kind == "object" and r.noun]
+    return [n for n in dict.fromkeys(nouns) if re.search(r"[a-z]", n)]
+
+
+def missing_nouns(subject: str, idea: str) -> list[str]:
+    """The idea's nouns the subject lost (none lost when the idea names none and shares a word)."""
+    have = idea_words(subject)
+    text = " ".join(re.findall(r"[a-z0-9]+", subject.lower()))
+    nouns = idea_nouns(idea)
+    if not nouns:
+        return [] if idea_words(idea) & have or not idea_words(idea) else sorted(idea_words(idea))[:3]
+    return [n for n in nouns if not (set(n.split()) <= have or n in text)]
+
+
+def spec_problems(spec: PromptSpec, idea: str, instructions: str = "", *, check_subject: bool = True) -> list[str]:
+    """What makes an LLM's structured prompt unusable for this idea, one phrase each (empty: usable):
+    the subject lost the idea's nouns; a field is junk or copies the instructions."""
+    problems = []
+    if check_subject:
+        lost = missing_nouns(spec.subject, idea)
+        if lost:
+            problems.append(f"the subject {spec.subject[:60]!r} lost the idea's {', '.join(repr(n) for n in lost)}")
+    copied = _shingles(instructions) - _shingles(idea)
+    for key in ("subject", "style", "lighting", "composition"):
+        value = getattr(spec, key)
+        if value and is_junk(value):
+            problems.append(f"{key} {value[:40]!r} is not a description")
+        elif value and _shingles(value) & copied:
+            problems.append(f"{key} {value[:40]!r} copies the instructions")
+    for key in ("quality", "negatives", "extras"):
+        bad = [v for v in getattr(spec, key) if _shingles(v) & copied]
+        if bad:
+            problems.append(f"{key} {bad[0][:40]!r} copies the instructions")
+    return problems
+
+
+def _drop_junk_items(spec: PromptSpec) -> PromptSpec:
+    """List items that are markup or placeholders are dropped (no repair needed for those)."""
+    update = {k: [v for v in getattr(spec, k) if not is_junk(v)] for k in ("quality", "negatives", "extras")}
+    return spec if all(update[k] == getattr(spec, k) for k in update) else spec.model_copy(update=update)
 
 
 # words that say nothing about what is drawn: a negative sharing only these with the idea is kept

@@ -100,6 +100,12 @@ class LLMReviser:
                                                PromptSpec, messages)
             if spec is None:
                 raise ValueError(problem)
+            from agent.expand import _drop_conflicts, _drop_junk_items, spec_problems
+
+            spec = _drop_conflicts(_drop_junk_items(spec), intent)
+            problems = spec_problems(spec, intent, prompts.read_text("critique_system.md"))
+            if problems:
+                raise ValueError("; ".join(problems))
         except Exception as exc:  # junk, timeouts, refusals: the rules still make progress
             self.warnings.append(f"LLM revision failed ({type(exc).__name__}: {_why(exc)}); used the rule reviser.")
             return self.fallback.revise(attempt, history, intent, failed)
@@ -112,4 +118,4 @@ class LLMReviser:
 def _why(exc) -> str:
     from agent.llm import short_error
 
-    return short_error(exc)[:120]
+    return short_error(exc)[:160]

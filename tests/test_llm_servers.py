@@ -251,3 +251,61 @@ def test_the_schemas_sent_for_expansion_and_requirements_have_no_max_length():
         cl, warnings = llm_checklist("a cat", build_chat_model(settings_for(server)), method="json_object_schema")
     assert e.expander == "llm:local-model" and server.statuses == [200, 200], "both schemas compiled"
     assert cl.source == "parser" and "Field required" in warnings[0], "GOOD is no checklist: the rules, and why" 
+
+
+# -- 3. semantic checks on every family: repaired once, then the template, with a warning saying why ------------------
+LOST = {**GOOD, "subject": "1.x", "style": "Stable Diffusion"}
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl", "flux", "openai"])
+def test_a_subject_that_lost_the_idea_is_repaired_once_then_the_template_says_why(family):
+    with LoopbackLLM([LOST], llama_cpp=True) as server:
+        e = expand_idea("two red circles", settings_for(server, llm_method="function_calling", llm_fallback="template"),
+                        family=family)
+    assert len(server.requests) == 2, "one repair"
+    assert "lost the idea's 'circle'" in server.requests[1]["messages"][-1]["content"]
+    assert e.expander == "template" and e.spec.subject == "two red circles"
+    assert "lost the idea's 'circle'" in e.warnings[0] and "template" in e.warnings[0]
+
+
+@pytest.mark.parametrize("field,value,why", [
+    ("style", "<pre><code>", "is not a description"),
+    ("lighting", "...", "is not a description"),
+    ("style", "short comma-separated tags, please", "copies the instructions"),
+    ("composition", "Framing and camera, e.g. wide", "copies the instructions"),
+])
+def test_junk_or_copied_fields_are_repaired(field, value, why):
+    with LoopbackLLM([{**GOOD, field: value}, GOOD], llama_cpp=True) as server:
+        e = expand_idea("a cat typing on a laptop", settings_for(server, llm_method="json_object_schema"))
+    assert len(server.requests) == 2 and why in server.requests[1]["messages"][-1]["content"]
+    assert e.spec == PromptSpec(**GOOD) and not e.warnings
+
+
+def test_the_checks_hold_for_scripted_models_too_and_junk_list_items_are_dropped():
+    from chat_fakes import scripted
+    from langchain_core.messages import AIMessage
+
+    answer = {**GOOD, "negatives": ["blurry", "<br>", "cat", "..."], "quality": ["```", "sharp focus"]}
+    llm = scripted(AIMessage(content=json.dumps(answer)))
+    e = expand_idea("a cat typing on a laptop", load_settings(model="runwayml/stable-diffusion-v1-5"), chat_model=llm)
+    assert e.spec.negatives == ["blurry"] and e.spec.quality == ["sharp focus"] and len(llm.seen) == 1
+    lost = scripted(AIMessage(content=json.dumps(LOST)), AIMessage(content=json.dumps(LOST)))
+    e = expand_idea("two red circles", load_settings(model="runwayml/stable-diffusion-v1-5"), chat_model=lost)
+    assert e.expander == "template" and "lost the idea" in e.warnings[0]
+
+
+def test_the_demo_family_keeps_the_idea_verbatim_without_a_repair():
+    with LoopbackLLM([LOST], llama_cpp=True) as server:
+        e = expand_idea("two red circles", settings_for(server, llm_method="function_calling"), family="demo")
+    assert len(server.requests) == 1 and e.spec.subject == "two red circles" and e.expander == "llm:local-model"
+
+
+def test_a_revision_that_lost_the_idea_falls_back_to_the_rules_with_why(monkeypatch):
+    with LoopbackLLM([{**GOOD, "subject": "1.x", "negatives": ["red"]}], llama_cpp=True) as server:
+        monkeypatch.setenv("IMAGENT_LLM_METHOD", "json_object_schema")
+        reviser, out = revise_once(settings_for(server))
+    assert "lost the idea's 'circle'" in reviser.warnings[0] and out.change.startswith("failed items first")
+    with LoopbackLLM([{**GOOD, "subject": "two big red circles", "negatives": ["red", "blur"]}],
+                     llama_cpp=True) as server:
+        reviser, out = revise_once(settings_for(server))
+    assert not reviser.warnings and out.spec.negatives == ["blur"], "negatives never contradict the intent"

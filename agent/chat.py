@@ -3,8 +3,14 @@
   agent mode   a LangChain `create_agent` with a tool-calling chat model (any model that
                `agent.llm.build_chat_model` builds, or one passed in). Its tools are thin
                adapters over the controller's actions below; the model chooses what to do.
-  router mode  no tool-calling model (the offline default): a deterministic router. A plain
-               message is an idea to run; slash commands (`/help`) do the rest.
+  routed mode  a model configured on a server where it does not call tools (small local models
+               on llama.cpp): each message is one constrained JSON choice of action and its
+               argument (`RouteChoice`), run by the controller; if that call fails, the offline
+               router below takes the message, and says so.
+  router mode  no chat model (the offline default): a deterministic router. A plain message is
+               an idea to run; slash commands (`/help`) do the rest.
+Agent mode is announced only after the server was seen calling a tool and taking its result back
+(agent.llm_probe.tool_support, probed once per server and model and cached).
 Slash commands work in both modes and never reach the model.
 
 `ChatController` holds no Textual: front ends call `handle(text)` (from a worker thread; it
@@ -255,9 +261,27 @@ class ChatController:
             return "router", (f"offline mode: {type(self._chat_model).__name__} cannot call tools, so a plain "
                               "message is an idea to draw")
         if self.settings.llm_model:
-            return "agent", f"agent mode: tool-calling model {self.settings.llm_model}"
+            return self._configured_mode()
         return "router", ("offline mode: no chat model configured (set IMAGENT_LLM_MODEL for agent mode); "
                           "a plain message is an idea to draw, /help lists the commands")
+
+    def _configured_mode(self) -> tuple[str, str]:
+        """agent mode where the server was seen handling tools, else routed mode, else offline."""
+        from agent.llm import describe_server
+        from agent.llm_probe import tool_support
+
+        name, where = self.settings.llm_model, describe_server(self.settings)
+        if not self.settings.llm_base_url:  # OpenAI itself calls tools
+            return "agent", f"agent mode: tool-calling model {name}"
+        try:
+            ok, why = tool_support(self.settings)
+        except LLMError as exc:
+            return "router", (f"offline mode: {exc.message} A plain message is an idea to draw; /mode agent "
+                              "tries the model again.")
+        if ok:
+            return "agent", f"agent mode: tool-calling model {name} (tool calls checked on {where})"
+        return "routed", (f"routed mode: {name} does not call tools on {where} ({why}); each message is one "
+                          "JSON choice of action")
 
     def mode_line(self) -> str:
         return self.mode_reason
@@ -315,6 +339,8 @@ class ChatController:
             return self._turn(text, lambda: self.command(text))
         if self.mode == "agent":
             return self._turn(text, lambda: self._agent_turn(text))
+        if self.mode == "routed":
+            return self._turn(text, lambda: self._routed_turn(text))
         return self._turn(text, lambda: self.create(text))
 
     def run_edited(self, spec: dict) -> str:
@@ -817,6 +843,55 @@ class ChatController:
     def _cmd_quit(self, rest: str) -> str:  # the front end leaves before this is reached
         return "Bye."
 
+    # -- routed mode: one constrained JSON choice per message ----------------------------------------------
+    def route(self, text: str) -> tuple[RouteChoice, str]:
+        """(the action for a message, who chose it): the model's constrained choice, or the offline
+        keyword router when the model's call fails (the reason is said in the conversation)."""
+        from agent.llm import bind_structured, build_chat_model, llm_error, structured_call
+        from agent.llm_probe import resolve_method
+
+        import prompts
+
+        where = (f"The current image is #{self.state.image_id} ({self.state.idea or 'no idea recorded'})."
+                 if self.state.image_id else "There is no image yet.")
+        try:
+            model = self._chat_model if self._chat_model is not None else build_chat_model(self.settings)
+            method = resolve_method(self.settings) if self._chat_model is None else None
+            choice, problem, _ = structured_call(bind_structured(model, RouteChoice, method), RouteChoice,
+                                                 [("system", prompts.read_text("route_system.md")),
+                                                  ("human", f"{where}\nMessage: {text}")])
+        except Exception as exc:  # the call failed: the offline router still acts
+            choice, problem = None, llm_error(exc, self.settings).message
+        if choice is None:
+            self.say("notice", f"The model could not choose an action ({problem}); the offline router took "
+                               "the message.")
+            return offline_route(text, self.state.image_id is not None), "offline router"
+        return choice, "model"
+
+    def _routed_turn(self, text: str) -> str:
+        choice, _ = self.route(text)
+        action, arg = choice.action, (choice.text or "").strip()
+        has_image = self.state.image_id is not None
+        if action in {"refine_last", "edit_image", "upscale_image", "explain_scores"} and not has_image:
+            action = "create_image"  # nothing to change yet: the message is the idea
+        if action == "create_image":
+            return self.create(idea_of(text, arg))
+        if action == "refine_last":
+            return self.refine(arg or text)
+        if action == "edit_image":
+            return self.edit(arg or text, image=choice.image)
+        if action == "upscale_image":
+            return self.upscale(image=choice.image, scale=choice.scale or 2)
+        if action == "open_image" and choice.image:
+            return self.open_image(choice.image)
+        if action == "list_images":
+            return self.list_images()
+        if action == "show_defaults":
+            return self.defaults_text()
+        if action == "explain_scores":
+            return self.explain_scores()
+        return arg or "I can draw, refine, edit or upscale images: describe one, or type /help."
+
     # -- agent mode -------------------------------------------------------------------------------------
     def _agent_turn(self, text: str) -> str:
         from langchain_core.messages import AIMessage, HumanMessage
@@ -951,6 +1026,60 @@ class ChatController:
 # the general tools of agent.lc_tools the chat offers too; run, generate, edit, upscale and
 # list_images are covered by the conversation's own tools (which keep its state: current image, ...)
 _GENERAL = ("expand", "check_safety", "score", "get_image")
+
+
+# -- routing without tool calls --------------------------------------------------------------------
+ROUTE_ACTIONS = ("create_image", "refine_last", "edit_image", "upscale_image", "open_image", "list_images",
+                 "show_defaults", "explain_scores", "reply")
+
+
+def _route_choice():
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class RouteChoice(BaseModel):
+        """The one action that answers the user's message, with its arguments."""
+
+        model_config = ConfigDict(extra="ignore")
+        action: Literal[ROUTE_ACTIONS] = Field(  # type: ignore[valid-type]
+            ..., description="create_image: a new picture; refine_last: change the current picture; edit_image: "
+                             "repaint part of it; upscale_image: enlarge it; open_image, list_images, "
+                             "show_defaults, explain_scores; reply: answer in words.")
+        text: str = Field("", max_length=2000, description="create_image: the idea in the user's words; "
+                                                           "refine_last/edit_image: the change; reply: the answer.")
+        image: int | None = Field(None, ge=1, description="An image number, only if the user named one.")
+        scale: int | None = Field(None, ge=2, le=4, description="upscale_image: 2, 3 or 4.")
+
+    return RouteChoice
+
+
+RouteChoice = _route_choice()
+_DRAW = re.compile(r"^(?:please\s+)?(?:draw|make|create|paint|generate|render|show)(?:\s+me)?\s+"
+                   r"(?:(?:an?\s+)?(?:image|picture|photo|drawing|painting)\s+of\s+)?", re.I)
+_UPSCALE = re.compile(r"\b(?:upscale|enlarge|bigger|higher resolution|x[234])\b", re.I)
+_REFINE = re.compile(r"^(?:make it|now|more|less|fewer|add|without|remove|no |with |change|warmer|cooler|"
+                     r"brighter|darker)", re.I)
+
+
+def idea_of(message: str, chosen: str = "") -> str:
+    """The idea to draw: the model's text when it is the user's own words, else the message without
+    a leading 'draw me a picture of'."""
+    chosen = " ".join(chosen.split())
+    if chosen and chosen.lower() in " ".join(message.lower().split()):
+        return chosen
+    return _DRAW.sub("", message.strip()).strip() or message.strip()
+
+
+def offline_route(text: str, has_image: bool) -> RouteChoice:
+    """A keyword router for when the model's choice failed: upscale words, a change to the current
+    image, else a new idea."""
+    if has_image and _UPSCALE.search(text):
+        scale = re.search(r"x([234])\b", text.lower())
+        return RouteChoice(action="upscale_image", scale=int(scale.group(1)) if scale else 2)
+    if has_image and _REFINE.search(text.strip()):
+        return RouteChoice(action="refine_last", text=re.sub(r"^(?:make it|now)\s+", "", text.strip(), flags=re.I))
+    return RouteChoice(action="create_image", text=idea_of(text))
 
 
 # -- helpers ---------------------------------------------------------------------------------------

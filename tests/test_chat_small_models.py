@@ -1,0 +1,118 @@
+"""The chat on small local models (issue 14, item 8): agent mode only where the server was seen
+calling tools; routed mode (one constrained JSON choice of action) where it was not; the offline
+router when the choice fails, said in the conversation; tool loops that llama.cpp accepts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from loopback_llm import LoopbackLLM, ToolCall
+
+from agent.chat import ChatController, idea_of, offline_route
+from agent.session import Session
+
+FAST = ("/steps 1", "/rounds 1", "/candidates 1", "/seed 11")
+ROUTES = {"draw two red circles": {"action": "create_image", "text": "two red circles"},
+          "make it warmer": {"action": "refine_last", "text": "warmer"},
+          "upscale it": {"action": "upscale_image", "scale": 2}}
+
+
+def small_model(routes=ROUTES, tools=False):
+    """A llama.cpp server with a small model: answers the probes, routes by the table, expands an
+    idea into a spec that keeps it; calls tools (with tool_choice auto) only when `tools`."""
+    def reply(body):
+        messages = body["messages"]
+        text = json.dumps(messages)
+        last = messages[-1].get("content") or ""
+        if "How many circles" in text:
+            return {"colour": "red", "count": 2}
+        if body.get("tools") and not isinstance(body.get("tool_choice"), dict):
+            if not tools:
+                return "Sure, I would love to draw that."
+            if messages[-1]["role"] == "tool":
+                return "Here you are."
+            names = [t["function"]["name"] for t in body["tools"]]
+            return ToolCall("draw", {"idea": "x"}) if "draw" in names else ToolCall("show_defaults", {})
+        if "You choose what imagent does" in messages[0]["content"]:
+            return routes.get(last.split("Message:")[-1].strip(), "no idea")
+        if last.startswith("Idea:"):
+            idea = last.split("\n")[0][len("Idea:"):].strip()
+            return {"subject": idea, "style": "flat colours", "negatives": ["blurry"]}
+        return {"nothing": "useful"}  # requirements, revision: the rules take over
+    return reply
+
+
+@pytest.fixture
+def llm_session(settings, tiny_backend, tiny_scorer):
+    def make(server):
+        s = settings.with_overrides(llm_model="smollm2", llm_base_url=server.base_url, llm_timeout=5.0)
+        return Session(s, backend=tiny_backend, scorer=tiny_scorer)
+    return make
+
+
+def fast(chat):
+    for command in FAST:
+        chat.handle(command)
+    return chat
+
+
+def test_routed_mode_when_the_server_does_not_call_tools(llm_session):
+    with LoopbackLLM([small_model()], llama_cpp=True) as server:
+        chat = fast(ChatController(llm_session(server)))
+        assert chat.mode == "routed" and "does not call tools" in chat.mode_line()
+        assert "agent mode" not in chat.mode_line()
+        assert "Made image" in chat.handle("draw two red circles")
+        assert chat.state.idea == "two red circles"
+        first = chat.state.image_id
+        chat.handle("make it warmer")
+        assert chat.state.spec["lighting"] == "warmer" and chat.state.image_id != first
+        assert "Upscaled x2" in chat.handle("upscale it")
+        assert server.unbounded == 0 and server.statuses.count(500) == 1, "only the probe of json_schema"
+    routes = [b for b in server.requests if "You choose what imagent does" in b["messages"][0]["content"]]
+    assert len(routes) == 3 and all("schema" in b["response_format"] for b in routes), "constrained by a grammar"
+    assert "upscale_image" in json.dumps(routes[0]["response_format"]["schema"])
+
+
+def test_a_failed_choice_goes_to_the_offline_router_and_says_so(llm_session):
+    with LoopbackLLM([small_model(routes={})], llama_cpp=True) as server:
+        chat = fast(ChatController(llm_session(server)))
+        assert "Made image" in chat.handle("draw two red circles")
+        assert chat.state.idea == "two red circles"
+        assert "Upscaled x2" in chat.handle("upscale it")
+    notices = [m["content"] for m in chat.messages() if m["role"] == "notice"]
+    assert len(notices) == 2 and all("the offline router took the message" in n for n in notices)
+
+
+def test_agent_mode_on_a_server_that_calls_tools_sends_content_it_accepts(llm_session):
+    with LoopbackLLM([small_model(tools=True)], llama_cpp=True) as server:
+        chat = ChatController(llm_session(server))
+        assert chat.mode == "agent" and "tool calls checked" in chat.mode_line()
+        assert chat.handle("what are my defaults?") == "Here you are."
+    assert 500 not in server.statuses, "content '' (not null) in the assistant's tool-call turn"
+    turn = server.requests[-1]["messages"]
+    assert turn[-2]["role"] == "assistant" and turn[-2]["content"] == "" and turn[-2]["tool_calls"]
+    assert all(b.get("max_tokens") for b in server.requests)
+
+
+def test_an_unreachable_server_is_offline_mode_and_says_why(settings, tiny_backend, tiny_scorer):
+    s = settings.with_overrides(llm_model="smollm2", llm_base_url="http://127.0.0.1:9/v1", llm_max_retries=0)
+    chat = ChatController(Session(s, backend=tiny_backend, scorer=tiny_scorer))
+    assert chat.mode == "router" and "Cannot reach the LLM server" in chat.mode_line()
+
+
+@pytest.mark.parametrize("message,has_image,action,text", [
+    ("draw me a picture of two red circles", False, "create_image", "two red circles"),
+    ("upscale it x4", True, "upscale_image", ""),
+    ("upscale it", False, "create_image", "upscale it"),
+    ("make it warmer", True, "refine_last", "warmer"),
+    ("a cat on a sofa", True, "create_image", "a cat on a sofa"),
+])
+def test_the_offline_router(message, has_image, action, text):
+    choice = offline_route(message, has_image)
+    assert (choice.action, choice.text) == (action, text)
+    assert offline_route("upscale it x4", True).scale == 4
+
+
+def test_the_idea_stays_in_the_users_words():
+    assert idea_of("draw two red circles", "two red circles") == "two red circles"
+    assert idea_of("draw two red circles", "three blue squares") == "two red circles"

@@ -26,6 +26,8 @@ import math
 import re
 import shlex
 import shutil
+import threading
+from contextvars import ContextVar, copy_context
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +35,8 @@ from typing import Any, Callable
 from agent.errors import Cancelled, ImagentError, InvalidInput, LLMError
 from tools.upscale import DEFAULT_METHOD
 
+# set in the thread that runs one turn's LLM call: the tools of a cancelled turn do not start
+_TURN_STOP: ContextVar[threading.Event | None] = ContextVar("imagent_turn_stop", default=None)
 SIZE_RE = re.compile(r"^(\d+)\s*[x*]\s*(\d+)$")
 MAX_RECURSION = 24
 
@@ -234,6 +238,7 @@ class ChatController:
         self._agent = None
         self._undo: list[tuple[str, dict]] = []
         self._cancel_requested = False
+        self._turn_stop = threading.Event()
         self.offline = offline
         self.mode, self.mode_reason = self._pick_mode()
         if chat_id:
@@ -324,6 +329,7 @@ class ChatController:
         """Stop the running job at its next step. Kept until the turn ends: a job that is still
         loading models (and clears the session's cancel flag when it starts) is stopped too."""
         self._cancel_requested = True
+        self._turn_stop.set()
         self.session.cancel()
 
     # -- the entry point ---------------------------------------------------------------------------
@@ -349,6 +355,7 @@ class ChatController:
 
     def _turn(self, text: str, action: Callable[[], str]) -> str:
         self._cancel_requested = False
+        self._turn_stop = threading.Event()
         self.say("user", text)
         if self.gallery.chat(self.chat_id).get("title") in (None, ""):
             self.gallery.save_chat(self.chat_id, title=text[:60])
@@ -843,6 +850,34 @@ class ChatController:
     def _cmd_quit(self, rest: str) -> str:  # the front end leaves before this is reached
         return "Bye."
 
+    def _cancellable(self, fn: Callable[[], Any]):
+        """Run an LLM call in a helper thread and wait for it, or for Esc / Ctrl-C: a cancel returns at
+        once (the abandoned request ends at its max_tokens or timeout, and the tools it may still ask
+        for do not start)."""
+        stop, box, done = self._turn_stop, {}, threading.Event()
+
+        def work():
+            _TURN_STOP.set(stop)
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # handed to the waiting thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        ctx = copy_context()
+        threading.Thread(target=ctx.run, args=(work,), daemon=True, name="imagent-llm-call").start()
+        try:
+            while not done.wait(0.05):
+                if stop.is_set():
+                    raise Cancelled("Cancelled.")
+        except KeyboardInterrupt:
+            stop.set()
+            raise Cancelled("Cancelled.") from None
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
     # -- routed mode: one constrained JSON choice per message ----------------------------------------------
     def route(self, text: str) -> tuple[RouteChoice, str]:
         """(the action for a message, who chose it): the model's constrained choice, or the offline
@@ -854,12 +889,17 @@ class ChatController:
 
         where = (f"The current image is #{self.state.image_id} ({self.state.idea or 'no idea recorded'})."
                  if self.state.image_id else "There is no image yet.")
-        try:
+        messages = [("system", prompts.read_text("route_system.md")), ("human", f"{where}\nMessage: {text}")]
+
+        def choose():
             model = self._chat_model if self._chat_model is not None else build_chat_model(self.settings)
-            method = resolve_method(self.settings) if self._chat_model is None else None
-            choice, problem, _ = structured_call(bind_structured(model, RouteChoice, method), RouteChoice,
-                                                 [("system", prompts.read_text("route_system.md")),
-                                                  ("human", f"{where}\nMessage: {text}")])
+            method = resolve_method(self.settings) if self._chat_model is None else None  # may probe (once)
+            return structured_call(bind_structured(model, RouteChoice, method), RouteChoice, messages)
+
+        try:
+            choice, problem, _ = self._cancellable(choose)
+        except Cancelled:
+            raise
         except Exception as exc:  # the call failed: the offline router still acts
             choice, problem = None, llm_error(exc, self.settings).message
         if choice is None:
@@ -905,7 +945,8 @@ class ChatController:
                 history.append(AIMessage(m["content"]))
         history.append(HumanMessage(text))
         try:
-            result = agent.invoke({"messages": history}, config={"recursion_limit": MAX_RECURSION})
+            result = self._cancellable(lambda: agent.invoke({"messages": history},
+                                                            config={"recursion_limit": MAX_RECURSION}))
         except ImagentError:
             raise
         except Exception as exc:
@@ -939,6 +980,9 @@ class ChatController:
 
         def wrap(fn, name: str, description: str):
             def run(**kwargs):
+                stop = _TURN_STOP.get()
+                if stop is not None and stop.is_set():  # the turn was cancelled while the model answered
+                    raise Cancelled("Cancelled.")
                 shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v not in (None, "", []))
                 self.say("tool", f"{name}({shown})")
                 try:

@@ -116,3 +116,34 @@ def test_the_offline_router(message, has_image, action, text):
 def test_the_idea_stays_in_the_users_words():
     assert idea_of("draw two red circles", "two red circles") == "two red circles"
     assert idea_of("draw two red circles", "three blue squares") == "two red circles"
+
+
+# -- 6. Esc and Ctrl-C cancel an LLM call in flight ----------------------------------------------------------------------
+def cancel_after(chat, seconds):
+    import threading
+
+    timer = threading.Timer(seconds, chat.cancel)
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("tools", [False, True])
+def test_cancel_stops_a_turn_waiting_for_the_llm_at_once(llm_session, tools):
+    import time
+
+    from loopback_llm import Slow
+    from agent.errors import Cancelled
+
+    model = small_model(tools=tools)
+    with LoopbackLLM([model], llama_cpp=True) as server:
+        chat = ChatController(llm_session(server))
+        assert chat.mode == ("agent" if tools else "routed")
+        server.replies = [Slow(1.5, model)]  # every answer from now on takes 1.5 s
+        cancel_after(chat, 0.2)
+        t0 = time.perf_counter()
+        with pytest.raises(Cancelled):
+            chat.handle("what are my defaults?" if tools else "draw two red circles")
+        assert time.perf_counter() - t0 < 1.0, "the turn ends at the cancel, not when the server answers"
+        time.sleep(1.8)  # the abandoned answer arrives: its tool call must not start
+    assert not [m for m in chat.messages() if m["role"] == "tool"]
+    assert chat.messages()[-1]["role"] == "notice" and "Cancelled" in chat.messages()[-1]["content"]

@@ -944,6 +944,7 @@ class ChatController:
             elif m["role"] == "assistant":
                 history.append(AIMessage(m["content"]))
         history.append(HumanMessage(text))
+        tools_before = sum(m["role"] == "tool" for m in self.messages())
         try:
             result = self._cancellable(lambda: agent.invoke({"messages": history},
                                                             config={"recursion_limit": MAX_RECURSION}))
@@ -953,6 +954,15 @@ class ChatController:
             from agent.llm import llm_error
 
             err = llm_error(exc, self.settings)
+            ran = sum(m["role"] == "tool" for m in self.messages()) > tools_before
+            if "context" in err.message and not ran and self._chat_model is None:
+                # the tools do not fit a small server's context: one JSON choice per message does
+                self.mode, self.mode_reason = "routed", (f"routed mode: the tools do not fit the context of "
+                                                         f"{self.settings.llm_model}; each message is one JSON "
+                                                         "choice of action")
+                self._emit("mode", text=self.mode_reason)
+                self.say("notice", f"{err.message} Switched to routed mode.")
+                return self._routed_turn(text)
             raise LLMError(err.message, (err.hint or "") + " Or switch to /mode offline.") from None
         final = result["messages"][-1]
         content = final.content if isinstance(final.content, str) else str(final.content)

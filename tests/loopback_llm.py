@@ -16,8 +16,8 @@ differs from OpenAI's, as seen with SmolLM2-135M:
   `maxLength` above `grammar_max_length` fails: HTTP 500 "failed to parse grammar";
 - tools are only honoured when `tool_choice` names one (then the answer is that tool's call);
   with "auto" the model answers in prose unless the script says `ToolCall(...)`;
-- `n_ctx`: a request whose prompt (estimated at 4 characters a token) plus `max_tokens` exceeds it is
-  refused with HTTP 400 context_length_exceeded, as the real server words it;
+- `n_ctx`: a request whose prompt (estimated at 4 characters a token) does not fit is refused with
+  HTTP 400 context_length_exceeded, as the real server words it (`max_tokens` is cut to what is left);
 - `max_completion_tokens` is ignored (only `max_tokens` counts); requests without `max_tokens`
   are counted in `.unbounded` (the real server then generates until the context is full).
 """
@@ -104,7 +104,7 @@ def llama_cpp_refusal(body: dict, grammar_max_length: int, n_ctx: int | None) ->
     if n_ctx is not None:
         want = prompt_tokens(body)
         completion_tokens = body.get("max_tokens")
-        if want > n_ctx or want + (completion_tokens or 0) > n_ctx:
+        if want >= n_ctx:  # max_tokens is cut to what is left (as llama_cpp.Llama does); only the prompt counts
             return Status(400, _error(
                 f"This model's maximum context length is {n_ctx} tokens. However, you requested "
                 f"{want + (completion_tokens or 0)} tokens ({want} in the messages, {completion_tokens} in the "

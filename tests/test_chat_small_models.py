@@ -147,3 +147,13 @@ def test_cancel_stops_a_turn_waiting_for_the_llm_at_once(llm_session, tools):
         time.sleep(1.8)  # the abandoned answer arrives: its tool call must not start
     assert not [m for m in chat.messages() if m["role"] == "tool"]
     assert chat.messages()[-1]["role"] == "notice" and "Cancelled" in chat.messages()[-1]["content"]
+
+
+def test_tools_that_do_not_fit_a_small_context_switch_to_routed_mode(llm_session):
+    with LoopbackLLM([small_model(tools=True)], llama_cpp=True, n_ctx=900) as server:
+        chat = fast(ChatController(llm_session(server)))
+        assert chat.mode == "agent"
+        assert "Made image" in chat.handle("draw two red circles")
+        assert chat.mode == "routed" and "do not fit the context" in chat.mode_line()
+    notices = [m["content"] for m in chat.messages() if m["role"] == "notice"]
+    assert any("does not fit the model's context" in n and "routed mode" in n for n in notices)

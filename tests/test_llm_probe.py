@@ -68,7 +68,7 @@ def test_auto_method_probes_once_then_uses_the_cache():
         assert kinds == ["json_schema", "json_object", "json_object"], "probe: stop at the first that works"
         assert "schema" in server.requests[-1]["response_format"]
         n = len(server.requests)
-        expand_idea("a dog", s)
+        expand_idea("a cat on a laptop", s)
         assert len(server.requests) == n + 1, "the second expansion does not probe again"
         assert resolve_method(s.with_overrides(llm_method="json_mode")) == "json_mode"
 

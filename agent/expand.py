@@ -346,9 +346,16 @@ def expand_idea(idea: str, settings: Settings, *, style: str | None = None, fami
             raise
         except Exception as exc:  # any client failure becomes an LLMError with a next step
             error = llm_error(exc, settings, llm)
+            again = ""
+            if chat_model is None and settings.llm_method == "auto" and "refused the request" in error.message:
+                from agent.llm_probe import forget
+
+                forget(settings.with_overrides(llm_model=llm))  # the cached method stopped working
+                again = " The server's methods are probed again next time."
             if settings.llm_fallback != "template":
                 raise error from None
-            warnings.append(f"LLM expansion failed: {error.message} Used the offline template expander instead.")
+            warnings.append(f"LLM expansion failed: {error.message} Used the offline template expander instead."
+                            + again)
     if spec is None:
         spec = TemplateExpander().expand(text, preset, family)
     if family == "demo" and spec.subject != text.rstrip("."):

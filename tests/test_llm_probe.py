@@ -117,3 +117,15 @@ def test_a_model_that_cannot_answer_in_json_is_told_apart(answer):
     assert not any(r["ok"] for r in found["methods"].values())
     assert found["methods"]["plain"]["accepted"] and "did not fit" in found["methods"]["plain"]["note"]
     assert found["best"] == "json_object_schema", "nothing fits: the first the server accepts"
+
+
+def test_a_cached_method_that_is_refused_later_is_probed_again():
+    from agent.llm_probe import save
+
+    with LoopbackLLM([model_like], llama_cpp=True) as server:
+        s = settings_for(server, llm_fallback="template")
+        save(s, {"best": "json_schema"})  # found on another server at this address, say
+        e = expand_idea("a cat on a laptop", s)
+        assert e.expander == "template" and "probed again next time" in e.warnings[0] and cached(s) is None
+        e = expand_idea("a cat on a laptop", s)
+    assert e.expander == "llm:local-model" and cached(s)["best"] == "json_object_schema"

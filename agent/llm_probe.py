@@ -88,7 +88,7 @@ def _probe_model(settings: Settings):
 
 def probe_method(settings: Settings, method: str, chat_model=None) -> dict:
     """{"ok": answer fitted the schema, "accepted": the server took the request, "note", "seconds"}.
-    LLMError when the server cannot be reached at all (no method can work then)."""
+    LLMError when the server cannot be reached or does not answer in time (no method can work then)."""
     import openai
 
     model = chat_model or _probe_model(settings)
@@ -96,11 +96,8 @@ def probe_method(settings: Settings, method: str, chat_model=None) -> dict:
     try:
         spec, problem, raw = structured_call(bind_structured(model, Probe, method), Probe,
                                              [("system", PROBE_SYSTEM), ("human", PROBE_ASK)])
-    except openai.APIConnectionError as exc:
-        if isinstance(exc, openai.APITimeoutError):
-            return {"ok": False, "accepted": False, "seconds": round(time.perf_counter() - t0, 2),
-                    "note": llm_error(exc, settings.with_overrides(llm_max_retries=0)).message}
-        raise llm_error(exc, settings) from None
+    except openai.APIConnectionError as exc:  # unreachable or timed out: no other method fares better now
+        raise llm_error(exc, settings.with_overrides(llm_max_retries=0)) from None
     except Exception as exc:
         return {"ok": False, "accepted": False, "seconds": round(time.perf_counter() - t0, 2),
                 "note": llm_error(exc, settings).message}
@@ -195,7 +192,17 @@ def check(settings: Settings, *, chat_model=None) -> dict:
         raise LLMError("No LLM is configured.", "Set IMAGENT_LLM_MODEL (and IMAGENT_LLM_BASE_URL for a local "
                                                 "server), then run imagent llm check again.")
     model = chat_model or _probe_model(settings)
-    methods = {m: probe_method(settings, m, model) for m in METHODS}
+    methods: dict = {}
+    for method in METHODS:
+        try:
+            methods[method] = probe_method(settings, method, model)
+        except LLMError as exc:
+            if not methods:  # the first request already failed: nothing to report but that
+                raise
+            rest = {m: {"ok": False, "accepted": False, "seconds": 0.0, "note": f"not tried: {exc.message}"}
+                    for m in METHODS if m not in methods}
+            methods.update({method: {"ok": False, "accepted": False, "seconds": 0.0, "note": exc.message}, **rest})
+            break
     entry = {"server": describe_server(settings), "model": settings.llm_model, "methods": methods,
              "best": best_method(methods), "tools": probe_tools(settings, model),
              "context": probe_context(settings), "probed_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

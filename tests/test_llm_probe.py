@@ -25,8 +25,9 @@ def model_like(body):
 
 def settings_for(server, **kw):
     kw.setdefault("llm_fallback", "error")
+    kw.setdefault("llm_timeout", 5.0)
     return load_settings(model="runwayml/stable-diffusion-v1-5", llm_model="local-model",
-                         llm_base_url=server.base_url, llm_timeout=5.0, **kw)
+                         llm_base_url=server.base_url, **kw)
 
 
 def test_check_on_a_llama_cpp_server():
@@ -129,3 +130,15 @@ def test_a_cached_method_that_is_refused_later_is_probed_again():
         assert e.expander == "template" and "probed again next time" in e.warnings[0] and cached(s) is None
         e = expand_idea("a cat on a laptop", s)
     assert e.expander == "llm:local-model" and cached(s)["best"] == "json_object_schema"
+
+
+def test_a_server_that_times_out_stops_the_probe_at_once():
+    from loopback_llm import Slow
+
+    from agent.errors import LLMError
+
+    with LoopbackLLM([Slow(1.0, PROBE_ANSWER)]) as server:
+        s = settings_for(server, llm_timeout=0.3)
+        with pytest.raises(LLMError, match="did not answer within 0.3 s"):
+            resolve_method(s)
+    assert len(server.requests) == 1 and cached(s) is None

@@ -28,6 +28,7 @@ from tools.generate import check_text
 MAX_IDEA_WORDS = 300
 MAX_IDEA_CHARS = 2000
 SYSTEM_PROMPT_FILE = "expand_system.md"
+EXAMPLE_FILE = "expand_example.json"  # one worked example, sent as a prior exchange (small models follow it)
 # how to write the fields for each family (worded so that a small model copying it does no harm)
 FAMILY_HINTS = {
     "demo": "the idea's exact words as the subject (a tiny demo model reads only captions like 'two red circles')",
@@ -166,18 +167,31 @@ class LLMExpander:
         self.system_prompt = system_prompt if system_prompt is not None else prompts.read_text(SYSTEM_PROMPT_FILE)
         self.method = method
         self._runnable = None
+        self._example: dict | None = None
         self.name = f"llm:{name or getattr(chat_model, 'model_name', None) or type(chat_model).__name__}"
 
     def messages(self, idea: str, style: Style | None, family: str | None) -> list:
-        from langchain_core.messages import HumanMessage, SystemMessage
+        from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
         lines = [f"Idea: {idea}"]
+        example = self.example()
+        shots = [HumanMessage(f"Idea: {example['idea']}"), AIMessage(json.dumps(example["answer"]))] if example else []
         if style is not None:
             lines.append(f"Style preset '{style.name}': {style.positive.replace('{prompt}', '<subject>')} "
                          f"(avoid: {style.negative})")
         if family:
             lines.append(f"Write {FAMILY_HINTS.get(family, family)}.")
-        return [SystemMessage(self.system_prompt), HumanMessage("\n".join(lines))]
+        return [SystemMessage(self.system_prompt), *shots, HumanMessage("\n".join(lines))]
+
+    def example(self) -> dict | None:
+        """The worked example ({"idea", "answer"}) from prompts/expand_example.json, or None."""
+        if self._example is None:
+            try:
+                data = json.loads(prompts.read_text(EXAMPLE_FILE))
+                self._example = data if isinstance(data, dict) and data.get("idea") and data.get("answer") else {}
+            except (OSError, ValueError):
+                self._example = {}
+        return self._example or None
 
     def instructions(self, family: str | None) -> str:
         """The text of the request that is not the idea, the style preset or a quoted example (a
@@ -204,7 +218,8 @@ class LLMExpander:
                 spec, problem, raw_text = None, short_error(exc), ""
             if spec is not None:
                 spec = _drop_junk_items(spec)
-                problems = spec_problems(spec, idea, self.instructions(family), check_subject=family != "demo")
+                problems = spec_problems(spec, idea, self.instructions(family), check_subject=family != "demo",
+                                         example=self.example())
                 if not problems:
                     return spec
                 spec, problem = None, "; ".join(problems)
@@ -265,21 +280,31 @@ def missing_nouns(subject: str, idea: str) -> list[str]:
     return [n for n in nouns if not (set(n.split()) <= have or n in text)]
 
 
-def spec_problems(spec: PromptSpec, idea: str, instructions: str = "", *, check_subject: bool = True) -> list[str]:
+def spec_problems(spec: PromptSpec, idea: str, instructions: str = "", *, check_subject: bool = True,
+                  example: dict | None = None) -> list[str]:
     """What makes an LLM's structured prompt unusable for this idea, one phrase each (empty: usable):
-    the subject lost the idea's nouns; a field is junk or copies the instructions."""
+    the subject lost the idea's nouns; a field is junk, copies the instructions, or copies the
+    worked example ({"idea", "answer"}) instead of describing this idea."""
     problems = []
     if check_subject:
         lost = missing_nouns(spec.subject, idea)
         if lost:
             problems.append(f"the subject {spec.subject[:60]!r} lost the idea's {', '.join(repr(n) for n in lost)}")
     copied = _shingles(instructions) - _shingles(idea)
+    shown = (example or {}).get("answer") or {}
+    borrowed = idea_words(str(shown.get("subject", ""))) - idea_words(idea) - idea_words(str((example or {}).get("idea", "")))
+    borrowed |= idea_words(str((example or {}).get("idea", ""))) - idea_words(idea)
     for key in ("subject", "style", "lighting", "composition"):
         value = getattr(spec, key)
         if value and is_junk(value):
             problems.append(f"{key} {value[:40]!r} is not a description")
         elif value and _shingles(value) & copied:
             problems.append(f"{key} {value[:40]!r} copies the instructions")
+        elif value and key != "subject" and value.strip().lower() == str(shown.get(key, "")).strip().lower():
+            problems.append(f"{key} {value[:40]!r} copies the example instead of fitting this idea")
+    if example and idea_words(spec.subject) & borrowed:
+        extra = sorted(idea_words(spec.subject) & borrowed)
+        problems.append(f"the subject {spec.subject[:60]!r} borrows {', '.join(repr(w) for w in extra)} from the example")
     for key in ("quality", "negatives", "extras"):
         bad = [v for v in getattr(spec, key) if _shingles(v) & copied]
         if bad:

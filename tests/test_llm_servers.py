@@ -309,3 +309,17 @@ def test_a_revision_that_lost_the_idea_falls_back_to_the_rules_with_why(monkeypa
                      llama_cpp=True) as server:
         reviser, out = revise_once(settings_for(server))
     assert not reviser.warnings and out.spec.negatives == ["blur"], "negatives never contradict the intent"
+
+
+def test_one_worked_example_is_sent_as_an_exchange_and_copying_it_is_repaired():
+    copied = {**GOOD, "subject": "two red circles in the snow", "style": "wildlife photograph"}
+    fixed = {**GOOD, "subject": "two red circles", "style": "flat vector art"}
+    with LoopbackLLM([copied, fixed], llama_cpp=True) as server:
+        e = expand_idea("two red circles", settings_for(server, llm_method="plain"))
+    first = server.requests[0]["messages"]
+    assert [m["role"] for m in first] == ["system", "user", "assistant", "user"]
+    assert first[1]["content"] == "Idea: a fox in the snow" and json.loads(first[2]["content"])["subject"]
+    assert len(first[0]["content"]) < 1000, "a compact prompt for small models"
+    repair = server.requests[1]["messages"][-1]["content"]
+    assert "copies the example" in repair and "borrows 'snow'" in repair
+    assert e.spec.style == "flat vector art"

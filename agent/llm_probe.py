@@ -8,7 +8,8 @@ llama.cpp's /props). The findings are cached in $IMAGENT_HOME/llm_capabilities.j
 URL and model, so a server is probed once, not on every run.
 
 `resolve_method(settings)`: IMAGENT_LLM_METHOD when set; json_schema for OpenAI itself; else the
-best method the (cached) probe found. `tool_support(settings)`: whether agent mode can work.
+best method the (cached) probe found: the first of `METHODS` that works, or one that works and is
+FASTER times quicker. Probing for `resolve_method` tries all methods once. `tool_support(settings)`: whether agent mode can work.
 `check(settings)` probes everything afresh (`imagent llm check`).
 """
 from __future__ import annotations
@@ -26,8 +27,11 @@ from agent.llm import METHODS, bind_structured, build_chat_model, describe_serve
 CACHE_FILE = "llm_capabilities.json"
 PROBE_MAX_TOKENS = 64
 PROBE_TIMEOUT = 30.0
-PROBE_SYSTEM = "You answer with JSON only."
-PROBE_ASK = 'How many circles, and what colour, in "two red circles"? Answer as {"colour": "red", "count": 2}.'
+PROBE_SYSTEM = "You answer with one JSON object with the keys colour and count."
+PROBE_SHOT = ('How many shapes, and what colour, in "three blue squares"?', '{"colour": "blue", "count": 3}')
+PROBE_ASK = 'How many circles, and what colour, in "two red circles"?'
+FASTER = 3.0  # a method that works and answers this many times faster is chosen over a better-ranked one,
+MIN_GAIN = 0.25  # ... when that saves at least this many seconds (no choice by timing noise)
 
 
 class Probe(BaseModel):
@@ -95,7 +99,8 @@ def probe_method(settings: Settings, method: str, chat_model=None) -> dict:
     t0 = time.perf_counter()
     try:
         spec, problem, raw = structured_call(bind_structured(model, Probe, method), Probe,
-                                             [("system", PROBE_SYSTEM), ("human", PROBE_ASK)])
+                                             [("system", PROBE_SYSTEM), ("human", PROBE_SHOT[0]), ("ai", PROBE_SHOT[1]),
+                                              ("human", PROBE_ASK)])
     except openai.APIConnectionError as exc:  # unreachable or timed out: no other method fares better now
         raise llm_error(exc, settings.with_overrides(llm_max_retries=0)) from None
     except Exception as exc:
@@ -176,10 +181,17 @@ def _context_from_props(data, model) -> int | None:
 
 
 def best_method(methods: dict) -> str:
-    """The first method (in METHODS order) whose answer fitted; else the first accepted; else plain."""
-    for method in METHODS:
-        if (methods.get(method) or {}).get("ok"):
-            return method
+    """The first method (in METHODS order) whose answer fitted, unless another that fitted was FASTER
+    times quicker (grammar-constrained decoding can cost a second a token on a CPU: llama-cpp-python
+    applies the grammar to the whole vocabulary); else the first accepted; else plain."""
+    ok = [m for m in METHODS if (methods.get(m) or {}).get("ok")]
+    if ok:
+        pick = ok[0]
+        fastest = min(ok, key=lambda m: methods[m].get("seconds") or 0.0)
+        quick, ranked = methods[fastest].get("seconds") or 0.0, methods[pick].get("seconds") or 0.0
+        if quick * FASTER < ranked and ranked - quick >= MIN_GAIN:
+            pick = fastest
+        return pick
     for method in METHODS:
         if (methods.get(method) or {}).get("accepted"):
             return method
@@ -220,11 +232,7 @@ def resolve_method(settings: Settings) -> str:
     if entry and entry.get("best") in METHODS:
         return entry["best"]
     model = _probe_model(settings)
-    methods: dict = {}
-    for method in METHODS:  # best first: stop at the first that works
-        methods[method] = probe_method(settings, method, model)
-        if methods[method]["ok"]:
-            break
+    methods = {method: probe_method(settings, method, model) for method in METHODS}
     best = best_method(methods)
     save(settings, {"server": describe_server(settings), "model": settings.llm_model, "methods": methods,
                     "best": best, "probed_at": time.strftime("%Y-%m-%dT%H:%M:%S")})

@@ -145,11 +145,12 @@ class LoopbackLLM:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 reply = server._next(body)
-                if isinstance(reply, Slow):
-                    time.sleep(reply.seconds)
-                    reply = reply.reply
-                if callable(reply) and not isinstance(reply, (Status, ToolCall)):
-                    reply = reply(body)
+                for _ in range(3):  # a responder may answer Slow(...), a Slow reply may be a responder
+                    if callable(reply) and not isinstance(reply, (Status, ToolCall, Slow)):
+                        reply = reply(body)
+                    if isinstance(reply, Slow):
+                        time.sleep(reply.seconds)
+                        reply = reply.reply
                 if server.llama_cpp:
                     refusal = llama_cpp_refusal(body, server.grammar_max_length, server.n_ctx)
                     reply = refusal or reply

@@ -66,7 +66,8 @@ def test_auto_method_probes_once_then_uses_the_cache():
         e = expand_idea("a cat coding at night", s)
         assert e.expander == "llm:local-model" and e.spec.subject == GOOD["subject"]
         kinds = [b.get("response_format", {}).get("type") for b in server.requests]
-        assert kinds == ["json_schema", "json_object", "json_object"], "probe: stop at the first that works"
+        assert kinds == ["json_schema", "json_object", None, "json_object", None, "json_object"], \
+            "the probe tries each method once, then the expansion uses the best"
         assert "schema" in server.requests[-1]["response_format"]
         n = len(server.requests)
         expand_idea("a cat on a laptop", s)
@@ -142,3 +143,17 @@ def test_a_server_that_times_out_stops_the_probe_at_once():
         with pytest.raises(LLMError, match="did not answer within 0.3 s"):
             resolve_method(s)
     assert len(server.requests) == 1 and cached(s) is None
+
+
+def test_a_method_that_works_and_is_much_faster_is_chosen():
+    from loopback_llm import Slow
+
+    def grammar_is_slow(body):  # as llama-cpp-python on a CPU: constrained decoding costs
+        constrained = body.get("response_format") or isinstance(body.get("tool_choice"), dict)
+        return Slow(0.4, model_like) if constrained else model_like
+
+    with LoopbackLLM([grammar_is_slow], llama_cpp=True) as server:
+        s = settings_for(server)
+        assert resolve_method(s) == "plain"
+        found = check(s)
+    assert found["best"] == "plain" and found["methods"]["json_object_schema"]["ok"]

@@ -290,6 +290,7 @@ def server_message(exc) -> str:
     if not isinstance(text, str) or not text:
         text = str(getattr(exc, "message", None) or exc)
     text = re.sub(r"\s*For further information visit \S+", "", text)
+    text = re.split(r'\s+File "', text)[0]  # llama-cpp-python appends its traceback
     text = " ".join(text.split())
     return text[:300] + ("..." if len(text) > 300 else "")
 

@@ -82,10 +82,10 @@ def llama_cpp_refusal(body: dict, grammar_max_length: int, n_ctx: int | None) ->
     """The error llama-cpp-python's server answers this request with, or None."""
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in ("text", "json_object"):
-        return Status(500, _error(
-            "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n  Input should be 'text' "
-            f"or 'json_object' [type=literal_error, input_value='{fmt.get('type')}', input_type=str]\n"
-            "    For further information visit https://errors.pydantic.dev/2.11/v/literal_error"))
+        return Status(500, _error(  # as llama-cpp-python 0.3.36 words it (traceback included)
+            "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': "
+            f"\"Input should be 'text' or 'json_object'\", 'input': '{fmt.get('type')}', 'ctx': {{'expected': "
+            "\"'text' or 'json_object'\"}}\n\n  File \"llama_cpp/server/app.py\", line 376, in create_chat_completion"))
     for i, m in enumerate(body.get("messages", [])):
         if m.get("role") == "assistant" and "content" in m and m["content"] is None:
             return Status(500, _error(

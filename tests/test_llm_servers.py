@@ -71,7 +71,8 @@ def test_a_500_that_refuses_the_method_is_not_retried_and_says_which_method():
             expand_idea("a cat", settings_for(server, llm_method="json_schema", llm_max_retries=2))
     assert len(server.requests) == 1, "a refusal of the request is not retried"
     err = info.value
-    assert "response_format.type" in err.message and "json_schema" in err.message, err.message
+    assert "'response_format', 'type'" in err.message and "json_schema" in err.message, err.message
+    assert "File" not in err.message, "no traceback in the message"
     assert "IMAGENT_LLM_METHOD" in err.hint and "imagent llm check" in err.hint
 
 

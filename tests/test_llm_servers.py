@@ -313,14 +313,16 @@ def test_a_revision_that_lost_the_idea_falls_back_to_the_rules_with_why(monkeypa
 
 
 def test_one_worked_example_is_sent_as_an_exchange_and_copying_it_is_repaired():
-    copied = {**GOOD, "subject": "two red circles in the snow", "style": "wildlife photograph"}
+    copied = {**GOOD, "subject": "two red circles in the snow", "style": "wildlife photograph",
+              "lighting": "soft overcast winter light"}
     fixed = {**GOOD, "subject": "two red circles", "style": "flat vector art"}
     with LoopbackLLM([copied, fixed], llama_cpp=True) as server:
         e = expand_idea("two red circles", settings_for(server, llm_method="plain"))
     first = server.requests[0]["messages"]
     assert [m["role"] for m in first] == ["system", "user", "assistant", "user"]
-    assert first[1]["content"] == "Idea: a fox in the snow" and json.loads(first[2]["content"])["subject"]
+    assert first[1]["content"] == "Idea: a fox in the snow\nWrite short comma-separated tags."
+    assert json.loads(first[2]["content"])["subject"] and first[3]["content"].startswith("Idea: two red circles\n")
     assert len(first[0]["content"]) < 1000, "a compact prompt for small models"
     repair = server.requests[1]["messages"][-1]["content"]
-    assert "copies the example" in repair and "borrows 'snow'" in repair
+    assert "style and lighting copy the example" in repair and "borrows 'snow'" in repair
     assert e.spec.style == "flat vector art"

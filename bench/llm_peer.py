@@ -100,7 +100,7 @@ def bench_expansion(settings, sample: list[str]) -> dict:
         seconds.append(time.perf_counter() - t0)
         if e.expander == "template":
             fallbacks += 1
-            why[(e.warnings[0] if e.warnings else "?")[:110]] += 1
+            why[(e.warnings[0] if e.warnings else "?")[:240]] += 1
         elif not missing_nouns(e.spec.subject, idea) and not spec_problems(e.spec, idea, check_subject=False):
             kept += 1
         print(f"  {seconds[-1]:5.1f} s  {e.expander:<14} {idea[:50]!r} -> {e.spec.subject[:50]!r}", flush=True)
@@ -123,7 +123,7 @@ def bench_chat(settings) -> dict:
             got = agent_choice(chat, text)
         elif chat.mode == "routed":
             choice, who = chat.route(text)
-            got = choice.action + ("" if who == "model" else " (offline router)")
+            got = chat.action_for(choice) + ("" if who == "model" else f" ({who})")
         else:
             got = "none (offline)"
         right += got.split()[0] == want

@@ -69,7 +69,9 @@ def test_routed_mode_when_the_server_does_not_call_tools(llm_session):
         assert "Upscaled x2" in chat.handle("upscale it")
         assert server.unbounded == 0 and server.statuses.count(500) == 1, "only the probe of json_schema"
     routes = [b for b in server.requests if "You choose what imagent does" in b["messages"][0]["content"]]
-    assert len(routes) == 3 and all("schema" in b["response_format"] for b in routes), "constrained by a grammar"
+    assert len(routes) == 2, "'upscale it' names its action: no model call"
+    assert all("schema" in b["response_format"] for b in routes), "constrained by a grammar"
+    assert [m["role"] for m in routes[0]["messages"]][:3] == ["system", "user", "assistant"], "worked exchanges"
     assert "upscale_image" in json.dumps(routes[0]["response_format"]["schema"])
 
 
@@ -80,7 +82,7 @@ def test_a_failed_choice_goes_to_the_offline_router_and_says_so(llm_session):
         assert chat.state.idea == "two red circles"
         assert "Upscaled x2" in chat.handle("upscale it")
     notices = [m["content"] for m in chat.messages() if m["role"] == "notice"]
-    assert len(notices) == 2 and all("the offline router took the message" in n for n in notices)
+    assert len(notices) == 1 and "the offline router took the message" in notices[0]
 
 
 def test_agent_mode_on_a_server_that_calls_tools_sends_content_it_accepts(llm_session):
@@ -111,6 +113,20 @@ def test_the_offline_router(message, has_image, action, text):
     choice = offline_route(message, has_image)
     assert (choice.action, choice.text) == (action, text)
     assert offline_route("upscale it x4", True).scale == 4
+
+
+def test_messages_that_name_their_action_need_no_model_and_odd_values_mean_none():
+    from agent.chat import RouteChoice, change_of, explicit_route
+
+    assert explicit_route("upscale the image by 4", True).scale == 4
+    assert explicit_route("upscale it", False) is None, "nothing to upscale: the model (or create) decides"
+    assert explicit_route("show me image 3", True).image == 3
+    assert explicit_route("list my images", False).action == "list_images"
+    assert explicit_route("make it warmer", True) is None
+    odd = RouteChoice(action="upscale_image", image=0, scale=7)
+    assert (odd.image, odd.scale) == (None, None)
+    assert change_of("make it warmer", "no idea recorded") == "warmer", "an echo of the state line is ignored"
+    assert change_of("make it warmer", "warmer light") == "warmer light"
 
 
 def test_the_idea_stays_in_the_users_words():

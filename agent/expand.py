@@ -271,14 +271,16 @@ def idea_nouns(idea: str) -> list[str]:
     return [n for n in dict.fromkeys(nouns) if re.search(r"[a-z]", n)]
 
 
-def missing_nouns(subject: str, idea: str) -> list[str]:
-    """The idea's nouns the subject lost (none lost when the idea names none and shares a word)."""
-    have = idea_words(subject)
-    text = " ".join(re.findall(r"[a-z0-9]+", subject.lower()))
-    nouns = idea_nouns(idea)
+def missing_nouns(subject: str, idea: str, rest: str = "") -> list[str]:
+    """The idea's nouns a structured prompt lost: the first (the main subject) must be in `subject`,
+    the others in `subject` or `rest` (the other fields: a background may move to the extras).
+    None are lost when the idea names none and the subject shares one of its words."""
+    have, elsewhere = idea_words(subject), idea_words(subject + " " + rest)
+    nouns = [" ".join(re.findall(r"[a-z0-9]+", n)) for n in idea_nouns(idea)]
+    nouns = [n for n in nouns if n]
     if not nouns:
         return [] if idea_words(idea) & have or not idea_words(idea) else sorted(idea_words(idea))[:3]
-    return [n for n in nouns if not (set(n.split()) <= have or n in text)]
+    return [n for i, n in enumerate(nouns) if not set(n.split()) <= (have if i == 0 else elsewhere)]
 
 
 def spec_problems(spec: PromptSpec, idea: str, instructions: str = "", *, check_subject: bool = True,
@@ -288,7 +290,8 @@ def spec_problems(spec: PromptSpec, idea: str, instructions: str = "", *, check_
     worked example ({"idea", "answer"}) instead of describing this idea."""
     problems = []
     if check_subject:
-        lost = missing_nouns(spec.subject, idea)
+        rest = " ".join([spec.style, spec.lighting, spec.composition, *spec.extras])
+        lost = missing_nouns(spec.subject, idea, rest)
         if lost:
             problems.append(f"the subject {spec.subject[:60]!r} lost the idea's {', '.join(repr(n) for n in lost)}")
     copied = _shingles(instructions) - _shingles(idea)

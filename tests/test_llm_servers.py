@@ -326,3 +326,14 @@ def test_one_worked_example_is_sent_as_an_exchange_and_copying_it_is_repaired():
     repair = server.requests[1]["messages"][-1]["content"]
     assert "style and lighting copy the example" in repair and "borrows 'snow'" in repair
     assert e.spec.style == "flat vector art"
+
+
+def test_the_main_noun_stays_in_the_subject_and_the_others_anywhere_in_the_prompt():
+    from agent.expand import missing_nouns
+
+    idea = "a llama wearing sunglasses on the deck of a spaceship with the Earth in the background"
+    assert missing_nouns("a llama on a spaceship deck", idea, "the Earth behind, sunglasses") == []
+    assert missing_nouns("a llama on a spaceship deck", idea, "starry sky") == ["earth"]
+    assert missing_nouns("a spaceship with the Earth", idea, "a llama") == ["llama"], "the main noun: in the subject"
+    quoted = "a yellow wall with 'Hello, world.' written on it"
+    assert missing_nouns(quoted, quoted) == [], "nouns compare as words (no quotes or punctuation)"

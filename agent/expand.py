@@ -263,12 +263,37 @@ def _shingles(text: str) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
 
 
+# what the rule parser may take for a noun that is not a thing to draw: pronouns, framing words (they
+# may move to style or composition), prepositions and verb forms
+NOT_NOUNS = frozenset("""it its it's they them this that these those one ones he she him her his we you i me us
+something anything everything nothing portrait photo photograph picture image painting drawing illustration
+sketch render rendering view close-up closeup shot inside outside behind near next there here
+written taken given broken hidden fallen eaten driven frozen woven stolen chosen spoken""".split())
+
+
+_FRAMING = re.compile(r"^(?:(?:an?|the)\s+)?(?:[a-z-]+\s+){0,3}?(?:portrait|photo|photograph|picture|painting|"
+                      r"drawing|illustration|sketch|render|rendering|image|close-up|closeup|view|inside|outside|top|"
+                      r"side|front|back|middle)s?\s+of\s+", re.I)
+
+
 def idea_nouns(idea: str) -> list[str]:
-    """The nouns the idea names (agent.requirements' rule parser), singular: 'two red circles' -> ['circle']."""
+    """The nouns the idea names (agent.requirements' rule parser), singular: 'two red circles' -> ['circle'];
+    pronouns, framing words and verb forms ('written', 'waited') left out."""
     from agent.requirements import parse_checklist
 
-    nouns = [r.noun for r in parse_checklist(idea).requirements if r.kind == "object" and r.noun]
-    return [n for n in dict.fromkeys(nouns) if re.search(r"[a-z]", n)]
+    text = idea.strip()
+    while True:  # 'Portrait of a tiger', 'A photograph of the inside of a train': the thing is after 'of'
+        cut = _FRAMING.sub("", text, count=1)
+        if cut == text:
+            break
+        text = cut
+    nouns = []
+    sentences = [p for p in re.split(r"[.!?;]+\s+", text or idea) if p.strip()]
+    for r in (r for sentence in sentences for r in parse_checklist(sentence).requirements):
+        words = re.findall(r"[a-z0-9]+", (r.noun or "").lower()) if r.kind == "object" else []
+        if words and not (set(words) & NOT_NOUNS) and not (len(words[-1]) > 4 and words[-1].endswith("ed")):
+            nouns.append(" ".join(words))
+    return list(dict.fromkeys(nouns))
 
 
 def missing_nouns(subject: str, idea: str, rest: str = "") -> list[str]:
@@ -276,8 +301,7 @@ def missing_nouns(subject: str, idea: str, rest: str = "") -> list[str]:
     the others in `subject` or `rest` (the other fields: a background may move to the extras).
     None are lost when the idea names none and the subject shares one of its words."""
     have, elsewhere = idea_words(subject), idea_words(subject + " " + rest)
-    nouns = [" ".join(re.findall(r"[a-z0-9]+", n)) for n in idea_nouns(idea)]
-    nouns = [n for n in nouns if n]
+    nouns = idea_nouns(idea)
     if not nouns:
         return [] if idea_words(idea) & have or not idea_words(idea) else sorted(idea_words(idea))[:3]
     return [n for i, n in enumerate(nouns) if not set(n.split()) <= (have if i == 0 else elsewhere)]

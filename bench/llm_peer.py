@@ -192,7 +192,7 @@ def main() -> int:
         print("3. chat requests:", flush=True)
         chat = bench_chat(settings)
         print(f"   {chat['mode_line']}\n   right action {chat['right_action']:.2f} (goal >= 0.9; chosen by the "
-              f"model itself {chat['right_by_the_model']:.2f}, the rest by the offline router)")
+              f"model itself {chat['right_by_the_model']:.2f}, the rest by rules: named actions or the offline router)")
         if args.json:
             Path(args.json).write_text(json.dumps({"model": args.llm, "gguf": args.gguf, "check": found,
                                                    "expansion": exp, "chat": chat}, indent=1))

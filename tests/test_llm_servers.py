@@ -337,3 +337,17 @@ def test_the_main_noun_stays_in_the_subject_and_the_others_anywhere_in_the_promp
     assert missing_nouns("a spaceship with the Earth", idea, "a llama") == ["llama"], "the main noun: in the subject"
     quoted = "a yellow wall with 'Hello, world.' written on it"
     assert missing_nouns(quoted, quoted) == [], "nouns compare as words (no quotes or punctuation)"
+
+
+@pytest.mark.parametrize("idea,nouns", [
+    ("two red circles", ["circle"]),
+    ("a kitten", ["kitten"]),
+    ("Portrait of a tiger wearing a train conductor's hat", ["tiger"]),
+    ("A photograph of the inside of a subway train. There are raccoons on the seats.", ["train"]),
+    ("a beach with apartment buildings next to it", ["building"]),
+    ("a yellow wall with 'Hello, world.' written on it", ["wall", "hello"]),
+])
+def test_the_nouns_a_subject_must_keep(idea, nouns):
+    from agent.expand import idea_nouns
+
+    assert idea_nouns(idea) == nouns  # no pronouns, framing words or participles

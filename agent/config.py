@@ -17,6 +17,8 @@ Environment variables:
   IMAGENT_LLM_METHOD auto | json_schema | json_object_schema | function_calling | json_mode | plain
                       (structured output; default auto: the best one `imagent llm check` finds, cached)
   IMAGENT_LLM_MAX_TOKENS  the most tokens one answer may take (16 to 32768, default 512)
+  IMAGENT_LLM_TEMPERATURE 0 to 2 (default: 0.3 on a local server, whose own default of 0.8 makes small
+                      models drift from the idea; the API's own default on OpenAI)
   OPENAI_API_KEY, OPENAI_BASE_URL, IMAGENT_OPENAI_IMAGE_MODEL  for the OpenAI images backend
 """
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Settings:
     llm_method: str = "auto"          # structured output: auto | json_schema | json_object_schema |
                                       # function_calling | json_mode | plain (agent.llm.METHODS)
     llm_max_tokens: int = 512         # max_tokens on every LLM call (a runaway answer fills a small context)
+    llm_temperature: float | None = None  # None: 0.3 with a base URL (local servers), the API's default on OpenAI
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     openai_image_model: str = "gpt-image-1"
@@ -94,6 +97,7 @@ _ENV = {
     "llm_api_key": "IMAGENT_LLM_API_KEY", "llm_timeout": "IMAGENT_LLM_TIMEOUT",
     "llm_max_retries": "IMAGENT_LLM_MAX_RETRIES", "llm_fallback": "IMAGENT_LLM_FALLBACK",
     "llm_method": "IMAGENT_LLM_METHOD", "llm_max_tokens": "IMAGENT_LLM_MAX_TOKENS",
+    "llm_temperature": "IMAGENT_LLM_TEMPERATURE",
     "openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL",
     "openai_image_model": "IMAGENT_OPENAI_IMAGE_MODEL",
 }
@@ -129,7 +133,7 @@ class Range:
 # The ranges of the numeric settings (steps and cfg as tools.generate.check_request allows them).
 _RANGES = {
     "steps": Range(1, 500), "cfg": Range(0, 50), "llm_timeout": Range(0, above=True),
-    "llm_max_retries": Range(0, 10), "llm_max_tokens": Range(16, 32768), "openai_timeout": Range(0, above=True),
+    "llm_max_retries": Range(0, 10), "llm_max_tokens": Range(16, 32768), "llm_temperature": Range(0, 2), "openai_timeout": Range(0, above=True),
 }
 
 

@@ -37,6 +37,7 @@ from agent.errors import LLMError
 
 NO_KEY = "not-needed"  # local OpenAI-compatible servers accept any key
 METHODS = ("json_schema", "json_object_schema", "function_calling", "json_mode", "plain")
+LOCAL_TEMPERATURE = 0.3  # llama-cpp-python defaults to 0.8: SmolLM2-135M then drifts from the idea
 INITIAL_RETRY_DELAY, MAX_RETRY_DELAY = 0.5, 8.0  # the openai client's backoff (seconds)
 # a 5xx body that says the request itself is wrong: retrying the same request cannot help
 REFUSAL = re.compile(r"validation error|failed to parse|grammar|not supported|unsupported|response_format|"
@@ -61,6 +62,10 @@ def build_chat_model(settings: Settings, *, model: str | None = None, temperatur
         raise LLMError(f"No API key for the OpenAI model '{name}'.",
                        "Set IMAGENT_LLM_API_KEY or OPENAI_API_KEY, or point IMAGENT_LLM_BASE_URL at a local "
                        "OpenAI-compatible server.")
+    if temperature is None:
+        temperature = settings.llm_temperature
+    if temperature is None and settings.llm_base_url:
+        temperature = LOCAL_TEMPERATURE
     if temperature is not None:
         kwargs["temperature"] = temperature
     kwargs.setdefault("timeout", settings.llm_timeout)

@@ -351,3 +351,16 @@ def test_the_nouns_a_subject_must_keep(idea, nouns):
     from agent.expand import idea_nouns
 
     assert idea_nouns(idea) == nouns  # no pronouns, framing words or participles
+
+
+def test_local_servers_get_a_low_temperature_unless_set(monkeypatch):
+    with LoopbackLLM([GOOD]) as server:
+        expand_idea("a cat", settings_for(server, llm_method="json_schema"))
+        monkeypatch.setenv("IMAGENT_LLM_TEMPERATURE", "0.9")
+        expand_idea("a cat", load_settings(llm_model="m", llm_base_url=server.base_url, llm_method="json_schema",
+                                           llm_fallback="error"))
+    assert [b["temperature"] for b in server.requests] == [0.3, 0.9]
+    from agent.llm import build_chat_model
+
+    monkeypatch.delenv("IMAGENT_LLM_TEMPERATURE")
+    assert build_chat_model(load_settings(llm_model="gpt-4o-mini", llm_api_key="sk-x")).temperature is None

@@ -168,6 +168,7 @@ class LLMExpander:
         self.method = method
         self._runnable = None
         self._example: dict | None = None
+        self.warnings: list[str] = []  # what the last expand() left out of the model's answer
         self.name = f"llm:{name or getattr(chat_model, 'model_name', None) or type(chat_model).__name__}"
 
     def messages(self, idea: str, style: Style | None, family: str | None) -> list:
@@ -208,6 +209,7 @@ class LLMExpander:
 
         from agent.llm import bind_structured, short_error, structured_call
 
+        self.warnings = []
         if self._runnable is None:  # built once per expander (schema conversion costs a few ms)
             self._runnable = bind_structured(self.chat_model, PromptSpec, self.method)
         messages = self.messages(idea, style, family)
@@ -219,11 +221,17 @@ class LLMExpander:
                 spec, problem, raw_text = None, short_error(exc), ""
             if spec is not None:
                 spec = _drop_junk_items(spec)
-                problems = spec_problems(spec, idea, self.instructions(family), check_subject=family != "demo",
-                                         example=self.example())
-                if not problems:
+                found = problem_fields(spec, idea, self.instructions(family), check_subject=family != "demo",
+                                       example=self.example())
+                if not found:
                     return spec
-                spec, problem = None, "; ".join(problems)
+                fields = {f for names, _ in found for f in names}
+                if attempt == 1 and "subject" not in fields:
+                    # the subject holds after the repair: keep the answer without the fields still wrong
+                    self.warnings.append(f"The LLM's {', '.join(sorted(fields))} left out ("
+                                         f"{'; '.join(t for _, t in found)}).")
+                    return _without_fields(spec, fields)
+                spec, problem = None, "; ".join(t for _, t in found)
             messages = messages + [
                 AIMessage(raw_text[:2000] or "(no usable answer)"),
                 HumanMessage(f"That answer could not be used: {problem}. Reply again with only the JSON "
@@ -312,12 +320,20 @@ def spec_problems(spec: PromptSpec, idea: str, instructions: str = "", *, check_
     """What makes an LLM's structured prompt unusable for this idea, one phrase each (empty: usable):
     the subject lost the idea's nouns; a field is junk, copies the instructions, or copies the
     worked example ({"idea", "answer"}) instead of describing this idea."""
-    problems = []
+    return [text for _, text in problem_fields(spec, idea, instructions, check_subject=check_subject,
+                                               example=example)]
+
+
+def problem_fields(spec: PromptSpec, idea: str, instructions: str = "", *, check_subject: bool = True,
+                   example: dict | None = None) -> list[tuple[tuple[str, ...], str]]:
+    """spec_problems with the fields each problem is in: [((field, ...), phrase), ...]."""
+    problems: list[tuple[tuple[str, ...], str]] = []
     if check_subject:
         rest = " ".join([spec.style, spec.lighting, spec.composition, *spec.extras])
         lost = missing_nouns(spec.subject, idea, rest)
         if lost:
-            problems.append(f"the subject {spec.subject[:60]!r} lost the idea's {', '.join(repr(n) for n in lost)}")
+            problems.append((("subject",), f"the subject {spec.subject[:60]!r} lost the idea's "
+                                           f"{', '.join(repr(n) for n in lost)}"))
     copied = _shingles(instructions) - _shingles(idea)
     shown = (example or {}).get("answer") or {}
     borrowed = idea_words(str(shown.get("subject", ""))) - idea_words(idea) - idea_words(str((example or {}).get("idea", "")))
@@ -325,21 +341,28 @@ def spec_problems(spec: PromptSpec, idea: str, instructions: str = "", *, check_
     for key in ("subject", "style", "lighting", "composition"):
         value = getattr(spec, key)
         if value and is_junk(value):
-            problems.append(f"{key} {value[:40]!r} is not a description")
+            problems.append(((key,), f"{key} {value[:40]!r} is not a description"))
         elif value and _shingles(value) & copied:
-            problems.append(f"{key} {value[:40]!r} copies the instructions")
-    same = [k for k in ("style", "lighting", "composition")
-            if getattr(spec, k) and getattr(spec, k).strip().lower() == str(shown.get(k, "")).strip().lower()]
+            problems.append(((key,), f"{key} {value[:40]!r} copies the instructions"))
+    same = tuple(k for k in ("style", "lighting", "composition")
+                 if getattr(spec, k) and getattr(spec, k).strip().lower() == str(shown.get(k, "")).strip().lower())
     if len(same) >= 2:  # one field alike may fit ('wildlife photograph' for a panda); two is a copy
-        problems.append(f"{' and '.join(same)} copy the example instead of fitting this idea")
+        problems.append((same, f"{' and '.join(same)} copy the example instead of fitting this idea"))
     if example and idea_words(spec.subject) & borrowed:
         extra = sorted(idea_words(spec.subject) & borrowed)
-        problems.append(f"the subject {spec.subject[:60]!r} borrows {', '.join(repr(w) for w in extra)} from the example")
+        problems.append((("subject",), f"the subject {spec.subject[:60]!r} borrows "
+                                       f"{', '.join(repr(w) for w in extra)} from the example"))
     for key in ("quality", "negatives", "extras"):
         bad = [v for v in getattr(spec, key) if _shingles(v) & copied]
         if bad:
-            problems.append(f"{key} {bad[0][:40]!r} copies the instructions")
+            problems.append(((key,), f"{key} {bad[0][:40]!r} copies the instructions"))
     return problems
+
+
+def _without_fields(spec: PromptSpec, fields: set[str]) -> PromptSpec:
+    """The spec with those optional fields emptied (never the subject)."""
+    update = {f: ([] if isinstance(getattr(spec, f), list) else "") for f in fields if f != "subject"}
+    return spec.model_copy(update=update)
 
 
 def _drop_junk_items(spec: PromptSpec) -> PromptSpec:
@@ -397,6 +420,7 @@ def expand_idea(idea: str, settings: Settings, *, style: str | None = None, fami
             method = resolve_method(settings.with_overrides(llm_model=llm)) if chat_model is None else None
             lx = LLMExpander(model, method=method, name=llm or settings.llm_model)
             spec, expander = lx.expand(text, preset, family), lx.name
+            warnings += lx.warnings
         except (KeyboardInterrupt, InvalidInput, ConfigError):
             raise
         except Exception as exc:  # any client failure becomes an LLMError with a next step

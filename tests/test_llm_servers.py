@@ -364,3 +364,12 @@ def test_local_servers_get_a_low_temperature_unless_set(monkeypatch):
 
     monkeypatch.delenv("IMAGENT_LLM_TEMPERATURE")
     assert build_chat_model(load_settings(llm_model="gpt-4o-mini", llm_api_key="sk-x")).temperature is None
+
+
+def test_fields_still_wrong_after_the_repair_are_left_out_when_the_subject_holds():
+    junk = {**GOOD, "style": "<pre><code>", "lighting": "..."}
+    with LoopbackLLM([junk], llama_cpp=True) as server:
+        e = expand_idea("a cat typing on a laptop", settings_for(server, llm_method="json_object_schema"))
+    assert len(server.requests) == 2 and e.expander == "llm:local-model"
+    assert (e.spec.style, e.spec.lighting, e.spec.composition) == ("", "", GOOD["composition"])
+    assert "lighting, style left out" in e.warnings[0] and "is not a description" in e.warnings[0]

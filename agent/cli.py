@@ -26,6 +26,7 @@ COMMANDS = {
     "check-safety": ("agent.commands.check_safety", "check a prompt and/or an image against the safety policy"),
     "mcp": ("agent.commands.mcp", "serve imagent's tools to other agents over MCP (stdio or streamable HTTP)"),
     "batch": ("agent.commands.batch", "run many ideas from a file (txt, JSONL, TSV) with sweeps; resumable"),
+    "llm": ("agent.commands.llm", "check what the LLM server and model can do (structured output, tools, context)"),
     "serve": ("agent.commands.serve", "serve an OpenAI-compatible images API over HTTP (FastAPI), with runs as jobs"),
 }
 

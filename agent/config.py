@@ -14,7 +14,11 @@ Environment variables:
   IMAGENT_LLM_MODEL, IMAGENT_LLM_BASE_URL, IMAGENT_LLM_API_KEY (or OPENAI_API_KEY),
   IMAGENT_LLM_TIMEOUT (seconds, more than 0; default 60), IMAGENT_LLM_MAX_RETRIES (0 to 10, default 2),
   IMAGENT_LLM_FALLBACK template | error (default template),
-  IMAGENT_LLM_METHOD json_schema | function_calling | json_mode (structured output; default json_schema)
+  IMAGENT_LLM_METHOD auto | json_schema | json_object_schema | function_calling | json_mode | plain
+                      (structured output; default auto: the best one `imagent llm check` finds, cached)
+  IMAGENT_LLM_MAX_TOKENS  the most tokens one answer may take (16 to 32768, default 512)
+  IMAGENT_LLM_TEMPERATURE 0 to 2 (default: 0.3 on a local server, whose own default of 0.8 makes small
+                      models drift from the idea; the API's own default on OpenAI)
   OPENAI_API_KEY, OPENAI_BASE_URL, IMAGENT_OPENAI_IMAGE_MODEL  for the OpenAI images backend
 """
 from __future__ import annotations
@@ -29,6 +33,7 @@ from agent.errors import ConfigError
 
 DEMO = "demo"  # the model id meaning "the demo world model shipped inside the package"
 BACKENDS = ("diffusers", "openai")
+LLM_METHODS = ("auto", "json_schema", "json_object_schema", "function_calling", "json_mode", "plain")
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,10 @@ class Settings:
     llm_timeout: float = 60.0
     llm_max_retries: int = 2          # retries with backoff on rate limits, 5xx and dropped connections
     llm_fallback: str = "template"    # when the LLM fails: "template" (warn, expand offline) or "error"
-    llm_method: str = "json_schema"   # structured output: json_schema | function_calling | json_mode
+    llm_method: str = "auto"          # structured output: auto | json_schema | json_object_schema |
+                                      # function_calling | json_mode | plain (agent.llm.METHODS)
+    llm_max_tokens: int = 512         # max_tokens on every LLM call (a runaway answer fills a small context)
+    llm_temperature: float | None = None  # None: 0.3 with a base URL (local servers), the API's default on OpenAI
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     openai_image_model: str = "gpt-image-1"
@@ -88,7 +96,8 @@ _ENV = {
     "style": "IMAGENT_STYLE", "llm_model": "IMAGENT_LLM_MODEL", "llm_base_url": "IMAGENT_LLM_BASE_URL",
     "llm_api_key": "IMAGENT_LLM_API_KEY", "llm_timeout": "IMAGENT_LLM_TIMEOUT",
     "llm_max_retries": "IMAGENT_LLM_MAX_RETRIES", "llm_fallback": "IMAGENT_LLM_FALLBACK",
-    "llm_method": "IMAGENT_LLM_METHOD",
+    "llm_method": "IMAGENT_LLM_METHOD", "llm_max_tokens": "IMAGENT_LLM_MAX_TOKENS",
+    "llm_temperature": "IMAGENT_LLM_TEMPERATURE",
     "openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL",
     "openai_image_model": "IMAGENT_OPENAI_IMAGE_MODEL",
 }
@@ -124,7 +133,7 @@ class Range:
 # The ranges of the numeric settings (steps and cfg as tools.generate.check_request allows them).
 _RANGES = {
     "steps": Range(1, 500), "cfg": Range(0, 50), "llm_timeout": Range(0, above=True),
-    "llm_max_retries": Range(0, 10), "openai_timeout": Range(0, above=True),
+    "llm_max_retries": Range(0, 10), "llm_max_tokens": Range(16, 32768), "llm_temperature": Range(0, 2), "openai_timeout": Range(0, above=True),
 }
 
 
@@ -245,7 +254,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
                           "Use auto (the layout ControlNet where the model has one), control or latent.")
     if settings.llm_fallback not in {"template", "error"}:
         raise ConfigError(f"Unknown llm_fallback '{settings.llm_fallback}'.", "Use template or error.")
-    if settings.llm_method not in {"json_schema", "function_calling", "json_mode"}:
+    if settings.llm_method not in LLM_METHODS:
         raise ConfigError(f"Unknown llm_method '{settings.llm_method}'.",
-                          "Use json_schema, function_calling or json_mode.")
+                          f"Use {', '.join(LLM_METHODS[:-1])} or {LLM_METHODS[-1]} (`imagent llm check` "
+                          "says which work on your server).")
     return settings

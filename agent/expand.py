@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pydantic import ValidationError
-
 import prompts
 from agent.config import Settings
 from agent.errors import ConfigError, InvalidInput, LLMError
@@ -30,12 +28,14 @@ from tools.generate import check_text
 MAX_IDEA_WORDS = 300
 MAX_IDEA_CHARS = 2000
 SYSTEM_PROMPT_FILE = "expand_system.md"
+EXAMPLE_FILE = "expand_example.json"  # one worked example, sent as a prior exchange (small models follow it)
+# how to write the fields for each family (worded so that a small model copying it does no harm)
 FAMILY_HINTS = {
-    "demo": "a tiny demo model that only understands captions like 'two red circles'; keep the subject verbatim",
-    "sd": "Stable Diffusion 1.x/2.x, which reads short comma-separated tags",
-    "sdxl": "SDXL, which reads natural sentences",
-    "flux": "FLUX, which reads natural sentences and ignores negatives",
-    "openai": "the OpenAI images API, which reads natural sentences",
+    "demo": "the idea's exact words as the subject (a tiny demo model reads only captions like 'two red circles')",
+    "sd": "short comma-separated tags",
+    "sdxl": "short natural phrases",
+    "flux": "short natural phrases (negatives are ignored)",
+    "openai": "short natural phrases",
 }
 
 
@@ -167,99 +167,81 @@ class LLMExpander:
         self.system_prompt = system_prompt if system_prompt is not None else prompts.read_text(SYSTEM_PROMPT_FILE)
         self.method = method
         self._runnable = None
+        self._example: dict | None = None
+        self.warnings: list[str] = []  # what the last expand() left out of the model's answer
         self.name = f"llm:{name or getattr(chat_model, 'model_name', None) or type(chat_model).__name__}"
 
     def messages(self, idea: str, style: Style | None, family: str | None) -> list:
-        from langchain_core.messages import HumanMessage, SystemMessage
+        from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
         lines = [f"Idea: {idea}"]
+        hint = [f"Write {FAMILY_HINTS.get(family, family)}."] if family else []
+        example = self.example()  # asked in the same words as the real request: small models copy the form
+        shots = ([HumanMessage("\n".join([f"Idea: {example['idea']}", *hint])), AIMessage(json.dumps(example["answer"]))]
+                 if example else [])
         if style is not None:
             lines.append(f"Style preset '{style.name}': {style.positive.replace('{prompt}', '<subject>')} "
                          f"(avoid: {style.negative})")
-        if family:
-            lines.append(f"Target model: {FAMILY_HINTS.get(family, family)}.")
-        return [SystemMessage(self.system_prompt), HumanMessage("\n".join(lines))]
+        lines += hint
+        return [SystemMessage(self.system_prompt), *shots, HumanMessage("\n".join(lines))]
+
+    def example(self) -> dict | None:
+        """The worked example ({"idea", "answer"}) from prompts/expand_example.json, or None."""
+        if self._example is None:
+            try:
+                data = json.loads(prompts.read_text(EXAMPLE_FILE))
+                self._example = data if isinstance(data, dict) and data.get("idea") and data.get("answer") else {}
+            except (OSError, ValueError):
+                self._example = {}
+        return self._example or None
+
+    def instructions(self, family: str | None) -> str:
+        """The text of the request that is not the idea, the style preset or a quoted example (a
+        field copying it is junk): the system prompt, the family hint, the schema's descriptions."""
+        fields = " ".join(f.description or "" for f in PromptSpec.model_fields.values())
+        text = "\n".join((self.system_prompt, FAMILY_HINTS.get(family, family or "") if family else "", fields))
+        return re.sub(r"\"[^\"\n]*\"|(?<![A-Za-z])'[^'\n]*'(?![A-Za-z])", " ", text)
 
     def expand(self, idea: str, style: Style | None = None, family: str | None = None) -> PromptSpec:
         """A validated PromptSpec; one repair round for a malformed answer, then LLMError.
         Client errors (timeouts, HTTP) propagate unchanged; `agent.llm.llm_error` explains them."""
         from langchain_core.messages import AIMessage, HumanMessage
 
+        from agent.llm import bind_structured, short_error, structured_call
+
+        self.warnings = []
         if self._runnable is None:  # built once per expander (schema conversion costs a few ms)
-            kwargs = {"method": self.method} if self.method else {}
-            self._runnable = self.chat_model.with_structured_output(PromptSpec, include_raw=True, **kwargs)
-        runnable = self._runnable
+            self._runnable = bind_structured(self.chat_model, PromptSpec, self.method)
         messages = self.messages(idea, style, family)
         problem = ""
         for attempt in range(2):
             try:
-                result = runnable.invoke(messages)
-                spec, problem, raw_text = _structured(result)
+                spec, problem, raw_text = structured_call(self._runnable, PromptSpec, messages)
             except (ValueError, TypeError) as exc:  # malformed JSON / schema mismatch raised by the client
-                spec, problem, raw_text = None, _short(exc), _input_of(exc)
+                spec, problem, raw_text = None, short_error(exc), ""
             if spec is not None:
-                return spec
+                spec = _drop_junk_items(spec)
+                found = problem_fields(spec, idea, self.instructions(family), check_subject=family != "demo",
+                                       example=self.example())
+                if not found:
+                    return spec
+                fields = {f for names, _ in found for f in names}
+                if attempt == 1 and "subject" not in fields:
+                    # the subject holds after the repair: keep the answer without the fields still wrong
+                    self.warnings.append(f"The LLM's {', '.join(sorted(fields))} left out ("
+                                         f"{'; '.join(t for _, t in found)}).")
+                    return _without_fields(spec, fields)
+                spec, problem = None, "; ".join(t for _, t in found)
             messages = messages + [
                 AIMessage(raw_text[:2000] or "(no usable answer)"),
                 HumanMessage(f"That answer could not be used: {problem}. Reply again with only the JSON "
-                             "object, with every key present and a non-empty 'subject'."),
+                             "object, with every key present, the idea's own words in 'subject', and the other "
+                             "fields in your own short words about this idea."),
             ]
-        raise LLMError(f"The LLM did not return a valid structured prompt, even after one repair attempt "
+        raise LLMError(f"The LLM did not return a usable structured prompt, even after one repair attempt "
                        f"({problem}).",
-                       "Try another model or IMAGENT_LLM_METHOD=json_mode/function_calling; or expand "
-                       "offline with IMAGENT_LLM_FALLBACK=template (the default).")
-
-
-def _structured(result) -> tuple[PromptSpec | None, str, str]:
-    """(spec or None, what was wrong, the raw answer text) from an include_raw structured result."""
-    if isinstance(result, PromptSpec):
-        return result, "", ""
-    if not isinstance(result, dict):
-        return None, f"unexpected answer type {type(result).__name__}", str(result)
-    raw = result.get("raw")
-    raw_text = _raw_text(raw)
-    parsed = result.get("parsed")
-    if isinstance(parsed, PromptSpec):
-        return parsed, "", raw_text
-    if isinstance(parsed, dict):
-        try:
-            return PromptSpec.model_validate(parsed), "", raw_text
-        except ValidationError as exc:
-            return None, _short(exc), raw_text
-    if result.get("parsing_error") is not None:
-        return None, _short(result["parsing_error"]), raw_text
-    return None, "the answer held no JSON object", raw_text
-
-
-def _input_of(exc) -> str:
-    """The raw answer a client-side ValidationError was raised on (json_schema parsing), if any."""
-    if isinstance(exc, ValidationError):
-        for err in exc.errors():
-            if not err.get("loc") and isinstance(err.get("input"), str):
-                return err["input"]
-    return ""
-
-
-def _raw_text(raw) -> str:
-    if raw is None:
-        return ""
-    calls = getattr(raw, "tool_calls", None) or []
-    if calls:
-        return json.dumps(calls[0].get("args", {}))
-    bad = getattr(raw, "invalid_tool_calls", None) or []
-    if bad:
-        return str(bad[0].get("args") or "")
-    content = getattr(raw, "content", raw)
-    return content if isinstance(content, str) else json.dumps(content, default=str)
-
-
-def _short(exc) -> str:
-    if isinstance(exc, ValidationError):
-        errs = exc.errors()
-        parts = [f"{'.'.join(str(x) for x in e['loc']) or 'answer'}: {e['msg']}" for e in errs[:3]]
-        return "; ".join(parts) + (f" (+{len(errs) - 3} more)" if len(errs) > 3 else "")
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+                       "Try another model or IMAGENT_LLM_METHOD (`imagent llm check` lists what works); or "
+                       "expand offline with IMAGENT_LLM_FALLBACK=template (the default).")
 
 
 def _dedupe(items: list[str]) -> list[str]:
@@ -271,13 +253,142 @@ def _dedupe(items: list[str]) -> list[str]:
     return out
 
 
-def _drop_conflicts(spec: PromptSpec, idea: str) -> PromptSpec:
-    """Never negate what the user asked for: drop negatives that name a word of the idea."""
-    def content(text: str) -> set[str]:
-        return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 4}
+# -- semantic checks of an LLM's structured prompt ------------------------------------------------------
+PLACEHOLDERS = {"string", "str", "none", "null", "n/a", "na", "tbd", "todo", "example", "subject", "style",
+                "lighting", "composition", "quality", "negatives", "extras", "idea", "value", "..."}
+_MARKUP = re.compile(r"</?[a-z][^>]*>|```|\{\{|\}\}|<subject>", re.I)
+SHINGLE = 4  # a run of this many words shared with the instructions is a copy of them
 
-    words = content(idea)
-    keep = [n for n in spec.negatives if not content(n) & words]
+
+def is_junk(text: str) -> bool:
+    """Markup, code, placeholders, bare punctuation: not a description of a picture."""
+    t = text.strip()
+    return bool(_MARKUP.search(t)) or not re.search(r"[A-Za-z]", t) or t.lower().strip(" .:'\"") in PLACEHOLDERS
+
+
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return {tuple(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
+
+
+# what the rule parser may take for a noun that is not a thing to draw: pronouns, framing words (they
+# may move to style or composition), prepositions and verb forms
+NOT_NOUNS = frozenset("""it its it's they them this that these those one ones he she him her his we you i me us
+something anything everything nothing portrait photo photograph picture image painting drawing illustration
+sketch render rendering view close-up closeup shot inside outside behind near next there here
+written taken given broken hidden fallen eaten driven frozen woven stolen chosen spoken""".split())
+
+
+_FRAMING = re.compile(r"^(?:(?:an?|the)\s+)?(?:[a-z-]+\s+){0,3}?(?:portrait|photo|photograph|picture|painting|"
+                      r"drawing|illustration|sketch|render|rendering|image|close-up|closeup|view|inside|outside|top|"
+                      r"side|front|back|middle)s?\s+of\s+", re.I)
+
+
+def idea_nouns(idea: str) -> list[str]:
+    """The nouns the idea names (agent.requirements' rule parser), singular: 'two red circles' -> ['circle'];
+    pronouns, framing words and verb forms ('written', 'waited') left out."""
+    from agent.requirements import parse_checklist
+
+    text = idea.strip()
+    while True:  # 'Portrait of a tiger', 'A photograph of the inside of a train': the thing is after 'of'
+        cut = _FRAMING.sub("", text, count=1)
+        if cut == text:
+            break
+        text = cut
+    nouns = []
+    sentences = [p for p in re.split(r"[.!?;]+\s+", text or idea) if p.strip()]
+    for r in (r for sentence in sentences for r in parse_checklist(sentence).requirements):
+        words = re.findall(r"[a-z0-9]+", (r.noun or "").lower()) if r.kind == "object" else []
+        if words and not (set(words) & NOT_NOUNS) and not (len(words[-1]) > 4 and words[-1].endswith("ed")):
+            nouns.append(" ".join(words))
+    return list(dict.fromkeys(nouns))
+
+
+def missing_nouns(subject: str, idea: str, rest: str = "") -> list[str]:
+    """The idea's nouns a structured prompt lost: the first (the main subject) must be in `subject`,
+    the others in `subject` or `rest` (the other fields: a background may move to the extras).
+    None are lost when the idea names none and the subject shares one of its words."""
+    have, elsewhere = idea_words(subject), idea_words(subject + " " + rest)
+    nouns = idea_nouns(idea)
+    if not nouns:
+        return [] if idea_words(idea) & have or not idea_words(idea) else sorted(idea_words(idea))[:3]
+    return [n for i, n in enumerate(nouns) if not set(n.split()) <= (have if i == 0 else elsewhere)]
+
+
+def spec_problems(spec: PromptSpec, idea: str, instructions: str = "", *, check_subject: bool = True,
+                  example: dict | None = None) -> list[str]:
+    """What makes an LLM's structured prompt unusable for this idea, one phrase each (empty: usable):
+    the subject lost the idea's nouns; a field is junk, copies the instructions, or copies the
+    worked example ({"idea", "answer"}) instead of describing this idea."""
+    return [text for _, text in problem_fields(spec, idea, instructions, check_subject=check_subject,
+                                               example=example)]
+
+
+def problem_fields(spec: PromptSpec, idea: str, instructions: str = "", *, check_subject: bool = True,
+                   example: dict | None = None) -> list[tuple[tuple[str, ...], str]]:
+    """spec_problems with the fields each problem is in: [((field, ...), phrase), ...]."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    if check_subject:
+        rest = " ".join([spec.style, spec.lighting, spec.composition, *spec.extras])
+        lost = missing_nouns(spec.subject, idea, rest)
+        if lost:
+            problems.append((("subject",), f"the subject {spec.subject[:60]!r} lost the idea's "
+                                           f"{', '.join(repr(n) for n in lost)}"))
+    copied = _shingles(instructions) - _shingles(idea)
+    shown = (example or {}).get("answer") or {}
+    borrowed = idea_words(str(shown.get("subject", ""))) - idea_words(idea) - idea_words(str((example or {}).get("idea", "")))
+    borrowed |= idea_words(str((example or {}).get("idea", ""))) - idea_words(idea)
+    for key in ("subject", "style", "lighting", "composition"):
+        value = getattr(spec, key)
+        if value and is_junk(value):
+            problems.append(((key,), f"{key} {value[:40]!r} is not a description"))
+        elif value and _shingles(value) & copied:
+            problems.append(((key,), f"{key} {value[:40]!r} copies the instructions"))
+    same = tuple(k for k in ("style", "lighting", "composition")
+                 if getattr(spec, k) and getattr(spec, k).strip().lower() == str(shown.get(k, "")).strip().lower())
+    if len(same) >= 2:  # one field alike may fit ('wildlife photograph' for a panda); two is a copy
+        problems.append((same, f"{' and '.join(same)} copy the example instead of fitting this idea"))
+    if example and idea_words(spec.subject) & borrowed:
+        extra = sorted(idea_words(spec.subject) & borrowed)
+        problems.append((("subject",), f"the subject {spec.subject[:60]!r} borrows "
+                                       f"{', '.join(repr(w) for w in extra)} from the example"))
+    for key in ("quality", "negatives", "extras"):
+        bad = [v for v in getattr(spec, key) if _shingles(v) & copied]
+        if bad:
+            problems.append(((key,), f"{key} {bad[0][:40]!r} copies the instructions"))
+    return problems
+
+
+def _without_fields(spec: PromptSpec, fields: set[str]) -> PromptSpec:
+    """The spec with those optional fields emptied (never the subject)."""
+    update = {f: ([] if isinstance(getattr(spec, f), list) else "") for f in fields if f != "subject"}
+    return spec.model_copy(update=update)
+
+
+def _drop_junk_items(spec: PromptSpec) -> PromptSpec:
+    """List items that are markup or placeholders are dropped (no repair needed for those)."""
+    update = {k: [v for v in getattr(spec, k) if not is_junk(v)] for k in ("quality", "negatives", "extras")}
+    return spec if all(update[k] == getattr(spec, k) for k in update) else spec.model_copy(update=update)
+
+
+# words that say nothing about what is drawn: a negative sharing only these with the idea is kept
+FUNCTION_WORDS = frozenset("""a an the of at on in with and or to by for from into onto over under near its it
+is are be this that these those some any no not very one two three four five six seven eight nine ten""".split())
+
+
+def idea_words(text: str) -> set[str]:
+    """The content words of a text, lower case, with singular forms added ('circles' -> 'circle')."""
+    from agent.requirements import singular
+
+    words = {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in FUNCTION_WORDS}
+    return words | {singular(w)[0] for w in words}
+
+
+def _drop_conflicts(spec: PromptSpec, idea: str) -> PromptSpec:
+    """Never negate what the user asked for: drop negatives that name a word of the idea, short
+    words included ('cat', 'red'); only function words ('a', 'at', 'the') do not count."""
+    words = idea_words(idea)
+    keep = [n for n in spec.negatives if not idea_words(n) & words]
     return spec if keep == spec.negatives else spec.model_copy(update={"negatives": keep})
 
 
@@ -303,17 +414,27 @@ def expand_idea(idea: str, settings: Settings, *, style: str | None = None, fami
         from agent.llm import build_chat_model, llm_error
 
         try:
+            from agent.llm_probe import resolve_method
+
             model = chat_model if chat_model is not None else build_chat_model(settings, model=llm)
-            lx = LLMExpander(model, method=settings.llm_method if chat_model is None else None,
-                             name=llm or settings.llm_model)
+            method = resolve_method(settings.with_overrides(llm_model=llm)) if chat_model is None else None
+            lx = LLMExpander(model, method=method, name=llm or settings.llm_model)
             spec, expander = lx.expand(text, preset, family), lx.name
+            warnings += lx.warnings
         except (KeyboardInterrupt, InvalidInput, ConfigError):
             raise
         except Exception as exc:  # any client failure becomes an LLMError with a next step
             error = llm_error(exc, settings, llm)
+            again = ""
+            if chat_model is None and settings.llm_method == "auto" and "refused the request" in error.message:
+                from agent.llm_probe import forget
+
+                forget(settings.with_overrides(llm_model=llm))  # the cached method stopped working
+                again = " The server's methods are probed again next time."
             if settings.llm_fallback != "template":
                 raise error from None
-            warnings.append(f"LLM expansion failed: {error.message} Used the offline template expander instead.")
+            warnings.append(f"LLM expansion failed: {error.message} Used the offline template expander instead."
+                            + again)
     if spec is None:
         spec = TemplateExpander().expand(text, preset, family)
     if family == "demo" and spec.subject != text.rstrip("."):

@@ -51,7 +51,9 @@ class ProgressTracker:
         with self.lock:
             done, total = self.step
             parts = [p for p in (self.phase, f"step {done}/{total}" if total else "") if p]
-            return {"progress": self.overall, "total": self.total, "message": ", ".join(parts),
+            # the steps known so far: the images finished plus the one in progress (grows per image)
+            known = self._offset + total if total else self.total
+            return {"progress": self.overall, "total": known, "message": ", ".join(parts),
                     "ticks": self._ticks}
 
 

@@ -40,6 +40,7 @@ DEFAULT_RELATIVE_THRESHOLD = 0.8
 # in CLIPScore units that is 2.5 x 0.30 = 0.75.
 TYPICAL_ON_PROMPT = 0.75
 STRUCTURAL = {"object", "relation", "exclusive"}
+SCORE_MAX = {"clipscore": 2.5, "torchmetrics": 100.0, "cosine": 1.0}  # the most each formula can give
 
 __all__ = ["Attempt", "LoopOptions", "Candidate", "RoundRecord", "LoopResult", "LoopEvent", "calibrate",
            "run_loop", "choose_repair"]
@@ -157,6 +158,11 @@ def calibrate(options: LoopOptions, intent: str, scorer, reference_images: Calla
         reference, source = TYPICAL_ON_PROMPT, "typical on-prompt CLIP score (cosine 0.30)"
     out = {"mode": "relative", "value": value, "reference": round(reference, 4), "reference_source": source,
            "target": round(value * reference, 4), "formula": scorer.formula}
+    top = SCORE_MAX.get(scorer.formula)
+    if top is not None and out["target"] > top:
+        out["warning"] = (f"The relative threshold {value:g} x the reference {reference:.2f} is a target of "
+                          f"{out['target']:.2f}, above the {scorer.formula} maximum {top:g}: it is never met, so "
+                          f"every round runs. Use a threshold of at most {top / reference:.2f}, or an absolute one.")
     return out
 
 

@@ -199,7 +199,10 @@ LLM_INSTRUCTIONS = (
     "the noun (singular, e.g. 'cat'), the exact count if the prompt says one (null if not), and its "
     "attributes (colours, materials) as short words. For a spatial relation between two objects: "
     "subject id, relation (left of, right of, above, below, next to), object id. A background colour "
-    "if stated. Use only what the prompt says.")
+    "if stated. Use only what the prompt says. Answer with ONE JSON object, e.g. for 'a black cat left of "
+    "two dogs': {\"objects\": [{\"noun\": \"cat\", \"count\": 1, \"attributes\": [\"black\"]}, "
+    "{\"noun\": \"dog\", \"count\": 2, \"attributes\": []}], \"relations\": [{\"subject\": 1, "
+    "\"relation\": \"left of\", \"object\": 2}], \"background\": null}")
 
 
 def llm_checklist(text: str, chat_model, *, method: str | None = None) -> tuple[Checklist, list[str]]:
@@ -221,11 +224,13 @@ def llm_checklist(text: str, chat_model, *, method: str | None = None) -> tuple[
         relations: list[Rel] = Field(default_factory=list, max_length=4)
         background: str | None = Field(None, max_length=40)
 
+    from agent.llm import bind_structured, structured_call
+
     try:
-        kwargs = {"method": method} if method else {}
-        out = chat_model.with_structured_output(Reqs, **kwargs).invoke(
-            [("system", LLM_INSTRUCTIONS), ("human", text)])
-        out = out if isinstance(out, Reqs) else Reqs.model_validate(out)
+        out, problem, _ = structured_call(bind_structured(chat_model, Reqs, method), Reqs,
+                                          [("system", LLM_INSTRUCTIONS), ("human", text)])
+        if out is None:
+            raise ValueError(problem)
         reqs = [_object(f"o{i + 1}", (o.noun.strip().lower(), o.count, tuple(a.lower() for a in o.attributes)))
                 for i, o in enumerate(out.objects)]
         for j, r in enumerate(out.relations):
@@ -242,8 +247,10 @@ def llm_checklist(text: str, chat_model, *, method: str | None = None) -> tuple[
         name = getattr(chat_model, "model_name", None) or getattr(chat_model, "model", None) or "chat"
         return Checklist(reqs, source=f"llm:{name}"), []
     except Exception as exc:  # junk, refusals, timeouts: the rules still give a checklist
-        return parse_checklist(text), [f"The LLM could not write the requirements ({type(exc).__name__}); "
-                                       "used the rule parser."]
+        from agent.llm import short_error
+
+        return parse_checklist(text), [f"The LLM could not write the requirements ({type(exc).__name__}: "
+                                       f"{short_error(exc)[:120]}); used the rule parser."]
 
 
 def checklist_for(idea: str, subject: str | None = None, *, chat_model=None,

@@ -93,15 +93,29 @@ class LLMReviser:
         messages = [SystemMessage(prompts.read_text("critique_system.md")),
                     HumanMessage(json.dumps({"intent": intent, "current_spec": attempt.spec.model_dump(),
                                              "failed_requirements": failed or [], "tried": tried}, indent=1))]
+        from agent.llm import bind_structured, structured_call
+
         try:
-            kwargs = {"method": self.method} if self.method else {}
-            spec = self.chat_model.with_structured_output(PromptSpec, **kwargs).invoke(messages)
-            if not isinstance(spec, PromptSpec):
-                spec = PromptSpec.model_validate(spec)
+            spec, problem, _ = structured_call(bind_structured(self.chat_model, PromptSpec, self.method),
+                                               PromptSpec, messages)
+            if spec is None:
+                raise ValueError(problem)
+            from agent.expand import _drop_conflicts, _drop_junk_items, spec_problems
+
+            spec = _drop_conflicts(_drop_junk_items(spec), intent)
+            problems = spec_problems(spec, intent, prompts.read_text("critique_system.md"))
+            if problems:
+                raise ValueError("; ".join(problems))
         except Exception as exc:  # junk, timeouts, refusals: the rules still make progress
-            self.warnings.append(f"LLM revision failed ({type(exc).__name__}); used the rule reviser.")
+            self.warnings.append(f"LLM revision failed ({type(exc).__name__}: {_why(exc)}); used the rule reviser.")
             return self.fallback.revise(attempt, history, intent, failed)
         positive, negative = self.render(spec)
         changed = [k for k, v in spec.model_dump().items() if v != attempt.spec.model_dump().get(k)]
         return Attempt(spec=spec, positive=positive, negative=negative, cfg=attempt.cfg,
                        change=f"{self.name} revised {', '.join(changed) or 'nothing'}; fresh seeds")
+
+
+def _why(exc) -> str:
+    from agent.llm import short_error
+
+    return short_error(exc)[:160]

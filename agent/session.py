@@ -398,7 +398,8 @@ class Session:
         outcome = RunOutcome(run_id=run_id, best=best, score=round(result.best.score, 4),
                              spec=best.record.get("spec", spec_json), rounds=[r.to_json() for r in result.rounds],
                              threshold=result.threshold, met=result.met, stop_reason=result.stop_reason,
-                             warnings=warnings + result.warnings,
+                             warnings=warnings + ([threshold_info["warning"]] if threshold_info.get("warning")
+                                                  else []) + result.warnings,
                              timings={"total_s": round(time.perf_counter() - t0, 3)},
                              checklist=checklist.to_json(), checks=[v.to_json() for v in result.best.checks],
                              images=result.images)
@@ -435,23 +436,37 @@ class Session:
         use_llm = reviser == "llm" or (reviser == "auto" and (chat_model is not None or self.settings.llm_model))
         if not use_llm:
             return rules
+        from agent.errors import LLMError
         from agent.llm import build_chat_model
+        from agent.llm_probe import resolve_method
 
-        model = chat_model if chat_model is not None else build_chat_model(self.settings)
-        return LLMReviser(model, render_spec, rules, name=f"llm:{self.settings.llm_model or 'chat'}",
-                          method=self.settings.llm_method if chat_model is None else None)
+        try:
+            model = chat_model if chat_model is not None else build_chat_model(self.settings)
+            method = resolve_method(self.settings) if chat_model is None else None
+        except LLMError as exc:  # unreachable or unconfigured: the rules still make progress
+            rules.warnings.append(f"LLM revision is off ({exc.message}); used the rule reviser.")
+            return rules
+        return LLMReviser(model, render_spec, rules, name=f"llm:{self.settings.llm_model or 'chat'}", method=method)
 
     def checklist(self, idea: str, subject: str | None = None, *, chat_model=None):
         """The requirements of an idea (agent.requirements) and what this session's verifier
         cannot check: (Checklist, warnings)."""
         from agent.requirements import checklist_for
 
+        method, early = None, []
         if chat_model is None and self.settings.llm_model:
+            from agent.errors import LLMError
             from agent.llm import build_chat_model
+            from agent.llm_probe import resolve_method
 
-            chat_model = build_chat_model(self.settings)
-        cl, warnings = checklist_for(idea, subject, chat_model=chat_model,
-                                     method=self.settings.llm_method if self.settings.llm_model else None)
+            try:
+                chat_model = build_chat_model(self.settings)
+                method = resolve_method(self.settings)
+            except LLMError as exc:  # the rules still give a checklist
+                chat_model, early = None, [f"The LLM could not write the requirements ({exc.message}); "
+                                           "used the rule parser."]
+        cl, warnings = checklist_for(idea, subject, chat_model=chat_model, method=method)
+        warnings = (early if cl.source != "demo-grammar" else []) + warnings
         verifier = self.verifier()
         if verifier is not None:
             cl.unsupported = verifier.unsupported(cl)

@@ -18,8 +18,26 @@ from tools import postprocess as pp
 from tools.upscale import DEFAULT_METHOD
 
 
+GRAMMAR_SAFE_LENGTH = 400  # llama.cpp compiles a tool's schema into a grammar; maxLength 4000 fails there
+
+
+def grammar_safe(schema: dict) -> None:
+    """json_schema_extra of every input model: a maxLength above GRAMMAR_SAFE_LENGTH leaves the
+    published schema (MCP, LangChain tools) and is said in the description instead; the model
+    still enforces it when the arguments are validated."""
+    for prop in (schema.get("properties") or {}).values():
+        for node in (prop, *prop.get("anyOf", ()), prop.get("items") or {}):
+            limit = node.get("maxLength") if isinstance(node, dict) else None
+            if isinstance(limit, int) and limit > GRAMMAR_SAFE_LENGTH:
+                del node["maxLength"]
+                note = f"At most {limit} characters."
+                if note not in prop.get("description", ""):
+                    prop["description"] = (prop.get("description", "") + " " + note).strip()
+
+
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+    # a misspelt field is an error, not silently ignored; no grammar-breaking maxLength in the schema
+    model_config = ConfigDict(extra="forbid", json_schema_extra=grammar_safe)
 
 
 # -- shared field groups ------------------------------------------------------------------------

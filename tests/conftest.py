@@ -19,7 +19,7 @@ def imagent_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "imagent-home"
     monkeypatch.setenv("IMAGENT_HOME", str(home))
     for var in ("IMAGENT_MODEL", "IMAGENT_BACKEND", "IMAGENT_LLM_MODEL", "IMAGENT_LLM_BASE_URL",
-                "IMAGENT_LLM_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "IMAGENT_SAFETY", "IMAGENT_CLIP"):
+                "IMAGENT_LLM_API_KEY", "IMAGENT_LLM_METHOD", "IMAGENT_LLM_MAX_TOKENS", "IMAGENT_LLM_TEMPERATURE", "OPENAI_API_KEY", "OPENAI_BASE_URL", "IMAGENT_SAFETY", "IMAGENT_CLIP"):
         monkeypatch.delenv(var, raising=False)
     return home
 

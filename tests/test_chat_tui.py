@@ -149,6 +149,8 @@ async def test_errors_become_notifications_and_nothing_typed_is_lost(session, mo
         assert app.query_one("#prompt", PromptInput).value == "two red circles"
         assert "✗ The model crashed while generating. Try fewer steps, or another --model." in log_text(app)
         assert not app.busy and isinstance(app.focused, PromptInput)
+        await pilot.press("a", "b")  # typing replaces the restored message; it is not appended to it
+        assert app.query_one("#prompt", PromptInput).value == "ab"
 
 
 async def test_resume_shows_the_conversation_with_its_images(session):

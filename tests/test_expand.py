@@ -177,6 +177,7 @@ def test_no_llm_configured_uses_the_template_and_build_says_what_to_set():
 def http_settings(server, **kw):
     kw.setdefault("llm_fallback", "error")
     kw.setdefault("llm_timeout", 5.0)
+    kw.setdefault("llm_method", "json_schema")  # scripted replies: no capability probe first
     return sd_settings(llm_model="local-model", llm_base_url=server.base_url, **kw)
 
 

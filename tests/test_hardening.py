@@ -366,6 +366,7 @@ def test_expand_prints_the_llms_control_characters_escaped(capsys, monkeypatch):
     with LoopbackLLM([answer]) as server:
         monkeypatch.setenv("IMAGENT_LLM_BASE_URL", server.base_url)
         monkeypatch.setenv("IMAGENT_LLM_FALLBACK", "error")
+        monkeypatch.setenv("IMAGENT_LLM_METHOD", "json_schema")
         code, out, err = cli(capsys, "expand", "a cat", "--llm", "local", "--family", "sd")
         assert code == 0, err
         no_raw_controls(out, err)

@@ -186,33 +186,16 @@ def test_llm_reviser_uses_the_models_spec_and_falls_back_on_junk(settings, tiny_
     model = FakeListChatModel(responses=[good])
     session = make_session(settings, tiny_backend, ScriptedScorer([[0.1, 0.1], [0.2, 0.2]]))
     out = session.run("two red circles", rounds=2, candidates=2, threshold=2.0, threshold_mode="absolute",
-                      request_fields=FIELDS, reviser="llm", chat_model=FakeStructured(model))
+                      request_fields=FIELDS, reviser="llm", chat_model=model)
     assert "two large red circles" in out.rounds[1]["prompt"]
     assert out.rounds[1]["change"].startswith("llm")
 
-    junk = FakeStructured(FakeListChatModel(responses=["not json at all"]))
+    junk = FakeListChatModel(responses=["not json at all"])
     session = make_session(settings, tiny_backend, ScriptedScorer([[0.1, 0.1], [0.2, 0.2]]))
     out = session.run("two red circles", rounds=2, candidates=2, threshold=2.0, threshold_mode="absolute",
                       request_fields=FIELDS, reviser="llm", chat_model=junk)
     assert out.rounds[1]["change"].startswith("failed items first")
     assert any("LLM revision failed" in w for w in out.warnings)
-
-
-class FakeStructured:
-    """A chat model whose structured output parses the scripted reply as JSON."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def with_structured_output(self, schema, **kw):
-        from langchain_core.runnables import RunnableLambda
-
-        def parse(messages):
-            return schema.model_validate(json.loads(self.model.invoke(messages).content))
-        return RunnableLambda(parse)
-
-    def invoke(self, messages):
-        return self.model.invoke(messages)
 
 
 def test_run_from_an_edited_spec_generates_it_but_scores_against_the_idea(settings, tiny_backend):

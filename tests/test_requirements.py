@@ -104,13 +104,8 @@ def test_checklist_for_prefers_the_demo_grammar_then_the_llm_then_rules():
     assert scripted  # the shared fakes module is importable here
 
 
-class StructuredFake:
-    """A chat model whose structured output returns a fixed dict validated by the schema."""
+def StructuredFake(answer):
+    """A chat model (no tools) that answers with a fixed JSON object: read as plain JSON."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-    def __init__(self, answer):
-        self.answer = answer
-
-    def with_structured_output(self, schema, **kw):
-        from langchain_core.runnables import RunnableLambda
-
-        return RunnableLambda(lambda messages: schema.model_validate(self.answer))
+    return FakeListChatModel(responses=[json.dumps(answer)])

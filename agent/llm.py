@@ -22,9 +22,10 @@ Structured output (`structured_call`) goes one of five ways (`METHODS`, best fir
   function_calling    one tool forced with tool_choice
   json_mode           response_format json_object, the shape described in the prompt
   plain               nothing asked of the server; the JSON is read out of the text
-The schema sent is `llm_schema(Model)`: no maxLength (llama.cpp compiles the schema into a
-grammar, and large maxLength values do not compile); the pydantic model still enforces every
-limit on the parsed answer. `agent.llm_probe` finds which methods a server handles.
+The schema sent is `llm_schema(Model)`: strings bounded at 120 characters and lists at 6 items
+(llama.cpp compiles the schema into a grammar: a maxLength of 4000 does not compile, and no bound
+lets a small model ramble until max_tokens cuts its JSON); the pydantic model still enforces
+every limit of its own on the parsed answer. `agent.llm_probe` finds which methods a server handles.
 """
 from __future__ import annotations
 
@@ -122,9 +123,15 @@ async def _amark_refusal(response) -> None:
 
 
 # -- structured output --------------------------------------------------------------------------------
+ANSWER_MAX_LENGTH = 120  # each string of a structured answer, as the grammar bounds it (400 still compiles)
+ANSWER_MAX_ITEMS = 6     # each list: a small model in a loop repeats items until max_tokens cuts the JSON
+
+
 def llm_schema(model_cls) -> dict:
-    """The JSON schema of a pydantic model as sent to an LLM: $refs inlined, no titles, and no
-    maxLength (grammar compilers choke on large ones; the model enforces them after parsing)."""
+    """The JSON schema of a pydantic model as sent to an LLM: $refs inlined, no titles; every string
+    at most ANSWER_MAX_LENGTH and every list at most ANSWER_MAX_ITEMS long, whatever the model allows
+    (a large maxLength does not compile into a llama.cpp grammar; no bound at all lets a small model
+    ramble until max_tokens cuts its JSON). The pydantic model still checks the parsed answer."""
     schema = model_cls.model_json_schema() if hasattr(model_cls, "model_json_schema") else copy.deepcopy(model_cls)
     defs = schema.pop("$defs", {})
 
@@ -132,7 +139,12 @@ def llm_schema(model_cls) -> dict:
         if isinstance(node, dict):
             if "$ref" in node and node["$ref"].startswith("#/$defs/"):
                 return walk(copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[1]]))
-            return {k: walk(v) for k, v in node.items() if k not in ("maxLength", "title")}
+            out = {k: walk(v) for k, v in node.items() if k not in ("maxLength", "title")}
+            if out.get("type") == "string" and "enum" not in out:
+                out["maxLength"] = min(node.get("maxLength", ANSWER_MAX_LENGTH), ANSWER_MAX_LENGTH)
+            if out.get("type") == "array":
+                out["maxItems"] = min(node.get("maxItems", ANSWER_MAX_ITEMS), ANSWER_MAX_ITEMS)
+            return out
         if isinstance(node, list):
             return [walk(v) for v in node]
         return node

@@ -238,13 +238,17 @@ def test_mcp_tool_schemas_are_grammar_safe():
     assert tools and all(_max_length(t.input_schema) <= GRAMMAR_SAFE_LENGTH for t in tools)
 
 
-def test_the_schemas_sent_for_expansion_and_requirements_have_no_max_length():
-    from agent.llm import llm_schema
+def test_the_schemas_sent_for_expansion_and_requirements_are_small_and_bounded():
+    from agent.llm import ANSWER_MAX_ITEMS, ANSWER_MAX_LENGTH, llm_schema
     from loopback_llm import _max_length
 
     schema = llm_schema(PromptSpec)
-    assert _max_length(schema) == 0 and "$defs" not in json.dumps(schema) and schema["required"] == ["subject"]
-    with LoopbackLLM([GOOD], llama_cpp=True, grammar_max_length=0) as server:  # any maxLength fails here
+    assert _max_length(schema) == ANSWER_MAX_LENGTH and "$defs" not in json.dumps(schema)
+    assert schema["required"] == ["subject"] and schema["properties"]["subject"]["maxLength"] == ANSWER_MAX_LENGTH
+    assert schema["properties"]["negatives"]["maxItems"] == ANSWER_MAX_ITEMS
+    assert "maxLength" not in json.dumps(llm_schema(__import__("agent.chat", fromlist=["RouteChoice"]).RouteChoice)
+                                         ["properties"]["action"]), "no bound on an enum"
+    with LoopbackLLM([GOOD], llama_cpp=True, grammar_max_length=ANSWER_MAX_LENGTH) as server:
         e = expand_idea("a cat", settings_for(server, llm_method="json_object_schema"))
         from agent.llm import build_chat_model
         from agent.requirements import llm_checklist

@@ -22,7 +22,8 @@ from typing import Callable
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import ImagentError, InvalidInput
-from agent.session import ProgressSink, SavedImage, Session
+from agent.events import Call
+from agent.session import SavedImage, Session
 from agent.tool_schemas import (TOOL_BY_NAME, CheckSafetyInput, EditInput, ExpandInput, GenerateInput, GetImageInput,
                                 ListImagesInput, RunInput, ScoreInput, UpscaleInput)
 from tools.generate import GenerateRequest
@@ -104,14 +105,34 @@ def _saved(s: SavedImage) -> dict:
     return image_result(s.image_id, s.path, s.record)
 
 
+_RANGE_ERRORS = {"less_than_equal", "greater_than_equal", "less_than", "greater_than"}
+
+
+def _range_error(exc: ValidationError):
+    """The tools.limits error for a validation error that is one value outside its limit, else None."""
+    from tools.limits import LIMITS, out_of_range
+
+    errors = exc.errors()
+    if len(errors) == 1 and errors[0]["type"] in _RANGE_ERRORS and errors[0]["loc"] \
+            and errors[0]["loc"][-1] in LIMITS:
+        return out_of_range(errors[0]["loc"][-1], errors[0]["input"])
+    return None
+
+
 def error_payload(exc: BaseException) -> dict:
     """{error: {type, message, hint}} for a failed call (ImagentError or a validation error)."""
+    if isinstance(exc, ValidationError):
+        ranged = _range_error(exc)
+        if ranged is not None:  # the same words as the CLI's and the chat's for the same value
+            exc = ranged
     if isinstance(exc, ValidationError):
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
         return {"error": {"type": "InvalidInput", "message": f"Invalid arguments: {problems}.",
                           "hint": "Check the tool's input schema: field names, types and ranges."}}
     if isinstance(exc, ImagentError):
         out = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        if getattr(exc, "param", None):
+            out["param"] = exc.param
         if getattr(exc, "category", None):
             out["category"] = exc.category
         return {"error": out}
@@ -137,16 +158,15 @@ class Capabilities:
             arguments = arguments.model_dump()
         return spec.input.model_validate(arguments or {})
 
-    def call(self, name: str, arguments: dict | BaseModel | None = None, *,
-             progress: ProgressSink | None = None) -> dict:
+    def call(self, name: str, arguments: dict | BaseModel | None = None, *, call: Call | None = None) -> dict:
         """Validate `arguments` against the tool's input model and run it (raises ImagentError or
-        pydantic.ValidationError)."""
+        pydantic.ValidationError). `call` (agent.events.Call) cancels a long-running tool and gets
+        its events. Concurrent callers serialize pixel work themselves (agent.jobs.JobQueue)."""
         inp = self.validate(name, arguments)
         method: Callable = getattr(self, name)
         if not TOOL_BY_NAME[name].long_running:
             return method(inp)
-        with self.session.work_lock:
-            return method(inp, progress=progress)
+        return method(inp, call=call)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _lora(self, lora):
@@ -212,15 +232,15 @@ class Capabilities:
         return self.paths.read_path(inp.image), None
 
     # -- the tools -------------------------------------------------------------------------------
-    def run(self, inp: RunInput, *, progress: ProgressSink | None = None) -> dict:
+    def run(self, inp: RunInput, *, call: Call | None = None) -> dict:
         fields, post = self._fields(inp), self._post(inp)
         outcome = self.session.run(inp.idea, rounds=inp.rounds, candidates=inp.candidates, threshold=inp.threshold,
                                    threshold_mode=inp.threshold_mode, style=inp.style, raw=inp.raw,
-                                   request_fields=fields, out_dir=self.paths.out_dir(), progress=progress,
+                                   request_fields=fields, out_dir=self.paths.out_dir(), call=call,
                                    post=post)
         return {**outcome.to_json(), "images": [_saved(outcome.best)]}
 
-    def generate(self, inp: GenerateInput, *, progress: ProgressSink | None = None) -> dict:
+    def generate(self, inp: GenerateInput, *, call: Call | None = None) -> dict:
         fields, post = self._fields(inp), self._post(inp)
         prompt, idea, spec, extra, expansion = inp.prompt, None, None, None, None
         if inp.expand or inp.style:
@@ -230,7 +250,7 @@ class Capabilities:
             expansion = {"positive": exp.positive, "negative": exp.negative, **exp.record(),
                          "warnings": list(exp.warnings)}
         outcome = self.session.generate(GenerateRequest(prompt=prompt, count=inp.count, **fields), idea=idea,
-                                        spec=spec, extra=extra, out_dir=self.paths.out_dir(), progress=progress,
+                                        spec=spec, extra=extra, out_dir=self.paths.out_dir(), call=call,
                                         post=post)
         out = {"run_id": outcome.run_id, "images": [_saved(s) for s in outcome.images], "blocked": outcome.blocked,
                "warnings": outcome.warnings, "timings": outcome.timings}
@@ -238,21 +258,21 @@ class Capabilities:
             out["expansion"] = expansion
         return out
 
-    def edit(self, inp: EditInput, *, progress: ProgressSink | None = None) -> dict:
+    def edit(self, inp: EditInput, *, call: Call | None = None) -> dict:
         post = self._post(inp)
         source, _ = self._image_path(inp)
         mask = self.paths.read_path(inp.mask, what="mask") if inp.mask else None
         outcome = self.session.edit(inp.prompt, source, mask_path=mask, strength=inp.strength,
-                                    out_dir=self.paths.out_dir(), progress=progress, post=post,
+                                    out_dir=self.paths.out_dir(), call=call, post=post,
                                     **self._fields(inp, size=False))
         mode = "inpaint" if mask else "img2img"
         return {"run_id": outcome.run_id, "mode": mode, "images": [_saved(s) for s in outcome.images],
                 "blocked": outcome.blocked, "warnings": outcome.warnings, "timings": outcome.timings}
 
-    def upscale(self, inp: UpscaleInput, *, progress: ProgressSink | None = None) -> dict:
+    def upscale(self, inp: UpscaleInput, *, call: Call | None = None) -> dict:
         source, _ = self._image_path(inp)
         outcome = self.session.upscale(source, scale=inp.scale, method=inp.method, prompt=inp.prompt,
-                                       out_dir=self.paths.out_dir(), progress=progress)
+                                       out_dir=self.paths.out_dir(), call=call)
         return {**outcome.to_json(), "images": [image_result(outcome.image_id, outcome.path, outcome.record)]}
 
     def expand(self, inp: ExpandInput) -> dict:

@@ -14,8 +14,9 @@ Agent mode is announced only after the server was seen calling a tool and taking
 Slash commands work in both modes and never reach the model.
 
 `ChatController` holds no Textual: front ends call `handle(text)` (from a worker thread; it
-blocks while images are made) and receive `ChatEvent`s through the `listener` they pass in
-(messages go up). State (defaults, the current structured prompt and image, the last round
+blocks while images are made) and receive typed events (agent.events: Message, ImageSaved,
+StateChanged, ModeChanged, ChatCleared, and the steps and rounds of the running call) through the
+`listener` they pass in. Each turn is one agent.events.Call: `cancel()` stops that turn only. State (defaults, the current structured prompt and image, the last round
 table) and every message are stored in the gallery database, so `ChatController(session,
 chat_id=ID)` resumes a conversation with its images.
 """
@@ -34,10 +35,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from agent.errors import Cancelled, ImagentError, InvalidInput, LLMError
+from agent.events import (Call, ChatCleared, Event, ImageSaved, Message, ModeChanged, StateChanged)
 from tools.upscale import DEFAULT_METHOD
 
 # set in the thread that runs one turn's LLM call: the tools of a cancelled turn do not start
-_TURN_STOP: ContextVar[threading.Event | None] = ContextVar("imagent_turn_stop", default=None)
+_TURN: ContextVar[Call | None] = ContextVar("imagent_turn", default=None)
 SIZE_RE = re.compile(r"^(\d+)\s*[x*]\s*(\d+)$")
 MAX_RECURSION = 24
 
@@ -91,18 +93,7 @@ class ChatState:
         return cls(defaults=defaults, **{k: v for k, v in data.items() if k in known})
 
 
-@dataclass
-class ChatEvent:
-    """Something for the front end: kind is 'message' (role, text, data), 'state' (the ChatState),
-    'progress' (agent.session.Progress), 'loop' (a loop event, passed through), 'mode', 'cleared'."""
-
-    kind: str
-    role: str = ""
-    text: str = ""
-    data: Any = None
-
-
-Listener = Callable[[ChatEvent], None]
+Listener = Callable[[Event], None]
 
 COMMAND_HELP = {
     "help": ("", "this list"),
@@ -238,8 +229,7 @@ class ChatController:
         self._chat_model = chat_model
         self._agent = None
         self._undo: list[tuple[str, dict]] = []
-        self._cancel_requested = False
-        self._turn_stop = threading.Event()
+        self._call = Call(sink=self.listener)   # the running turn's control (a fresh one per turn)
         self.offline = offline
         self.mode, self.mode_reason = self._pick_mode()
         if chat_id:
@@ -303,21 +293,18 @@ class ChatController:
         else:
             raise InvalidInput(f"Unknown mode '{mode}'.", "Use /mode agent or /mode offline.")
         self.mode, self.mode_reason = self._pick_mode()
-        self._emit("mode", text=self.mode_reason)
+        self.listener(ModeChanged(self.mode_reason))
         return self.mode_reason
 
     # -- events and persistence -------------------------------------------------------------------
-    def _emit(self, kind: str, role: str = "", text: str = "", data: Any = None) -> None:
-        self.listener(ChatEvent(kind, role, text, data))
-
     def say(self, role: str, text: str, data: dict | None = None) -> None:
         """Record a message (user, assistant, tool, notice, error) and send it up."""
         self.gallery.add_chat_message(self.chat_id, role, text, data)
-        self._emit("message", role, text, data)
+        self.listener(Message(role, text, data))
 
     def _save_state(self) -> None:
         self.gallery.save_chat(self.chat_id, state=self.state.to_dict())
-        self._emit("state", data=self.state)
+        self.listener(StateChanged(self.state))
 
     def _checkpoint(self, label: str) -> None:
         self._undo.append((label, copy.deepcopy(self.state.to_dict())))
@@ -327,11 +314,8 @@ class ChatController:
         return self.gallery.chat_messages(self.chat_id)
 
     def cancel(self) -> None:
-        """Stop the running job at its next step. Kept until the turn ends: a job that is still
-        loading models (and clears the session's cancel flag when it starts) is stopped too."""
-        self._cancel_requested = True
-        self._turn_stop.set()
-        self.session.cancel()
+        """Stop the running turn: an LLM call at once, a generation at its next step (thread-safe)."""
+        self._call.stop()
 
     # -- the entry point ---------------------------------------------------------------------------
     def handle(self, text: str) -> str | None:
@@ -355,8 +339,7 @@ class ChatController:
         return self._turn("/run (edited prompt)", lambda: self.rerun_spec(spec))
 
     def _turn(self, text: str, action: Callable[[], str]) -> str:
-        self._cancel_requested = False
-        self._turn_stop = threading.Event()
+        self._call = Call(sink=self.listener)
         self.say("user", text)
         if self.gallery.chat(self.chat_id).get("title") in (None, ""):
             self.gallery.save_chat(self.chat_id, title=text[:60])
@@ -467,7 +450,7 @@ class ChatController:
         self._checkpoint("edit")
         what = "inpaint" if inpaint else "img2img"
         self.say("tool", f"{what} on image #{self._id_of(path)}: {prompt}")
-        outcome = self.session.generate(req, idea=self.state.idea, spec=self.state.spec, progress=self._progress,
+        outcome = self.session.generate(req, idea=self.state.idea, spec=self.state.spec, call=self._call,
                                         kind="edit", inputs=inputs, chat_id=self.chat_id)
         best = outcome.images[0]
         self._set_current(best.image_id, best.path, best.seed)
@@ -479,7 +462,7 @@ class ChatController:
         path, _ = self._image(image)
         self._checkpoint("upscale")
         self.say("tool", f"upscale x{scale} ({method}) of image #{self._id_of(path)}")
-        outcome = self.session.upscale(path, scale=scale, method=method, progress=self._progress)
+        outcome = self.session.upscale(path, scale=scale, method=method, call=self._call)
         self._set_current(outcome.image_id, outcome.path, self.state.seed)
         self._save_state()
         w, h = outcome.record["width"], outcome.record["height"]
@@ -591,7 +574,7 @@ class ChatController:
         if image_id not in self.state.images:
             self.state.images.append(image_id)
         self._save_state()
-        self._emit("image", data={"image_id": image_id, "path": row["path"]})
+        self.listener(ImageSaved(image_id, row["path"]))
         return f"Opened image **#{image_id}** (seed {row.get('seed')}). /refine or /edit work on it now."
 
     def explain_scores(self) -> str:
@@ -640,7 +623,7 @@ class ChatController:
         self.state.images = made
         self._save_state()
         if self.state.image_path:
-            self._emit("image", data={"image_id": self.state.image_id, "path": self.state.image_path})
+            self.listener(ImageSaved(self.state.image_id, self.state.image_path))
         return f"Undid {label}." + (f" Current image: #{self.state.image_id}." if self.state.image_id else "")
 
     def new_chat(self) -> str:
@@ -649,7 +632,7 @@ class ChatController:
         self._undo.clear()
         self.chat_id = self.gallery.start_chat("", self.state.to_dict())
         self._agent = None
-        self._emit("cleared", data=self.chat_id)
+        self.listener(ChatCleared(self.chat_id))
         self._save_state()
         return f"New conversation **{self.chat_id}** (defaults kept)."
 
@@ -671,16 +654,6 @@ class ChatController:
             out["controls"] = controls_from_specs(d.controls, d.control_models)
         return out
 
-    def _progress(self, event) -> None:
-        if self._cancel_requested:
-            self.session.cancel()
-        self._emit("progress", data=event)
-
-    def _loop_event(self, event) -> None:
-        if self._cancel_requested:
-            self.session.cancel()
-        self._emit("loop", data=event)
-
     def _run(self, idea: str, *, spec: dict | None, seed: int | None = None) -> str:
         from agent.expand import check_idea
 
@@ -692,8 +665,7 @@ class ChatController:
         if seed is not None:
             fields["seed"] = seed
         outcome = self.session.run(idea, rounds=d.rounds, candidates=d.candidates, style=d.style, raw=d.raw,
-                                   request_fields=fields, progress=self._progress,
-                                   events=self._loop_event, chat_id=self.chat_id, spec=spec)
+                                   request_fields=fields, call=self._call, chat_id=self.chat_id, spec=spec)
         best = outcome.best
         self.state.idea = idea
         self.state.spec = outcome.spec
@@ -713,7 +685,7 @@ class ChatController:
         self.state.image_id, self.state.image_path, self.state.seed = image_id, str(path), seed
         if image_id not in self.state.images:
             self.state.images.append(image_id)
-        self._emit("image", data={"image_id": image_id, "path": str(path)})
+        self.listener(ImageSaved(image_id, str(path)))
 
     def _image(self, image) -> tuple[str, dict]:
         if image in (None, ""):
@@ -855,10 +827,11 @@ class ChatController:
         """Run an LLM call in a helper thread and wait for it, or for Esc / Ctrl-C: a cancel returns at
         once (the abandoned request ends at its max_tokens or timeout, and the tools it may still ask
         for do not start)."""
-        stop, box, done = self._turn_stop, {}, threading.Event()
+        call, box, done = self._call, {}, threading.Event()
+        stop = call.cancel
 
         def work():
-            _TURN_STOP.set(stop)
+            _TURN.set(call)
             try:
                 box["value"] = fn()
             except BaseException as exc:  # handed to the waiting thread
@@ -976,7 +949,7 @@ class ChatController:
                 self.mode, self.mode_reason = "routed", (f"routed mode: the tools do not fit the context of "
                                                          f"{self.settings.llm_model}; each message is one JSON "
                                                          "choice of action")
-                self._emit("mode", text=self.mode_reason)
+                self.listener(ModeChanged(self.mode_reason))
                 self.say("notice", f"{err.message} Switched to routed mode.")
                 return self._routed_turn(text)
             raise LLMError(err.message, (err.hint or "") + " Or switch to /mode offline.") from None
@@ -1006,9 +979,9 @@ class ChatController:
 
         def wrap(fn, name: str, description: str):
             def run(**kwargs):
-                stop = _TURN_STOP.get()
-                if stop is not None and stop.is_set():  # the turn was cancelled while the model answered
-                    raise Cancelled("Cancelled.")
+                turn = _TURN.get()
+                if turn is not None:  # the turn was cancelled while the model answered: its tools do not start
+                    turn.check()
                 shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v not in (None, "", []))
                 self.say("tool", f"{name}({shown})")
                 try:

@@ -72,8 +72,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _flags=_flags(p))
     return parser
+
+
+def _flags(p: argparse.ArgumentParser) -> dict[str, str]:
+    """parameter name -> the command's option for it (steps -> --steps; width and height -> --size)."""
+    out = {a.dest: max(a.option_strings, key=len) for a in p._actions if a.option_strings and a.dest != "help"}
+    if "size" in out:
+        out.setdefault("width", out["size"])
+        out.setdefault("height", out["size"])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         from tools.generate import printable
 
         print(f"imagent: error: {printable(exc.message)}", file=sys.stderr)
-        if exc.hint:
-            print(f"  {printable(exc.hint)}", file=sys.stderr)
+        flag = getattr(args, "_flags", {}).get(getattr(exc, "param", None) or "")
+        hint = " ".join(x for x in (exc.hint, f"(option {flag})" if flag else "") if x)
+        if hint:
+            print(f"  {printable(hint)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("imagent: cancelled", file=sys.stderr)

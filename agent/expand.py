@@ -24,9 +24,8 @@ from agent.errors import ConfigError, InvalidInput, LLMError
 from agent.render import check_family, guess_family, render
 from agent.schemas import MAX_LIST_ITEMS, Expansion, PromptSpec
 from tools.generate import check_text
+from tools.limits import IDEA_CHARS, IDEA_WORDS
 
-MAX_IDEA_WORDS = 300
-MAX_IDEA_CHARS = 2000
 SYSTEM_PROMPT_FILE = "expand_system.md"
 EXAMPLE_FILE = "expand_example.json"  # one worked example, sent as a prior exchange (small models follow it)
 # how to write the fields for each family (worded so that a small model copying it does no harm)
@@ -44,13 +43,13 @@ def check_idea(idea: str | None) -> str:
     """The idea with whitespace normalised, or InvalidInput saying what to do."""
     text = " ".join(check_text(str(idea or ""), "The idea").split())
     if not text:
-        raise InvalidInput("The idea is empty.", 'Describe what to draw, e.g. imagent expand "a cat coding at night".')
+        raise InvalidInput("The idea is empty.", 'Describe what to draw, e.g. "a cat coding at night".', param="idea")
     words = len(text.split())
-    if words > MAX_IDEA_WORDS or len(text) > MAX_IDEA_CHARS:
+    if words > IDEA_WORDS or len(text) > IDEA_CHARS:
         raise InvalidInput(f"The idea is {words} words ({len(text)} characters); expansion takes at most "
-                           f"{MAX_IDEA_WORDS} words / {MAX_IDEA_CHARS} characters.",
+                           f"{IDEA_WORDS} words / {IDEA_CHARS} characters.",
                            "Shorten it to what matters (the text encoder reads about 60 words), or generate "
-                           "a finished prompt as written (imagent generate PROMPT, or imagent run --raw).")
+                           "a finished prompt as written (the generate action, or run with raw).", param="idea")
     return text
 
 

@@ -1,7 +1,9 @@
 """A job queue with ONE worker thread: every piece of pixel work a server accepts runs through it,
 in order, so concurrent requests queue up instead of exhausting GPU/CPU memory.
 
-A job is a callable `fn(progress) -> dict` plus bookkeeping (id, status, progress, result, error).
+A job is a callable `fn(call) -> dict` plus bookkeeping (id, status, progress, result, error);
+`call` is the job's own agent.events.Call: its events feed the job's ProgressTracker, and
+cancelling the job sets its cancel only (another job's run is untouched).
 Synchronous requests submit a job and wait for it; "start a job" requests return the id at once
 and the caller polls `snapshot()`. Nothing starts at construction; the thread starts with the
 first job. Used by agent.mcp_server; free of MCP so it is testable on its own.
@@ -17,13 +19,13 @@ from typing import Callable
 
 from agent.capabilities import error_payload
 from agent.errors import Cancelled, InvalidInput
-from agent.session import Progress
+from agent.events import Call, Event, Phase, RoundStarted, Step
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 
 class ProgressTracker:
-    """Folds Progress events into one monotonic count (diffusion steps restart for every image or
+    """Folds a call's events into one monotonic count (diffusion steps restart for every image or
     round; the count keeps growing) and a line saying where the work is."""
 
     def __init__(self):
@@ -35,17 +37,22 @@ class ProgressTracker:
         self._offset = 0
         self._ticks = 0
 
-    def __call__(self, event: Progress) -> None:
+    def __call__(self, event: Event) -> None:
         with self.lock:
+            match event:
+                case Step(done=done, total=total):
+                    last_done, last_total = self.step
+                    if done < last_done:       # a new image or round started: keep counting up
+                        self._offset += last_total
+                    self.step = (done, total)
+                    self.overall = self._offset + done
+                case RoundStarted(round=r, rounds=rounds):
+                    self.phase = f"round {r}/{rounds}"
+                case Phase(label=label):
+                    self.phase = label
+                case _:
+                    return
             self._ticks += 1
-            if event.kind == "step":
-                last_done, last_total = self.step
-                if event.done < last_done:       # a new image or round started: keep counting up
-                    self._offset += last_total
-                self.step = (event.done, event.total)
-                self.overall = self._offset + event.done
-            else:
-                self.phase = event.label or event.kind
 
     def snapshot(self) -> dict:
         with self.lock:
@@ -69,6 +76,7 @@ class Job:
     result: dict | None = None
     error: dict | None = None
     tracker: ProgressTracker = field(default_factory=ProgressTracker)
+    call: Call | None = None            # the job's own control: its sink is the tracker
     future: Future | None = None
     done_event: threading.Event = field(default_factory=threading.Event)
 
@@ -85,18 +93,17 @@ class Job:
 
 
 class JobQueue:
-    """One worker thread; jobs run in submission order. `cancel_running` is called to stop the job
-    that is running (e.g. Session.cancel)."""
+    """One worker thread; jobs run in submission order; each has its own Call to cancel it by."""
 
-    def __init__(self, *, cancel_running: Callable[[], None] | None = None, keep: int = 200):
-        self._cancel_running = cancel_running
+    def __init__(self, *, keep: int = 200):
         self._keep = keep
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
 
-    def submit(self, tool: str, arguments: dict, fn: Callable[[ProgressTracker], dict]) -> Job:
+    def submit(self, tool: str, arguments: dict, fn: Callable[[Call], dict]) -> Job:
         job = Job(id=uuid.uuid4().hex[:12], tool=tool, arguments=arguments)
+        job.call = Call(sink=job.tracker)
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagent-work")
@@ -109,7 +116,8 @@ class JobQueue:
     def _work(self, job: Job, fn) -> dict:
         job.status, job.started = "running", time.time()
         try:
-            job.result = fn(job.tracker)
+            job.call.check("The job was cancelled.")
+            job.result = fn(job.call)
             job.status = "done"
         except Cancelled as exc:
             job.status, job.error = "cancelled", error_payload(exc)["error"]
@@ -153,8 +161,7 @@ class JobQueue:
         job = self.get(job_id)
         if job.status == "queued" and job.future is not None and job.future.cancel():
             return job
-        if job.status == "running" and self._cancel_running:
-            self._cancel_running()
+        job.call.stop()  # running: it stops at its next step; between the checks above: before it starts
         return job
 
     def wait(self, job: Job, timeout: float | None = None) -> bool:
@@ -167,8 +174,7 @@ class JobQueue:
             for job in self.jobs():
                 if job.status == "queued" and job.future is not None:
                     job.future.cancel()
-            if self._cancel_running:
-                self._cancel_running()
+                job.call.stop()
             executor.shutdown(wait=True)
 
 

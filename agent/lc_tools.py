@@ -19,7 +19,9 @@ import json
 
 from agent.capabilities import Capabilities, PathPolicy, error_payload
 from agent.errors import ImagentError
-from agent.session import ProgressSink, Session
+from agent.events import Call, Sink
+from agent.jobs import JobQueue
+from agent.session import Session
 from agent.tool_schemas import TOOLS, ToolSpec
 
 
@@ -33,34 +35,48 @@ def compact(result: dict) -> dict:
 
 
 def error_text(exc: BaseException) -> str:
-    err = error_payload(exc)["error"]
+    return _text(error_payload(exc)["error"])
+
+
+def _text(err: dict) -> str:
     return f"Error: {err['message']}" + (f" Hint: {err['hint']}" if err.get("hint") else "")
 
 
-def make_tools(session: Session, *, paths: PathPolicy | None = None, progress: ProgressSink | None = None,
+def make_tools(session: Session, *, paths: PathPolicy | None = None, sink: Sink | None = None,
                names: list[str] | None = None) -> list:
     """LangChain tools over `session` (all of agent.tool_schemas.TOOLS, or those in `names`).
 
     `paths`: where caller-given file paths may point (default: anywhere; pass
-    `PathPolicy.confined(inputs, outputs)` to fence an untrusted model in). `progress` receives
-    agent.session.Progress events during long calls. Pixel work is serialized per session.
+    `PathPolicy.confined(inputs, outputs)` to fence an untrusted model in). `sink` receives the
+    typed events (agent.events) of long calls. Pixel work runs through one agent.jobs.JobQueue,
+    so parallel tool calls queue instead of competing for memory.
     """
     caps = Capabilities(session, paths)
+    queue = JobQueue()
     specs = [t for t in TOOLS if names is None or t.name in names]
     unknown = set(names or ()) - {t.name for t in specs}
     if unknown:
         raise ImagentError(f"Unknown tool name(s): {', '.join(sorted(unknown))}.",
                            f"Use: {', '.join(t.name for t in TOOLS)}.")
-    return [_tool(caps, spec, progress) for spec in specs]
+    return [_tool(caps, spec, queue, sink) for spec in specs]
 
 
-def _tool(caps: Capabilities, spec: ToolSpec, progress: ProgressSink | None):
+def _tool(caps: Capabilities, spec: ToolSpec, queue: JobQueue, sink: Sink | None):
     from langchain_core.tools import StructuredTool
     from pydantic import ValidationError
 
     def call(**kwargs):
         try:
-            result = caps.call(spec.name, kwargs, progress=progress)
+            inp = caps.validate(spec.name, kwargs)
+            if not spec.long_running:
+                result = caps.call(spec.name, inp)
+            else:
+                job = queue.submit(spec.name, kwargs,
+                                   lambda c: caps.call(spec.name, inp, call=Call(sink=sink, cancel=c.cancel)))
+                queue.wait(job)
+                if job.error is not None:
+                    return _text(job.error), {"error": job.error}
+                result = job.result
         except (ImagentError, ValidationError) as exc:
             return error_text(exc), error_payload(exc)
         return json.dumps(compact(result), default=str), result

@@ -20,20 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from PIL import Image
 
-from agent.errors import BackendError, Cancelled, InvalidInput, SafetyBlocked
+from agent.errors import BackendError, InvalidInput, SafetyBlocked
+from agent.events import Call, CandidateScored, LoopFinished, Revised, RoundFinished, RoundStarted, call_of
 from agent.revise import Attempt
-from tools.generate import GenerateRequest, draw_seed
+from tools.generate import GenerateRequest
+from tools.limits import check_range
 from tools.requirements import Checklist, RequirementVerdict, summarize
 
-MAX_ROUNDS = 10
-MAX_CANDIDATES = 8
 DEFAULT_RELATIVE_THRESHOLD = 0.8
 # Without a known-good image of the intent, relative thresholds are taken against a typical
 # on-prompt CLIP cosine of 0.30 for ViT-B/32 (Promptist treats cosine < 0.28 as off-prompt);
@@ -42,7 +41,7 @@ TYPICAL_ON_PROMPT = 0.75
 STRUCTURAL = {"object", "relation", "exclusive"}
 SCORE_MAX = {"clipscore": 2.5, "torchmetrics": 100.0, "cosine": 1.0}  # the most each formula can give
 
-__all__ = ["Attempt", "LoopOptions", "Candidate", "RoundRecord", "LoopResult", "LoopEvent", "calibrate",
+__all__ = ["Attempt", "LoopOptions", "Candidate", "RoundRecord", "LoopResult", "calibrate",
            "run_loop", "choose_repair"]
 
 
@@ -54,11 +53,11 @@ class LoopOptions:
     threshold_mode: str = "relative"      # relative | absolute
 
     def check(self) -> "LoopOptions":
-        if not isinstance(self.rounds, int) or not 1 <= self.rounds <= MAX_ROUNDS:
-            raise InvalidInput(f"rounds {self.rounds} is out of range.", f"Use 1 to {MAX_ROUNDS} rounds.")
-        if not isinstance(self.candidates, int) or not 1 <= self.candidates <= MAX_CANDIDATES:
-            raise InvalidInput(f"candidates {self.candidates} is out of range.",
-                               f"Use 1 to {MAX_CANDIDATES} candidates per round.")
+        for name in ("rounds", "candidates"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidInput(f"{name} must be a whole number, not {value!r}.", param=name)
+            check_range(name, value)
         if self.threshold_mode not in {"relative", "absolute"}:
             raise InvalidInput(f"Unknown threshold mode '{self.threshold_mode}'.", "Use relative or absolute.")
         if self.threshold is not None:
@@ -136,13 +135,6 @@ class LoopResult:
     images: int = 0
 
 
-@dataclass
-class LoopEvent:
-    kind: str  # round_start | candidate | round_end | revised | done
-    round: int
-    data: dict = field(default_factory=dict)
-
-
 # -- thresholds --------------------------------------------------------------------------------------
 def calibrate(options: LoopOptions, intent: str, scorer, reference_images: Callable[[str], list] | None):
     """Turn the user's threshold into the holistic floor, and say how (reported in the output)."""
@@ -182,15 +174,19 @@ def choose_repair(best: Candidate, can_compose: bool, history: list[RoundRecord]
 def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: LoopOptions, backend, safety,
              scorer, reviser, threshold: dict, check_prompt: Callable[[str], None],
              checklist: Checklist | None = None, verifier=None, planner=None, composer=None,
-             cancel: threading.Event | None = None, on_event: Callable[[LoopEvent], None] | None = None,
-             step_progress=None, first_checked: bool = False) -> LoopResult:
+             call: Call | None = None, first_checked: bool = False) -> LoopResult:
     """Run the rounds. `base` carries steps, size, scheduler and the first seed; `check_prompt`
     raises SafetyBlocked for a blocked prompt (every revised prompt is checked too;
     `first_checked` says the caller has already checked the first one). `planner` (agent.layout
     functions bound to this run) and `composer` (plan, base image -> tools.compose.ComposeResult)
-    enable the edit and layout repairs."""
-    emit = on_event or (lambda e: None)
-    seed = base.seed if base.seed is not None else draw_seed()
+    enable the edit and layout repairs. `base` comes checked (tools.generate.check_request: its
+    seed is drawn there, once). `call` (agent.events.Call) stops the run at its next step when
+    cancelled and receives the round events and the backend's steps."""
+    call = call_of(call)
+    emit, step_progress = call.emit, call.steps()
+    if base.seed is None:
+        raise InvalidInput("The loop's base request has no seed.", "Pass it through tools.generate.check_request first.")
+    seed = base.seed
     checklist = checklist or Checklist([])
     attempt, rounds, best, best_round, best_attempt = first, [], None, 0, first
     stop, scheduler, spent = "rounds exhausted", None, 0
@@ -198,12 +194,11 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
     can_compose = verifier is not None and planner is not None and composer is not None
     next_seed = seed
     for r in range(1, options.rounds + 1):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Run cancelled.")
+        call.check("Run cancelled.")
         t0 = time.perf_counter()
         if r > 1 or not first_checked:
             check_prompt(attempt.positive)
-        emit(LoopEvent("round_start", r, {"prompt": attempt.positive, "change": attempt.change, "repair": repair}))
+        emit(RoundStarted(r, options.rounds, attempt.positive, attempt.change, repair))
         recipe, plain, made_by = None, {}, None
         if repair in ("edit", "layout"):
             plan = (planner.edit(best, next_seed) if repair == "edit" else None) or planner.layout(next_seed)
@@ -228,7 +223,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
             # the base request (size, steps, scheduler, adapters, speed options) with this attempt's words
             request = dataclasses.replace(base, prompt=attempt.positive, negative_prompt=attempt.negative,
                                           cfg=attempt.cfg, seed=seeds[0], count=options.candidates)
-            result = backend.generate(request, progress=step_progress, cancel=cancel)
+            result = backend.generate(request, progress=step_progress, cancel=call.cancel)
             scheduler = result.scheduler
             made_by = {"backend": result.backend, "model": result.model, "fallback": list(result.fallback)}
             if result.fallback:
@@ -254,8 +249,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
                 candidates.append(c)
         candidates.sort(key=lambda c: c.seed)
         for c in candidates:
-            emit(LoopEvent("candidate", r, {"seed": c.seed, "score": c.score, "blocked": c.blocked,
-                                            "checks": [v.to_json() for v in c.checks]}))
+            emit(CandidateScored(r, c.seed, c.score, c.blocked, tuple(v.to_json() for v in c.checks)))
         scored = [c for c in candidates if c.score is not None]
         round_best = max(scored, key=Candidate.key) if scored else None
         record = RoundRecord(round=r, prompt=attempt.positive, negative=attempt.negative, cfg=attempt.cfg,
@@ -270,7 +264,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
                              failed=[v.text for v in round_best.failed] if round_best else [],
                              recipe=recipe, fallback=made_by["fallback"] if made_by else [])
         rounds.append(record)
-        emit(LoopEvent("round_end", r, record.to_json()))
+        emit(RoundFinished(r, options.rounds, record.to_json()))
         if round_best and (best is None or round_best.key() > best.key()):
             best, best_round, best_attempt = round_best, r, attempt
         if best is not None and best.all_pass:
@@ -281,7 +275,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
             if repair == "prompt":
                 attempt = reviser.revise(attempt, rounds, intent, [v.text for v in best.failed
                                                                    if v.kind != "holistic"])
-                emit(LoopEvent("revised", r, {"prompt": attempt.positive, "change": attempt.change}))
+                emit(Revised(r, attempt.positive, attempt.change))
     if best is None:
         raise SafetyBlocked("Every candidate image was blocked by the safety policy.",
                            rounds[-1].blocked[0]["category"] if rounds and rounds[-1].blocked else "unsafe",
@@ -295,7 +289,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
     result = LoopResult(best=best, best_round=best_round, best_attempt=best_attempt, rounds=rounds,
                         threshold=threshold, met=best.all_pass, stop_reason=stop, scheduler=scheduler,
                         warnings=warnings, images=spent)
-    emit(LoopEvent("done", best_round, {"best_seed": best.seed, "best_score": best.score, "met": result.met}))
+    emit(LoopFinished(len(rounds), best_round, best.seed, best.score, result.met))
     return result
 
 

@@ -147,7 +147,7 @@ class ImagentMCP:
                  max_preview_side: int = MAX_PREVIEW_SIDE, max_preview_bytes: int = MAX_PREVIEW_BYTES):
         self.session = session
         self.caps = Capabilities(session, paths)
-        self.queue = queue or JobQueue(cancel_running=session.cancel)
+        self.queue = queue or JobQueue()
         self.max_preview_side = max_preview_side
         self.max_preview_bytes = max_preview_bytes
         self.server = Server("imagent", version=VERSION, title="imagent", instructions=INSTRUCTIONS,
@@ -203,7 +203,7 @@ class ImagentMCP:
             return self._error(error_payload(exc))
 
     def _submit(self, name: str, args: dict, inp) -> Job:
-        return self.queue.submit(name, args, lambda tracker: self.caps.call(name, inp, progress=tracker))
+        return self.queue.submit(name, args, lambda call: self.caps.call(name, inp, call=call))
 
     async def _await_job(self, ctx, job: Job) -> dict:
         """Wait for a queued job, sending progress notifications; a cancelled request cancels it."""

@@ -132,6 +132,28 @@ def _saved_json(outcome) -> dict:
                        for s in outcome.images]}
 
 
+def loop_event_json(event) -> dict | None:
+    """A loop event as GET /v1/jobs/{id}/events streams it ({"event": NAME, "data": {...}}), or
+    None for events the stream does not carry (steps, the end: the job's status says it)."""
+    from dataclasses import asdict
+
+    from agent.events import CandidateScored, Revised, RoundFinished, RoundStarted
+
+    match event:
+        case RoundStarted():
+            name, data = "round_start", {"round": event.round, "prompt": event.prompt, "change": event.change,
+                                         "repair": event.repair}
+        case CandidateScored():
+            name, data = "candidate", {**asdict(event), "checks": list(event.checks)}
+        case RoundFinished():
+            name, data = "round_end", {"round": event.round, **event.row}
+        case Revised():
+            name, data = "revised", asdict(event)
+        case _:
+            return None
+    return {"event": name, "data": _json_safe(data)}
+
+
 def _json_safe(value):
     return json.loads(json.dumps(value, default=str))
 

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from agent.errors import InvalidInput
 from agent.jobs import Job
 from agent.server_models import (EditBody, GenerationBody, OpenAIError, RunBody, _images_response, _job_json,
-                                 _json_safe, _saved_json, from_validation)
+                                 _json_safe, _saved_json, from_validation, loop_event_json)
 from agent.server_service import ImagentService
 from tools.generate import GenerateRequest
 
@@ -61,9 +61,9 @@ def add_routes(app: FastAPI, svc: ImagentService) -> None:
         if svc.cache and fields_.get("seed") is not None:
             metrics.cache_misses.inc()
 
-        def work(tracker):
+        def work(call):
             req = GenerateRequest(prompt=prompt, count=body.n, **fields_)
-            outcome = session.generate(req, idea=idea, spec=spec, extra=extra, progress=tracker)
+            outcome = session.generate(req, idea=idea, spec=spec, extra=extra, call=call)
             metrics.images.labels(kind="generate").inc(len(outcome.images))
             if outcome.blocked:
                 metrics.safety_blocks.labels(stage="image").inc(len(outcome.blocked))
@@ -117,11 +117,11 @@ def add_routes(app: FastAPI, svc: ImagentService) -> None:
 
         init, mask, inputs = await run_in_threadpool(prepare)
 
-        def work(tracker):
+        def work(call):
             fields_ = dict(sampling, scheduler=sampling["scheduler"] or session.settings.scheduler)
             req = GenerateRequest(prompt=body.prompt, count=body.n, init_image=init, mask=mask,
                                   strength=body.strength, **fields_)
-            outcome = session.generate(req, kind="edit", inputs=inputs, progress=tracker)
+            outcome = session.generate(req, kind="edit", inputs=inputs, call=call)
             metrics.images.labels(kind="edit").inc(len(outcome.images))
             if outcome.blocked:
                 metrics.safety_blocks.labels(stage="image").inc(len(outcome.blocked))
@@ -158,14 +158,18 @@ def add_routes(app: FastAPI, svc: ImagentService) -> None:
         await run_in_threadpool(prepare)
         events: list[dict] = []
 
-        def on_event(event):
-            if event.kind != "done":
-                events.append({"event": event.kind, "data": _json_safe({"round": event.round, **event.data})})
+        def streamed(call):  # the job's events go to its progress; its round events into the stream too
+            def sink(event):
+                call.emit(event)
+                wire = loop_event_json(event)
+                if wire is not None:
+                    events.append(wire)
+            return call.with_sink(sink)
 
-        def work(tracker):
+        def work(call):
             outcome = session.run(body.idea, rounds=body.rounds, candidates=body.candidates,
                                   threshold=body.threshold, threshold_mode=body.threshold_mode, style=body.style,
-                                  raw=body.raw, request_fields=fields, progress=tracker, events=on_event)
+                                  raw=body.raw, request_fields=fields, call=streamed(call))
             metrics.images.labels(kind="run").inc()
             best = outcome.best
             image = svc.image_json(best.image_id, best.path, best.record, base_url, "url")

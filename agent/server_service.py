@@ -62,7 +62,7 @@ class ImagentService:
         self.queue_size = queue_size
         self.cache = cache
         self.max_upload_bytes = max_upload_bytes
-        self.queue = JobQueue(cancel_running=session.cancel)
+        self.queue = JobQueue()
         self.metrics = Metrics(self.depth)
         self._submit_lock = threading.Lock()
         self._events: dict[str, list[dict]] = {}
@@ -78,15 +78,15 @@ class ImagentService:
         return max(1, int(mean * max(1, self.depth()) + 0.999))
 
     def submit(self, kind: str, arguments: dict, fn) -> Job:
-        """Queue `fn(tracker)` unless `queue_size` jobs already wait or run (then 429)."""
-        def work(tracker):
-            with self.session.work_lock:
-                try:
-                    return fn(tracker)
-                except SafetyBlocked:
-                    if kind == "run":  # a background job: no error response counts it
-                        self.metrics.safety_blocks.labels(stage="request").inc()
-                    raise
+        """Queue `fn(call)` (the job's own agent.events.Call) unless `queue_size` jobs already wait
+        or run (then 429)."""
+        def work(call):
+            try:
+                return fn(call)
+            except SafetyBlocked:
+                if kind == "run":  # a background job: no error response counts it
+                    self.metrics.safety_blocks.labels(stage="request").inc()
+                raise
 
         with self._submit_lock:
             if self.depth() >= self.queue_size:

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from agent.config import DEMO, Settings
 from agent.errors import Cancelled, ImagentError, InvalidInput, SafetyBlocked
+from agent.events import Call, Phase, RoundFinished, call_of
 from agent.store import Gallery
 from tools.generate import GenerateRequest, GenerateResult, check_request
 from tools.adapters import Control, IPAdapter, Lora, merge_loras, split_prompt_loras
@@ -24,19 +24,6 @@ from tools.postprocess import PostProcess
 from tools.schedulers import SCHEDULERS
 
 VERSION = "0.1.0"
-
-
-@dataclass
-class Progress:
-    """A progress event for front ends: `kind` is 'step' (diffusion steps) or a label of a phase."""
-
-    kind: str
-    done: int
-    total: int
-    label: str = ""
-
-
-ProgressSink = Callable[[Progress], None]
 
 
 @dataclass
@@ -133,10 +120,6 @@ class Session:
         self._safety = safety
         self._scorers = {str(settings.clip_model): scorer} if scorer is not None else {}
         self._lock = threading.Lock()
-        self.cancel_event = threading.Event()
-        # Pixel work from concurrent callers (parallel tool calls, MCP requests) takes this lock,
-        # so jobs run one at a time instead of exhausting GPU/CPU memory.
-        self.work_lock = threading.Lock()
 
     # -- lazily built tools -----------------------------------------------------------------
     def backend(self):
@@ -225,10 +208,6 @@ class Session:
                                        cfg=d["cfg"] if request.cfg is None else request.cfg)
         return request
 
-    def cancel(self) -> None:
-        """Ask the running job to stop at its next step (thread-safe)."""
-        self.cancel_event.set()
-
     # -- generation -------------------------------------------------------------------------
     def check_prompt(self, text: str) -> None:
         verdict = self.safety().check_prompt(text)
@@ -239,12 +218,13 @@ class Session:
                                 "IMAGENT_SAFETY); the word lists are in prompts/safety/.")
 
     def generate(self, request: GenerateRequest, *, idea: str | None = None, spec: dict | None = None,
-                 out_dir: str | Path | None = None, progress: ProgressSink | None = None,
+                 out_dir: str | Path | None = None, call: Call | None = None,
                  kind: str = "generate", inputs: dict | None = None, extra: dict | None = None,
                  chat_id: str | None = None, post: PostProcess | None = None) -> GenerationOutcome:
         """Validate, safety-check, generate, save images with metadata, record in the gallery.
-        `post`: resize, sharpen and the output format (tools.postprocess; default: the PNG as generated)."""
-        self.cancel_event.clear()  # a cancel from now on (even while models load) stops this job
+        `post`: resize, sharpen and the output format (tools.postprocess; default: the PNG as generated).
+        `call` (agent.events.Call): cancel it to stop at the next step; its sink gets the steps."""
+        call = call_of(call)
         post = _check_post(post)
         req = check_request(self._with_defaults(request))
         self.check_prompt(req.prompt)
@@ -253,9 +233,9 @@ class Session:
             raise InvalidInput(f"The {backend.name} backend cannot do {req.mode}.",
                                "Use the diffusers backend for this.")
         out_dir = self._out_dir(out_dir)  # checked before generating: a bad --out never costs an image
-        step = (lambda done, total: progress(Progress("step", done, total))) if progress else None
         with self._recorded(kind, idea=idea, spec=spec, params=req.params(), chat_id=chat_id) as run_id:
-            result = backend.generate(req, progress=step, cancel=self.cancel_event)
+            call.check("Generation cancelled.")
+            result = backend.generate(req, progress=call.steps(), cancel=call.cancel)
             outcome = self._save(run_id, req, result, idea=idea, spec=spec, out_dir=out_dir,
                                  inputs=inputs, extra=extra, post=post)
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
@@ -323,7 +303,7 @@ class Session:
     def run(self, idea: str, *, rounds: int = 3, candidates: int = 2, threshold: float | None = None,
             threshold_mode: str = "relative", style: str | None = None, raw: bool = False,
             request_fields: dict | None = None, out_dir: str | Path | None = None,
-            progress: ProgressSink | None = None, events=None, chat_id: str | None = None,
+            call: Call | None = None, chat_id: str | None = None,
             reviser: str = "auto", chat_model=None, spec=None, checklist=None,
             post: PostProcess | None = None, extra: dict | None = None) -> RunOutcome:
         """The critique loop (agent.loop): expand the idea and derive its checklist, then per
@@ -337,8 +317,10 @@ class Session:
         `checklist`: requirements (tools.requirements.Checklist or its JSON) instead of deriving them.
         `post`: post-processing of the best image as it is saved (tools.postprocess); candidates are
         scored and verified as generated.
-        `extra`: more entries for the best image's record (a batch tags it with its item key)."""
-        self.cancel_event.clear()  # a cancel from now on (even during expansion or loading) stops this run
+        `extra`: more entries for the best image's record (a batch tags it with its item key).
+        `call` (agent.events.Call): cancel it to stop at the next step; its sink gets every round
+        event and the steps."""
+        call = call_of(call)
         post = _check_post(post)
         from agent import loop
         from agent.render import guess_family
@@ -368,20 +350,16 @@ class Session:
             planner = RunPlanner(checklist, width=w, height=h, prompt=positive, negative=neg, steps=base.steps,
                                  cfg=base.cfg, layout_control=self._layout_control(backend))
             locate = self._locate(verifier)
-            composer = lambda plan, image: backend.compose(plan, locate, image, cancel=self.cancel_event)  # noqa: E731
+            composer = lambda plan, image: backend.compose(plan, locate, image, cancel=call.cancel)  # noqa: E731
         t0 = time.perf_counter()
         spec_json = spec.model_dump()
 
-        def on_event(event):
-            if event.kind == "round_start" and progress:
-                progress(Progress("round", event.round - 1, options.rounds, f"round {event.round}/{options.rounds}"))
-            if event.kind == "round_end":
-                self.gallery.add_round(run_id, event.round, event.data)
-            if events:
-                events(event)
+        def record_rounds(event):  # each round is in the gallery as soon as it ends
+            if isinstance(event, RoundFinished):
+                self.gallery.add_round(run_id, event.round, event.row)
+            call.emit(event)
 
         out_dir = self._out_dir(out_dir)  # before any round runs
-        step = (lambda done, total: progress(Progress("step", done, total))) if progress else None
         with self._recorded("run", idea=idea, spec=spec_json, chat_id=chat_id,
                             params=dict(base.params(), rounds=rounds, candidates=candidates)) as run_id:
             threshold_info = loop.calibrate(options, idea, scorer, self._reference_images)
@@ -389,12 +367,10 @@ class Session:
                                    options=options, backend=backend, safety=checker, scorer=scorer,
                                    reviser=chosen, threshold=threshold_info, check_prompt=self.check_prompt,
                                    checklist=checklist, verifier=verifier, planner=planner, composer=composer,
-                                   cancel=self.cancel_event, on_event=on_event, step_progress=step,
-                                   first_checked=True)
+                                   call=call.with_sink(record_rounds), first_checked=True)
             best = self._save_best(run_id, result, base, backend, idea, out_dir, checklist, chosen.name,
                                    scorer.formula, verifier, post, extra)
-        if progress:
-            progress(Progress("round", len(result.rounds), len(result.rounds), "done"))
+        call.emit(Phase("done"))
         outcome = RunOutcome(run_id=run_id, best=best, score=round(result.best.score, 4),
                              spec=best.record.get("spec", spec_json), rounds=[r.to_json() for r in result.rounds],
                              threshold=result.threshold, met=result.met, stop_reason=result.stop_reason,
@@ -577,7 +553,7 @@ class Session:
 
     # -- metadata -----------------------------------------------------------------------------
     def rerun(self, png_path: str | Path, *, out_dir: str | Path | None = None,
-              progress: ProgressSink | None = None, same_model: bool = True) -> GenerationOutcome:
+              call: Call | None = None, same_model: bool = True) -> GenerationOutcome:
         """Reproduce an image from its metadata (same params, seed and post-processing; with
         `same_model`, the session's model must be the recorded one, else InvalidInput says how to
         select it)."""
@@ -590,7 +566,7 @@ class Session:
                        **recorded_options(p))
         inputs = record.get("inputs") or {}
         if p.get("mode") == "compose":
-            return self._rerun_composed(record, png_path, out_dir, same_model, post)
+            return self._rerun_composed(record, png_path, out_dir, same_model, post, call_of(call))
         if p.get("mode") in {"img2img", "inpaint"}:
             req, inputs = self.edit_request(p["prompt"], inputs["init_image"], mask_path=inputs.get("mask"),
                                             strength=p["strength"],
@@ -600,16 +576,15 @@ class Session:
         if same_model:
             self._check_same_model(record)
         return self.generate(req, idea=record.get("idea"), spec=record.get("spec"), out_dir=out_dir,
-                             progress=progress, kind="rerun", inputs=inputs or None,
+                             call=call, kind="rerun", inputs=inputs or None,
                              extra={"rerun_of": str(png_path)}, post=post)
 
     def _rerun_composed(self, record: dict, png_path, out_dir, same_model: bool,
-                        post: PostProcess) -> GenerationOutcome:
+                        post: PostProcess, call: Call) -> GenerationOutcome:
         """Replay a layout-guided or edited image from its recipe, then save and record it."""
         if same_model:
             self._check_same_model(record)
-        self.cancel_event.clear()
-        image = self.replay(record["recipe"])
+        image = self.replay(record["recipe"], call=call)
         p = record["params"]
         req = GenerateRequest(**{k: p[k] for k in ("prompt", "negative_prompt", "steps", "cfg", "scheduler") if k in p},
                               width=record["width"], height=record["height"], seed=record["seed"])
@@ -633,12 +608,13 @@ class Session:
                                "Set IMAGENT_LAYOUT_REPAIR (or layout_repair in config.json) to auto or latent.")
         return 1.0 if has else None
 
-    def replay(self, recipe: dict):
+    def replay(self, recipe: dict, *, call: Call | None = None):
         """The image a recipe describes (txt2img, or a composition over its base), made again."""
+        call = call_of(call)
         if recipe.get("mode") == "txt2img":
             keys = ("prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed", "scheduler")
             req = GenerateRequest(**{k: recipe[k] for k in keys if k in recipe}, **recorded_options(recipe))
-            return self.backend().generate(req, cancel=self.cancel_event).images[0]
+            return self.backend().generate(check_request(req), progress=call.steps(), cancel=call.cancel).images[0]
         if recipe.get("mode") != "compose":
             raise InvalidInput(f"Unknown recipe mode '{recipe.get('mode')}'.", "The record is damaged or newer.")
         from tools.compose import ComposePlan
@@ -648,8 +624,8 @@ class Session:
             raise InvalidInput("Replaying a layout-guided image needs the detector that placed its objects.",
                                "Pass --detector (or set IMAGENT_DETECTOR) to the detector it was made with.")
         plan = ComposePlan.from_json(recipe["plan"])
-        base = self.replay(recipe["base"]) if plan.use_base else None
-        return self.backend().compose(plan, self._locate(verifier), base, cancel=self.cancel_event).image
+        base = self.replay(recipe["base"], call=call) if plan.use_base else None
+        return self.backend().compose(plan, self._locate(verifier), base, cancel=call.cancel).image
 
     def _check_same_model(self, record: dict) -> None:
         backend = self.backend()
@@ -706,13 +682,13 @@ class Session:
                 "path": scorer.path}
 
     def upscale(self, path: str | Path, *, scale: int = 4, method: str = "realesrgan",
-                out_dir: str | Path | None = None, progress: ProgressSink | None = None,
+                out_dir: str | Path | None = None, call: Call | None = None,
                 prompt: str | None = None, strength: float = 0.3, seed: int | None = None,
                 tile: int | None = None, steps: int = 20) -> "UpscaleOutcome":
         """Upscale an image file; the result is safety-checked, written atomically with metadata
         (source, method, model; the source's own record nested) and recorded in the gallery.
         hires-fix refines with this session's backend, using `prompt` or the source's recorded one."""
-        self.cancel_event.clear()  # a cancel from now on stops this job
+        call = call_of(call)
         from tools.upscale import check_upscale
 
         image = load_image(path)
@@ -732,13 +708,12 @@ class Session:
             seed = draw_seed()
         backend = self.backend() if method == "hires-fix" else None
         label = f"upscale x{scale} ({method})"
-        step = (lambda done, total: progress(Progress("step", done, total, label))) if progress else None
         out_dir = self._out_dir(out_dir)  # before the upscale runs
         with self._recorded("upscale", params={"source": str(source), "scale": scale, "method": method,
                                                            **({"prompt": prompt} if prompt else {})}) as run_id:
             result = self.upscaler().upscale(image, scale, method, backend=backend, prompt=prompt,
-                                             strength=strength, seed=seed, tile=tile, steps=steps, progress=step,
-                                             cancel=self.cancel_event)
+                                             strength=strength, seed=seed, tile=tile, steps=steps, progress=call.steps(label),
+                                             cancel=call.cancel)
             outcome = self._save_upscale(run_id, result, source, source_record, out_dir)
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome
@@ -785,13 +760,13 @@ class Session:
         return UpscaleOutcome(run_id=run_id, path=dest, image_id=image_id, record=record)
 
     def edit(self, prompt: str, image_path: str | Path, *, mask_path: str | Path | None = None,
-             strength: float = 0.75, out_dir: str | Path | None = None, progress: ProgressSink | None = None,
+             strength: float = 0.75, out_dir: str | Path | None = None, call: Call | None = None,
              chat_id: str | None = None, post: PostProcess | None = None, **params) -> GenerationOutcome:
         """img2img from an image file (inpainting where `mask_path` is white) in one call:
         edit_request + generate(kind="edit"). `params`: negative_prompt, steps, cfg, seed, scheduler, count.
         `post`: post-processing and output format, as for generate."""
         request, inputs = self.edit_request(prompt, image_path, mask_path=mask_path, strength=strength, **params)
-        return self.generate(request, out_dir=out_dir, progress=progress, kind="edit", inputs=inputs,
+        return self.generate(request, out_dir=out_dir, call=call, kind="edit", inputs=inputs,
                              chat_id=chat_id, post=post)
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools import postprocess as pp
+from tools.limits import IDEA_CHARS, MAX_CONTROLS, MAX_LORAS, PATH_CHARS, PROMPT_CHARS, bounds
 from tools.upscale import DEFAULT_METHOD
 
 
@@ -67,15 +68,15 @@ class IPAdapterInput(_Input):
 
 
 class _Adapters(_Input):
-    loras: list[str] = Field([], max_length=8,
+    loras: list[str] = Field([], max_length=MAX_LORAS,
                              description="LoRA adapters, each 'PATH_OR_NAME[:WEIGHT]' (weight 1 by default): a "
                                          ".safetensors file, a name in the LoRA folder, a hub id, or the demo "
                                          "model's demo-tall. <lora:NAME:W> in the prompt works too.")
-    controls: list[ControlInput] = Field([], max_length=4, description="ControlNet conditions (several at once).")
+    controls: list[ControlInput] = Field([], max_length=MAX_CONTROLS, description="ControlNet conditions (several at once).")
     ip_adapter: IPAdapterInput | None = Field(None, description="An image whose style the result should take.")
     refiner: str | None = Field(None, max_length=400, description="SDXL refiner (folder or hub id) for the last "
                                                                   "steps. Default: none.")
-    refiner_switch: float = Field(0.8, gt=0.0, lt=1.0, description="Share of the steps the base model makes "
+    refiner_switch: float = Field(0.8, **bounds("refiner_switch"), description="Share of the steps the base model makes "
                                                                    "before the refiner.")
     attention: Literal["sdpa", "sliced"] = Field("sdpa", description="sdpa (fast, default) or sliced (less memory).")
     vae_tiling: bool = Field(False, description="Decode in tiles: large sizes in little memory.")
@@ -84,15 +85,15 @@ class _Adapters(_Input):
 
 
 class _Sampling(_Adapters):
-    negative_prompt: str = Field("", max_length=4000,
+    negative_prompt: str = Field("", max_length=PROMPT_CHARS,
                                  description="What to keep out of the image (negative prompt). Empty for none.")
-    steps: int | None = Field(None, ge=1, le=500,
+    steps: int | None = Field(None, **bounds("steps"),
                               description="Denoising steps; more is slower and usually finer. Default: the "
                                           "model's own default (20 for most models).")
-    cfg: float | None = Field(None, ge=0.0, le=50.0,
+    cfg: float | None = Field(None, **bounds("cfg"),
                               description="Guidance scale: how strictly to follow the prompt (7 is typical). "
                                           "Default: the model's own default.")
-    seed: int | None = Field(None, ge=0, lt=2**63,
+    seed: int | None = Field(None, **bounds("seed"),
                              description="Random seed for a reproducible result. Default: drawn at random and "
                                          "reported in the result.")
     scheduler: str | None = Field(None, max_length=64,
@@ -101,9 +102,9 @@ class _Sampling(_Adapters):
 
 
 class _Size(_Input):
-    width: int | None = Field(None, ge=16, le=4096,
+    width: int | None = Field(None, **bounds("width"),
                               description="Image width in pixels, a multiple of 8. Default: the model's native size.")
-    height: int | None = Field(None, ge=16, le=4096,
+    height: int | None = Field(None, **bounds("height"),
                                description="Image height in pixels, a multiple of 8. Default: the model's native size.")
 
 
@@ -128,7 +129,7 @@ class _Post(_Input):
 class _ImageRef(_Input):
     image_id: int | None = Field(None, ge=1, description="Id of an image in the gallery (from list_images or a "
                                                          "previous result). Give this or `image`.")
-    image: str | None = Field(None, min_length=1, max_length=4096,
+    image: str | None = Field(None, min_length=1, max_length=PATH_CHARS,
                               description="Path of an image file (PNG, JPEG or WebP). Relative paths are read "
                                           "from the server's input folder. Give this or `image_id`.")
 
@@ -143,10 +144,10 @@ class _ImageRef(_Input):
 class RunInput(_Size, _Sampling, _Post):
     """Turn a rough idea into the best image the critique loop can make."""
 
-    idea: str = Field(..., min_length=1, max_length=4000,
+    idea: str = Field(..., min_length=1, max_length=IDEA_CHARS,
                       description="The rough idea in plain words, e.g. 'two red circles on a blue background'.")
-    rounds: int = Field(3, ge=1, le=10, description="Most rounds of generate -> score -> revise (1 = no revision).")
-    candidates: int = Field(2, ge=1, le=8, description="Images generated per round (different seeds); the best "
+    rounds: int = Field(3, **bounds("rounds"), description="Most rounds of generate -> score -> revise (1 = no revision).")
+    candidates: int = Field(2, **bounds("candidates"), description="Images generated per round (different seeds); the best "
                                                        "is kept.")
     threshold: float | None = Field(None, ge=0.0, le=2.5,
                                     description="Stop as soon as the best score reaches this: a fraction of the "
@@ -163,23 +164,23 @@ class RunInput(_Size, _Sampling, _Post):
 class GenerateInput(_Size, _Sampling, _Post):
     """Generate images from a prompt (text-to-image), in one shot, without the critique loop."""
 
-    prompt: str = Field(..., min_length=1, max_length=4000,
+    prompt: str = Field(..., min_length=1, max_length=PROMPT_CHARS,
                         description="What to draw. Used as written unless `expand` or `style` is set.")
     expand: bool = Field(False, description="Treat `prompt` as a rough idea: expand it into a structured prompt "
                                             "first (as `imagent generate --idea`).")
     style: str | None = Field(None, max_length=64, description="Style preset for the expansion (implies "
                                                                "`expand`). Default: none.")
-    count: int = Field(1, ge=1, le=8, description="Number of images (seeds seed, seed+1, ...).")
+    count: int = Field(1, **bounds("count"), description="Number of images (seeds seed, seed+1, ...).")
 
 
 class EditInput(_ImageRef, _Sampling, _Post):
     """Change an existing image: img2img, or inpainting where a mask is white."""
 
-    prompt: str = Field(..., min_length=1, max_length=4000, description="What the edited image should show.")
-    mask: str | None = Field(None, min_length=1, max_length=4096,
+    prompt: str = Field(..., min_length=1, max_length=PROMPT_CHARS, description="What the edited image should show.")
+    mask: str | None = Field(None, min_length=1, max_length=PATH_CHARS,
                              description="Path of a mask image of the same size: white = repaint, black = keep. "
                                          "Default: none (the whole image is reworked).")
-    strength: float = Field(0.75, gt=0.0, le=1.0,
+    strength: float = Field(0.75, **bounds("strength"),
                             description="How much to change, above 0 up to 1 (0.3 keeps most of the image, "
                                         "1 replaces it).")
 
@@ -187,31 +188,31 @@ class EditInput(_ImageRef, _Sampling, _Post):
 class UpscaleInput(_ImageRef):
     """Enlarge an image by 2, 3 or 4 times."""
 
-    scale: int = Field(2, ge=2, le=4, description="Enlargement factor: 2, 3 or 4 (the method must support it).")
+    scale: int = Field(2, **bounds("scale"), description="Enlargement factor: 2, 3 or 4 (the method must support it).")
     method: str = Field(DEFAULT_METHOD, max_length=32,
                         description="realesrgan (photos), realesrgan-anime (flat colours, fast), "
                                     "realesrgan-anime-hq, lanczos (no model), sd-x4, hires-fix.")
-    prompt: str | None = Field(None, max_length=4000,
+    prompt: str | None = Field(None, max_length=PROMPT_CHARS,
                                description="Prompt for sd-x4 / hires-fix. Default: the image's recorded prompt.")
 
 
 class ExpandInput(_Input):
     """Expand a rough idea into a structured prompt and show it, without generating anything."""
 
-    idea: str = Field(..., min_length=1, max_length=4000, description="The rough idea, e.g. 'a cat coding at night'.")
+    idea: str = Field(..., min_length=1, max_length=IDEA_CHARS, description="The rough idea, e.g. 'a cat coding at night'.")
     style: str | None = Field(None, max_length=64, description="Style preset name. Default: none.")
     family: str | None = Field(None, max_length=16,
                                description="Render for this model family: demo, sd, sdxl, flux or openai. "
                                            "Default: guessed from the session's model.")
-    negative: str = Field("", max_length=4000, description="Extra negatives to add, comma-separated.")
+    negative: str = Field("", max_length=PROMPT_CHARS, description="Extra negatives to add, comma-separated.")
 
 
 class CheckSafetyInput(_Input):
     """Check a prompt and/or an image against the session's safety policy, without generating."""
 
-    prompt: str | None = Field(None, min_length=1, max_length=4000, description="Prompt text to check.")
+    prompt: str | None = Field(None, min_length=1, max_length=PROMPT_CHARS, description="Prompt text to check.")
     image_id: int | None = Field(None, ge=1, description="Gallery id of an image to check.")
-    image: str | None = Field(None, min_length=1, max_length=4096, description="Path of an image file to check.")
+    image: str | None = Field(None, min_length=1, max_length=PATH_CHARS, description="Path of an image file to check.")
 
     @model_validator(mode="after")
     def _something(self):
@@ -225,7 +226,7 @@ class CheckSafetyInput(_Input):
 class ScoreInput(_ImageRef):
     """Score how well an image matches a text with CLIP (higher is better)."""
 
-    text: str | None = Field(None, min_length=1, max_length=4000,
+    text: str | None = Field(None, min_length=1, max_length=PROMPT_CHARS,
                              description="Text to score against. Default: the image's recorded idea or prompt.")
 
 

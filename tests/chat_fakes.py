@@ -40,22 +40,19 @@ def scripted(*turns) -> ScriptedChatModel:
 
 def blocking_run(session, *, started: threading.Event | None = None, step: int = 4, steps: int = 10):
     """A stand-in for Session.run that reports round 1 as finished, then sits in round 2 at
-    `step`/`steps` until the session is cancelled (deterministic mid-generation screens)."""
+    `step`/`steps` until its call is cancelled (deterministic mid-generation screens)."""
     from agent.errors import Cancelled
-    from agent.loop import LoopEvent
-    from agent.session import Progress
+    from agent.events import RoundFinished, RoundStarted, Step
 
-    def run(idea, *, progress=None, events=None, **kwargs):
-        session.cancel_event.clear()
-        progress(Progress("round", 0, 3, "round 1/3"))
-        events(LoopEvent("round_start", 1, {"prompt": idea, "change": "initial prompt"}))
-        events(LoopEvent("round_end", 1, {"round": 1, "change": "initial prompt", "scores": [0.61, 0.58],
-                                          "best_score": 0.61, "seeds": [7, 8]}))
-        progress(Progress("round", 1, 3, "round 2/3"))
-        progress(Progress("step", step, steps))
+    def run(idea, *, call, **kwargs):
+        call.emit(RoundStarted(1, 3, idea, "initial prompt", "initial"))
+        call.emit(RoundFinished(1, 3, {"round": 1, "change": "initial prompt", "scores": [0.61, 0.58],
+                                       "best_score": 0.61, "seeds": [7, 8]}))
+        call.emit(RoundStarted(2, 3, idea, "revised", "prompt"))
+        call.emit(Step(step, steps))
         if started is not None:
             started.set()
-        session.cancel_event.wait(30)
+        call.cancel.wait(30)
         raise Cancelled("Run cancelled.")
 
     return run

@@ -221,8 +221,11 @@ def test_snapshot_mid_generation(session, snap_compare, monkeypatch):
             await asyncio.sleep(0.02)
         await pilot.pause(0.2)
 
-    assert snap_compare(make_app(session, styles=[]), terminal_size=SIZE, run_before=run_before)
-    session.cancel()
+    app = make_app(session, styles=[])
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+    finally:
+        app.controller.cancel()
 
 
 def test_snapshot_finished_round_table(session, snap_compare):

@@ -179,16 +179,16 @@ def test_imagent_mcp_without_the_2x_sdk_says_what_to_install(monkeypatch, capsys
 
 # -- also: MCP progress carries a total; a relative threshold above the maximum warns -------------------------------
 def test_progress_snapshots_carry_a_total():
+    from agent.events import RoundStarted, Step
     from agent.jobs import ProgressTracker
-    from agent.session import Progress
 
     t = ProgressTracker()
-    t(Progress("round", 0, 2, "round 1/2"))
-    t(Progress("step", 3, 12))
+    t(RoundStarted(1, 2, "a cat", "initial prompt", "initial"))
+    t(Step(3, 12))
     snap = t.snapshot()
     assert snap["message"] == "round 1/2, step 3/12" and snap["total"] == 12 and snap["progress"] == 3
-    t(Progress("step", 12, 12))
-    t(Progress("step", 2, 12))  # the next image
+    t(Step(12, 12))
+    t(Step(2, 12))  # the next image
     snap = t.snapshot()
     assert snap["progress"] == 14 and snap["total"] == 24
 
@@ -219,9 +219,9 @@ def test_tool_schemas_have_no_grammar_breaking_max_length_but_still_enforce_it()
         assert _max_length(schema) <= GRAMMAR_SAFE_LENGTH, spec.name
         tool = convert_to_openai_tool(spec.input)
         assert _max_length(tool) <= GRAMMAR_SAFE_LENGTH, spec.name
-    assert "At most 4000 characters." in RunInput.model_json_schema()["properties"]["idea"]["description"]
+    assert "At most 2000 characters." in RunInput.model_json_schema()["properties"]["idea"]["description"]
     with pytest.raises(ValidationError):
-        RunInput(idea="x" * 4001)
+        RunInput(idea="x" * 2001)
     with LoopbackLLM([{"idea": "two red circles"}], llama_cpp=True) as server:
         tool = convert_to_openai_tool(RunInput)
         r = post(server, {"messages": [{"role": "user", "content": "draw"}], "tools": [tool],

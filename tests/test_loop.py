@@ -170,12 +170,17 @@ def test_cancel_stops_between_steps(settings, tiny_backend):
     scorer = ScriptedScorer([[0.1, 0.1]] * 3)
     session = make_session(settings, tiny_backend, scorer)
 
-    def progress(event):
-        if event.kind == "step" and event.done >= 1:
-            session.cancel()
+    from agent.events import Call, Step
 
+    call = Call()
+
+    def sink(event):
+        if isinstance(event, Step) and event.done >= 1:
+            call.stop()
+
+    call.sink = sink
     with pytest.raises(Cancelled):
-        session.run("a cat", rounds=3, candidates=2, request_fields=FIELDS, progress=progress)
+        session.run("a cat", rounds=3, candidates=2, request_fields=FIELDS, call=call)
     assert session.gallery.runs(limit=1)[0]["status"] == "cancelled"
 
 

@@ -209,13 +209,13 @@ def test_queue_serializes_concurrent_calls(app, monkeypatch):
     lock = threading.Lock()
     real = app.caps.generate
 
-    def counting(inp, progress=None):
+    def counting(inp, call=None):
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
         time.sleep(0.05)
         try:
-            return real(inp, progress=progress)
+            return real(inp, call=call)
         finally:
             with lock:
                 active[0] -= 1
@@ -262,9 +262,9 @@ def test_cancel_queued_and_running_jobs(app, monkeypatch):
 
     started = threading.Event()
 
-    def blocking(inp, progress=None):
+    def blocking(inp, call=None):
         started.set()
-        if not app.session.cancel_event.wait(20):
+        if not call.cancel.wait(20):
             raise AssertionError("never cancelled")
         raise Cancelled("Cancelled at step 1.")
 

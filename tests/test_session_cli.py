@@ -137,7 +137,11 @@ def test_cli_without_seed_reports_the_drawn_one(capsys, tiny_sd_path, tmp_path):
     (["generate", "x", "--scheduler", "warp"], "Unknown scheduler", 2),
     (["generate", "x", "--init-image", "missing.png"], "does not exist", 2),
     (["generate", "x", "--init-image", "{notimage}"], "not a readable image", 2),
-    (["generate", "x", "--init-image", "{img}", "--strength", "2"], "0..1", 2),
+    (["generate", "x", "--init-image", "{img}", "--strength", "2"], "strength 2.0 is out of range.\n  Use above 0 "
+                                                                    "to 1 (0.3 keeps most of the image, 1 replaces it). "
+                                                                    "(option --strength)", 2),
+    (["generate", "x", "--steps", "600"], "steps 600 is out of range.\n  Use 1 to 500 steps. (option --steps)", 2),
+    (["generate", "x", "-n", "0"], "count 0 is out of range.\n  Use 1 to 64 images. (option --count)", 2),
     (["generate", "x", "--init-image", "{img}", "--mask", "{smallmask}"], "mask is 16x16", 2),
     (["generate", "x", "--mask", "{smallmask}"], "--init-image", 2),
     (["generate", "x", "--model", "{tmp}"], "not a diffusers model", 3),
@@ -219,11 +223,13 @@ def test_seed_minus_one_is_random_and_dash_reads_the_prompt_from_stdin(capsys, t
 
 
 def test_ctrl_c_mid_generation_is_recorded_as_cancelled(session, tmp_path):
-    def progress(event):
+    from agent.events import Call
+
+    def interrupt(event):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        session.generate(GenerateRequest("a cat", steps=2, seed=1), out_dir=tmp_path, progress=progress)
+        session.generate(GenerateRequest("a cat", steps=2, seed=1), out_dir=tmp_path, call=Call(sink=interrupt))
     assert session.gallery.runs(limit=1)[0]["status"] == "cancelled"
 
 

@@ -129,13 +129,15 @@ def test_cancel_stops_between_tiles(upscaler):
 
 
 def test_session_upscale_writes_png_with_metadata_and_gallery(session, tmp_path):
+    from agent.events import Call
     from tools.generate import GenerateRequest
     from tools.metadata import read_metadata
 
     gen = session.generate(GenerateRequest(prompt="two red circles", steps=1, seed=5), out_dir=tmp_path / "gen")
     src = gen.images[0].path
     events = []
-    out = session.upscale(src, scale=2, method="realesrgan-anime", out_dir=tmp_path / "up", progress=events.append)
+    out = session.upscale(src, scale=2, method="realesrgan-anime", out_dir=tmp_path / "up",
+                         call=Call(sink=events.append))
     assert Image.open(out.path).size == (64, 64)
     meta = read_metadata(out.path)
     record = meta["record"]

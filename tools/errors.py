@@ -8,6 +8,7 @@ from __future__ import annotations
 class ImagentError(Exception):
     """Base of every error a user should see as a clear one-line message (no traceback).
 
+    `param`: the input parameter the error is about, as every front door names it (tools.limits).
     `retryable`: the same request may succeed later or elsewhere (a timeout, a rate limit, a
     server error, an unreachable service); a backend fallback chain (tools.fallback) passes only
     these on to its next backend. Bad input, safety blocks and refusals are never retryable.
@@ -16,10 +17,11 @@ class ImagentError(Exception):
     exit_code = 1
     retryable = False
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, *, param: str | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.param = param  # the input parameter at fault (steps, count, ...): a CLI names its flag
 
     def __str__(self) -> str:
         return f"{self.message} {self.hint}".strip() if self.hint else self.message

@@ -16,11 +16,10 @@ from PIL import Image
 
 from tools.errors import InvalidInput
 from tools.images import MAX_SIDE
+from tools.limits import LIMITS, MAX_CONTROLS, PROMPT_CHARS, check_range
 
-MAX_PROMPT_CHARS = 4000
 DEFAULT_STEPS = 20
 DEFAULT_CFG = 7.0
-MAX_COUNT = 64
 
 ProgressFn = Callable[[int, int], None]  # (step done, total steps)
 SPEED_OPTIONS = {"attention": "sdpa", "vae_tiling": False, "vae_slicing": False, "compile": False,
@@ -30,10 +29,12 @@ ATTENTION = ("sdpa", "sliced")
 OPTION_KEYS = ("loras", "controls", "ip_adapter", "refiner", "refiner_switch", *SPEED_OPTIONS)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerateRequest:
     """What to generate. `width`/`height` None means the model's native size; `steps`/`cfg` None
-    means the model's defaults (the session fills them in; else DEFAULT_STEPS / DEFAULT_CFG)."""
+    means the model's defaults (the session fills them in; else DEFAULT_STEPS / DEFAULT_CFG).
+    Frozen: `check_request` returns a new, checked request (`checked` True) that backends take
+    as it is; `dataclasses.replace` of it is unchecked again."""
 
     prompt: str
     negative_prompt: str = ""
@@ -58,6 +59,7 @@ class GenerateRequest:
     vae_slicing: bool = False  # decode a batch one image at a time
     compile: bool = False      # torch.compile the UNet (once per process; later calls reuse it)
     lora_fuse: bool = False    # merge the LoRAs into the weights (faster sampling; kept while the next call's match)
+    checked: bool = field(default=False, init=False, repr=False, compare=False)  # set by check_request only
 
     @property
     def mode(self) -> str:
@@ -69,7 +71,7 @@ class GenerateRequest:
 
     def params(self) -> dict:
         """The JSON-able parameters (no images), as recorded in metadata and the gallery."""
-        skip = {"init_image", "mask", "loras", "controls", "ip_adapter"}
+        skip = {"init_image", "mask", "loras", "controls", "ip_adapter", "checked"}
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip
              and not (k in SPEED_OPTIONS and getattr(self, k) == SPEED_OPTIONS[k])}
         d["mode"] = self.mode
@@ -119,7 +121,7 @@ def fast_defaults(model: str, req: "GenerateRequest") -> dict | None:
     """Sampling defaults of few-step models, as their cards give them, or None for others:
     SD-Turbo / SDXL-Turbo (a 'turbo' model id): 4 steps (1-4 work), no guidance (cfg 0); an LCM model,
     an LCM-LoRA (a LoRA whose name holds 'lcm') or the lcm scheduler: 4 steps, cfg 1, the LCM
-    scheduler. Explicit --steps / --cfg / --scheduler always win."""
+    scheduler. Explicit steps / cfg / scheduler always win."""
     name = str(model).lower()
     lcm_lora = any("lcm" in str(getattr(x, "source", x)).lower() for x in (req.loras or ()))
     if "turbo" in name:
@@ -166,11 +168,20 @@ def _char_name(char: str) -> str:
     return f"{names[code]} (U+{code:04X})" if code in names else f"U+{code:04X}"
 
 
+def _fill(req: GenerateRequest, **values) -> None:
+    """Set fields on the copy check_request is building (frozen once it is returned)."""
+    for name, value in values.items():
+        object.__setattr__(req, name, value)
+
+
 def check_request(req: GenerateRequest) -> GenerateRequest:
     """Validate a request up front; raises InvalidInput with what to do. Returns a new request
-    with defaults and a drawn seed filled in; the one passed in is never changed."""
+    with defaults and a drawn seed filled in (the one place a seed is drawn), marked `checked`;
+    the one passed in is never changed, and a checked request is returned as it is."""
     import dataclasses
 
+    if req.checked:
+        return req
     req = dataclasses.replace(req)
     check_numeric_types(req)
     if not isinstance(req.prompt, str) or not req.prompt.strip():
@@ -179,40 +190,35 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
         raise InvalidInput(f"The negative prompt must be text, not {type(req.negative_prompt).__name__}.",
                            "Pass a string (or nothing).")
     for what, text in (("prompt", req.prompt), ("negative prompt", req.negative_prompt or "")):
-        if len(text) > MAX_PROMPT_CHARS:
-            raise InvalidInput(f"The {what} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}.",
+        if len(text) > PROMPT_CHARS:
+            raise InvalidInput(f"The {what} is {len(text)} characters; the limit is {PROMPT_CHARS}.",
                                "Shorten it: SD 1.x/2.x prompts over 77 tokens are split into chunks (compel), "
                                "other models cut what their text encoder cannot read.")
         check_text(text, f"The {what}")
     for side, value in (("width", req.width), ("height", req.height)):
         if value is None:
             continue
-        if not isinstance(value, int) or value < 16 or value > MAX_SIDE:
-            raise InvalidInput(f"The {side} {value} is out of range.", f"Use 16 to {MAX_SIDE} pixels.")
+        check_range(side, value)
         if value % 8:
             raise InvalidInput(f"The {side} {value} is not a multiple of 8.",
-                               f"Try {max(16, value - value % 8)} or {value - value % 8 + 8}.")
+                               f"Try {max(16, value - value % 8)} or {value - value % 8 + 8}.", param=side)
     if req.steps is None:
-        req.steps = DEFAULT_STEPS
+        _fill(req, steps=DEFAULT_STEPS)
     if req.cfg is None:
-        req.cfg = DEFAULT_CFG
-    if not isinstance(req.steps, int) or not 1 <= req.steps <= 500:
-        raise InvalidInput(f"--steps {req.steps} is out of range.", "Use 1 to 500 steps.")
-    if not 0.0 <= req.cfg <= 50.0:
-        raise InvalidInput(f"--cfg {req.cfg} is out of range.", "Use a guidance scale from 0 to 50 (7 is typical).")
-    if not 1 <= req.count <= MAX_COUNT:
-        raise InvalidInput(f"-n {req.count} is out of range.", f"Ask for 1 to {MAX_COUNT} images.")
+        _fill(req, cfg=DEFAULT_CFG)
+    for name in ("steps", "cfg", "count"):
+        check_range(name, getattr(req, name))
     if req.seed == -1:  # A1111's "random"
-        req.seed = None
-    if req.seed is not None and not 0 <= req.seed < 2**63:
-        raise InvalidInput(f"seed {req.seed} is out of range.", "Use a non-negative integer seed, or -1 for a random one.")
-    if req.mode != "txt2img" and not 0.0 < req.strength <= 1.0:
-        raise InvalidInput(f"--strength {req.strength} is outside 0..1.",
-                           "Use a value above 0 and at most 1 (0.3 keeps most of the image, 1 replaces it).")
+        _fill(req, seed=None)
+    if req.seed is not None:
+        check_range("seed", req.seed)
+    if req.mode != "txt2img":
+        check_range("strength", req.strength)
     if req.init_image is not None:
         check_init_size(req.init_image.size)
     if req.mask is not None and req.init_image is None:
-        raise InvalidInput("A mask was given without an image to inpaint.", "Add --init-image PATH.")
+        raise InvalidInput("A mask was given without an image to inpaint.", "Add the image to inpaint (init_image).",
+                           param="init_image")
     if req.mask is not None and req.mask.size != req.init_image.size:
         raise InvalidInput(
             f"The mask is {req.mask.size[0]}x{req.mask.size[1]} but the image is "
@@ -220,14 +226,16 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     check_adapters(req)
     if req.refiner is not None:
         if not isinstance(req.refiner, str) or not req.refiner.strip():
-            raise InvalidInput("The refiner must name a model folder or hub id.", "Pass --refiner PATH_OR_ID.")
-        if isinstance(req.refiner_switch, bool) or not isinstance(req.refiner_switch, (int, float)) \
-                or not 0.0 < req.refiner_switch < 1.0:
-            raise InvalidInput(f"--refiner-switch {req.refiner_switch} is outside 0..1.",
-                               "Use e.g. 0.8: the base model does the first 80% of the steps, the refiner the rest.")
+            raise InvalidInput("The refiner must name a model folder or hub id.", "Pass a folder or hub id.",
+                               param="refiner")
+        if isinstance(req.refiner_switch, bool) or not isinstance(req.refiner_switch, (int, float)):
+            raise InvalidInput(f"refiner_switch must be a number, not {req.refiner_switch!r}.",
+                               f"Use {LIMITS['refiner_switch'].text()}.", param="refiner_switch")
+        check_range("refiner_switch", req.refiner_switch)
         if req.mode != "txt2img":
-            raise InvalidInput("A refiner works with text-to-image only.", "Drop --refiner for img2img and inpainting.")
-        req.refiner_switch = float(req.refiner_switch)
+            raise InvalidInput("A refiner works with text-to-image only.", "Drop the refiner for img2img and inpainting.",
+                               param="refiner")
+        _fill(req, refiner_switch=float(req.refiner_switch))
     if req.attention not in ATTENTION:
         raise InvalidInput(f"Unknown attention '{req.attention}'.",
                            "Use sdpa (the default, PyTorch's fused attention) or sliced (less memory, slower).")
@@ -238,9 +246,10 @@ def check_request(req: GenerateRequest) -> GenerateRequest:
     if req.scheduler is not None:
         from tools.schedulers import check_name
 
-        req.scheduler = check_name(req.scheduler)
+        _fill(req, scheduler=check_name(req.scheduler))
     if req.seed is None:
-        req.seed = draw_seed()
+        _fill(req, seed=draw_seed())
+    _fill(req, checked=True)
     return req
 
 
@@ -248,7 +257,7 @@ def check_adapters(req: GenerateRequest) -> None:
     """LoRAs (strings are parsed as PATH[:WEIGHT]; `<lora:NAME:W>` tags move from the prompt into
     `loras`) and control conditions (ranges, the image's shape against the output). Sets the
     checked values on `req`, check_request's own copy."""
-    from tools.adapters import (MAX_CONTROLS, Control, Lora, check_control, check_lora, merge_loras,
+    from tools.adapters import (Control, Lora, check_control, check_lora, merge_loras,
                                 parse_lora, split_prompt_loras)
 
     loras = req.loras if isinstance(req.loras, (list, tuple)) else [req.loras]
@@ -261,14 +270,15 @@ def check_adapters(req: GenerateRequest) -> None:
         else:
             raise InvalidInput(f"A LoRA must be a Lora or 'PATH[:WEIGHT]' text, not {type(item).__name__}.",
                                "Pass e.g. loras=['demo-tall:0.8'].")
-    req.prompt, tagged = split_prompt_loras(req.prompt)
+    prompt, tagged = split_prompt_loras(req.prompt)
+    _fill(req, prompt=prompt)
     if not req.prompt.strip():
         raise InvalidInput("The prompt holds only LoRA tags.", "Describe what to generate besides the <lora:...> tags.")
-    req.loras = merge_loras(given + tagged)
+    _fill(req, loras=merge_loras(given + tagged))
     controls = req.controls if isinstance(req.controls, (list, tuple)) else [req.controls]
     if len(controls) > MAX_CONTROLS:
         raise InvalidInput(f"{len(controls)} control conditions were given; the limit is {MAX_CONTROLS}.",
-                           "Use fewer --control options.")
+                           "Use fewer control conditions.", param="controls")
     size = req.init_image.size if req.init_image is not None else (
         (req.width, req.height) if req.width and req.height else None)
     for c in controls:
@@ -277,12 +287,12 @@ def check_adapters(req: GenerateRequest) -> None:
                                "Build it with tools.adapters.Control(kind, image, scale).")
     if controls and req.mode == "inpaint":
         raise InvalidInput("Control conditions work with text-to-image and img2img, not inpainting yet.",
-                           "Drop --control, or edit without a mask.")
-    req.controls = tuple(check_control(c, size) for c in controls)
+                           "Drop the control conditions, or edit without a mask.", param="controls")
+    _fill(req, controls=tuple(check_control(c, size) for c in controls))
     if req.ip_adapter is not None:
         from tools.adapters import check_ip_adapter
 
-        req.ip_adapter = check_ip_adapter(req.ip_adapter)
+        _fill(req, ip_adapter=check_ip_adapter(req.ip_adapter))
 
 
 # field -> (whether None is allowed, integers only); bool is refused even though it is an int
@@ -311,7 +321,7 @@ def check_numeric_types(req: GenerateRequest) -> None:
         if not integral and value != value:  # NaN passes every range check as False
             raise InvalidInput(f"The {name} is NaN.", f"Pass a real number for {name}.")
         # numpy scalars and the like become plain int/float (JSON metadata, range checks)
-        setattr(req, name, int(value) if integral else (value if isinstance(value, int) else float(value)))
+        _fill(req, **{name: int(value) if integral else (value if isinstance(value, int) else float(value))})
 
 
 def check_init_size(size: tuple[int, int], what: str = "input image") -> None:

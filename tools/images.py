@@ -17,8 +17,9 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 import errno
 
 from tools.errors import DiskFull, InvalidInput
+from tools.limits import LIMITS
 
-MAX_SIDE = 4096
+MAX_SIDE = int(LIMITS["width"].high)  # an image's side, in and out (tools.limits)
 
 
 def open_image(source: str | os.PathLike | bytes | BinaryIO, *, what: str = "image",

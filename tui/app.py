@@ -24,7 +24,8 @@ from textual.screen import Screen
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static, TextArea
 
-from agent.chat import COMMAND_HELP, ChatController, ChatEvent, help_text
+from agent import events as ev
+from agent.chat import COMMAND_HELP, ChatController, help_text
 from agent.errors import Cancelled, ImagentError
 from tools.generate import printable
 
@@ -35,7 +36,7 @@ LIST_FIELDS = {"quality", "negatives", "extras"}
 class ChatUpdate(Message):
     """An event from the controller (posted from the worker thread)."""
 
-    def __init__(self, event: ChatEvent) -> None:
+    def __init__(self, event: ev.Event) -> None:
         super().__init__()
         self.event = event
 
@@ -269,47 +270,44 @@ class ImagentApp(App):
         self.query_one("#status", Static).update(text)
 
     # -- events from the controller (posted from the worker thread) -----------------------------------
-    def _from_controller(self, event: ChatEvent) -> None:
+    def _from_controller(self, event: ev.Event) -> None:
         self.post_message(ChatUpdate(event))
 
     def on_chat_update(self, message: ChatUpdate) -> None:
-        event = message.event
-        if event.kind == "message":
-            if event.role != "user":  # the user's line is drawn at once, on submit
-                self._add_message(event.role, event.text)
-        elif event.kind == "image":
-            self._add_image(event.data["image_id"], event.data["path"])
-        elif event.kind == "state":
-            self._show_state()
-        elif event.kind == "progress":
-            self._progress(event.data)
-        elif event.kind == "loop":
-            self._loop_event(event.data)
-        elif event.kind == "mode":
-            self.sub_title = event.text.split(":")[0]
-            self._set_status()
-        elif event.kind == "cleared":
-            self.log_view.remove_children()
-            self._notice(self.controller.mode_line())
+        match message.event:
+            case ev.Message(role=role, text=text) if role != "user":  # the user's line is drawn at once, on submit
+                self._add_message(role, text)
+            case ev.ImageSaved(image_id=image_id, path=path):
+                self._add_image(image_id, path)
+            case ev.StateChanged():
+                self._show_state()
+            case ev.Step(done=done, total=total):
+                self._bar("#steps", done, total)
+            case ev.RoundStarted(round=r, rounds=n):
+                if r == 1:
+                    self.query_one("#table", DataTable).clear()
+                self._bar("#rounds", r - 1, n)
+                self._bar("#steps", 0, 1)
+                self._set_status(f"round {r}/{n} · Esc cancels")
+            case ev.RoundFinished(round=r, rounds=n, row=row):
+                self._table_row(self.query_one("#table", DataTable), dict(row))
+                self._bar("#rounds", r, n)
+            case ev.LoopFinished(rounds=n):
+                self._bar("#rounds", n, n)
+            case ev.ModeChanged(line=line):
+                self.sub_title = line.split(":")[0]
+                self._set_status()
+            case ev.ChatCleared():
+                self.log_view.remove_children()
+                self._notice(self.controller.mode_line())
 
-    def _progress(self, p) -> None:
+    def _bar(self, which: str, done: int, total: int) -> None:
         self.query_one("#progress").visible = True  # shown by the first progress: quick commands do not flicker
-        bar = self.query_one("#steps" if p.kind == "step" else "#rounds", ProgressBar)
+        bar = self.query_one(which, ProgressBar)
         if not bar.size.width:  # just shown, not laid out yet: a bar rounds its value to its width
-            self.call_after_refresh(self._progress, p)
+            self.call_after_refresh(self._bar, which, done, total)
             return
-        bar.update(total=max(1, p.total), progress=p.done)
-        if p.kind == "round":
-            self.query_one("#steps", ProgressBar).update(progress=0)
-            if p.label and p.label != "done":
-                self._set_status(f"{p.label} · Esc cancels")
-
-    def _loop_event(self, e) -> None:
-        kind = getattr(e, "kind", "")
-        if kind == "round_start" and getattr(e, "round", 0) == 1:
-            self.query_one("#table", DataTable).clear()
-        elif kind == "round_end":
-            self._table_row(self.query_one("#table", DataTable), dict(getattr(e, "data", {}) or {}))
+        bar.update(total=max(1, total), progress=done)
 
     # -- input ---------------------------------------------------------------------------------------
     @on(Input.Submitted, "#prompt")

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 
 from agent.config import Settings, check_backends, load_settings
 from agent.errors import ConfigError, InvalidInput
-from agent.session import Progress, Session
+from agent.events import Call, RoundFinished, RoundStarted, Step
+from agent.session import Session
 from tools.generate import parse_size, printable
 from tools.postprocess import PostProcess
 from tools.schedulers import SCHEDULERS
@@ -161,14 +162,15 @@ def request_fields(args, settings: Settings) -> dict:
 
 @contextmanager
 def progress_bar(args, description: str = "generating"):
-    """Yields a Progress sink drawing Rich bars on stderr (one per kind of event: diffusion steps,
-    loop rounds, ...; each with i/n and time left), or None when progress is off."""
+    """Yields the command's Call (agent.events) whose sink draws Rich bars on stderr (one per kind:
+    diffusion steps, loop rounds; each with i/n and time left), plain lines into a pipe with
+    --progress, or nothing when progress is off."""
     enabled = args.progress if args.progress is not None else sys.stderr.isatty()
     if not enabled:
-        yield None
+        yield Call()
         return
     if not sys.stderr.isatty():  # --progress into a pipe or a log: plain lines, at most ~10 per phase
-        yield _line_progress(description)
+        yield Call(sink=_line_progress(description))
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
@@ -177,26 +179,42 @@ def progress_bar(args, description: str = "generating"):
              MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
         tasks: dict[str, int] = {}
 
-        def sink(event: Progress) -> None:
-            if event.kind not in tasks:
-                label = description if event.kind == "step" else event.kind
-                tasks[event.kind] = bar.add_task(label, total=None, unit=event.kind)
-            bar.update(tasks[event.kind], completed=event.done, total=event.total,
-                       **({"description": event.label} if event.label and event.kind != "step" else {}))
+        def sink(event) -> None:
+            shown = _bar_of(event, description)
+            if shown is None:
+                return
+            key, done, total, label = shown
+            if key not in tasks:
+                tasks[key] = bar.add_task(label, total=None, unit=key)
+            bar.update(tasks[key], completed=done, total=total, **({"description": label} if key != "step" else {}))
 
-        yield sink
+        yield Call(sink=sink)
+
+
+def _bar_of(event, description: str):
+    """(bar, done, total, label) an event moves, or None: steps and rounds have a bar each."""
+    match event:
+        case Step(done=done, total=total, label=label):
+            return "step", done, total, label or description
+        case RoundStarted(round=r, rounds=n):
+            return "round", r - 1, n, f"round {r}/{n}"
+        case RoundFinished(round=r, rounds=n):
+            return "round", r, n, f"round {r}/{n}"
+    return None
 
 
 def _line_progress(description: str):
     last: dict[str, int] = {}
 
-    def sink(event: Progress) -> None:
-        total = max(1, event.total or 1)
-        tenth = event.done * 10 // total
-        if event.done in (0, total) or tenth != last.get(event.kind):
-            label = description if event.kind == "step" else (event.label or event.kind)
-            note(f"imagent: {label} {event.done}/{event.total}")
-            last[event.kind] = tenth
+    def sink(event) -> None:
+        shown = _bar_of(event, description)
+        if shown is None:
+            return
+        key, done, total, label = shown
+        tenth = done * 10 // max(1, total or 1)
+        if done in (0, total) or tenth != last.get(key):
+            note(f"imagent: {label} {done}/{total}")
+            last[key] = tenth
     return sink
 
 

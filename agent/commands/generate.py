@@ -66,8 +66,8 @@ def run(args) -> int:
                                                strength=args.strength, **fields)
     else:
         request, inputs = GenerateRequest(prompt=prompt, **fields), None
-    with progress_bar(args) as sink:
-        outcome = session.generate(request, idea=idea, spec=spec, out_dir=args.out, progress=sink, inputs=inputs,
+    with progress_bar(args) as call:
+        outcome = session.generate(request, idea=idea, spec=spec, out_dir=args.out, call=call, inputs=inputs,
                                    extra=extra, post=post)
     warn(outcome.warnings)
     for b in outcome.blocked:

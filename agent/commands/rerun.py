@@ -32,8 +32,8 @@ def run(args) -> int:
     if args.model:
         warn([f"using --model {args.model} instead of {record['model']}: pixels will differ"])
     session = Session(settings)
-    with progress_bar(args, "rerunning") as sink:
-        outcome = session.rerun(args.image, out_dir=args.out, progress=sink, same_model=not args.model)
+    with progress_bar(args, "rerunning") as call:
+        outcome = session.rerun(args.image, out_dir=args.out, call=call, same_model=not args.model)
     new = outcome.images[0]
     same = bool(np.array_equal(np.asarray(load_image(args.image)), np.asarray(load_image(new.path))))
     payload = dict(outcome.to_json(), identical=same, original=str(args.image))

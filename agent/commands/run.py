@@ -53,10 +53,10 @@ def run(args) -> int:
     if args.count != 1:
         warn(["-n is ignored by `run`; use --candidates for images per round"])
     fields.pop("count")
-    with progress_bar(args) as sink:
+    with progress_bar(args) as call:
         outcome = session.run(args.idea, rounds=args.rounds, candidates=args.candidates, threshold=args.threshold,
                               threshold_mode=args.threshold_mode, style=args.style, raw=args.raw,
-                              request_fields=fields, out_dir=args.out, progress=sink, reviser=args.reviser,
+                              request_fields=fields, out_dir=args.out, call=call, reviser=args.reviser,
                               post=post)
     warn(outcome.warnings)
     if args.json:

@@ -35,8 +35,8 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     session = Session(settings_from(args))
-    with progress_bar(args, f"upscale x{args.scale}") as sink:
-        outcome = session.upscale(args.image, scale=args.scale, method=args.method, out_dir=args.out, progress=sink,
+    with progress_bar(args, f"upscale x{args.scale}") as call:
+        outcome = session.upscale(args.image, scale=args.scale, method=args.method, out_dir=args.out, call=call,
                                   prompt=args.prompt, strength=args.strength, seed=args.seed, tile=args.tile,
                                   steps=args.steps)
     up = outcome.record["upscale"]

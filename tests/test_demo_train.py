@@ -9,7 +9,8 @@ import torch
 
 from tools.demo import oracle as O
 from tools.demo import world as W
-from training.demo_train import contrastive_rank_loss, degrade, lr_at, near_miss, with_extra_objects
+from training.demo_common import lr_at
+from training.demo_train_clip import contrastive_rank_loss, degrade, near_miss, with_extra_objects
 
 
 def test_lr_warms_up_holds_then_cools_down_to_a_tenth():

@@ -10,8 +10,8 @@ from PIL import Image, ImageDraw
 from agent.cli import main
 from agent.errors import InvalidInput, SafetyBlocked
 from tools.generate import GenerateRequest
-from tools.safety import (Blocklist, PolicyChecker, PromptClassifier, Verdict, build_checker, read_examples,
-                          train_prompt_classifier)
+from tools.safety import PolicyChecker, Verdict, build_checker
+from tools.safety_prompt import Blocklist, PromptClassifier, read_examples, train_prompt_classifier
 
 SAFE_PROMPTS = ["two red circles left of a blue square", "three green triangles above a yellow circle",
                 "a cat sitting on a windowsill at night", "a kid in a striped shirt flying a kite",
@@ -293,7 +293,7 @@ def test_benign_prompts_that_share_letters_with_blocked_words_pass(standard, pro
 
 
 def test_normalisation_undoes_the_rewrites():
-    from tools.safety import normalize
+    from tools.safety_text import normalize
 
     assert normalize("N.U.D.E") == normalize("n u d e") == normalize("ｎｕｄｅ") == normalize("nudе") == "nude"
     assert normalize("p0rn, d3sn\u200budó") == "porn desnudo"

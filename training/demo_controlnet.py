@@ -25,8 +25,8 @@ import torch
 from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
-from training.demo_train import (Checkpointer, StepLog, adapter_main, eps_loss, images_to_tensor, log, lr_at,
-                                 noisy_batch, optimizer_step)
+from training.demo_common import (Checkpointer, StepLog, adapter_main, eps_loss, images_to_tensor, log, lr_at,
+                                  noisy_batch, optimizer_step)
 
 EXPORT_DIR = WEIGHTS_DIR / "controlnet-layout"
 EMBED_CHANNELS = (16, 32, 64)   # two stride-2 stages: 64x64 condition -> 16x16 latents

@@ -26,7 +26,7 @@ from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
 from training.demo_lora import WEIGHT_NAME, export_lora, latent_cache, lora_setup, lora_state
-from training.demo_train import StepLog, adapter_main, log, lr_at, optimizer_step
+from training.demo_common import StepLog, adapter_main, log, lr_at, optimizer_step
 
 EXPORT_DIR = WEIGHTS_DIR / "lora-lcm"
 DDIM_STEPS = 50            # the schedule the consistency is learnt on (LCMScheduler's original_inference_steps)

@@ -27,8 +27,8 @@ import torch
 from tools.demo import WEIGHTS_DIR
 from tools.demo import world as W
 from training import demo_models as M
-from training.demo_train import (Checkpointer, StepLog, adapter_main, eps_loss, images_to_tensor, log, lr_at,
-                                 noisy_batch, optimizer_step)
+from training.demo_common import (Checkpointer, StepLog, adapter_main, eps_loss, images_to_tensor, log, lr_at,
+                                  noisy_batch, optimizer_step)
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
            "conv1", "conv2"]

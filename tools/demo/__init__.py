@@ -1,6 +1,8 @@
 """The demo world: coloured shapes, an exact oracle, and the small models imagent ships.
 
-- `tools.demo.world`    grammar, parser, renderer, prompt sets
+- `tools.demo.world`    the world's names in one namespace, from:
+  `tools.demo.grammar` (vocabulary, Scene, parser), `tools.demo.sampling` (random scenes, wrong
+  captions, prompt sets), `tools.demo.drawing` (layouts, renderer, box-layout images)
 - `tools.demo.oracle`   reads an image and checks it against a scene (GenEval-like categories)
 
 Training, export and evaluation live outside the installed package, in the repository's

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from tools.demo.world import BACKGROUNDS, COLOURS, SIZE, Scene, parse
+from tools.demo.grammar import BACKGROUNDS, COLOURS, SIZE, Scene, parse
 from tools.errors import InvalidInput
 
 MIN_AREA = 20

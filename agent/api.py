@@ -10,6 +10,8 @@
     edited = s.edit("a green square", out.images[0].path, strength=0.6)      # mask_path=... inpaints
     s.generate(GenerateRequest(prompt="a cat"), post=PostProcess(sharpen=1, resize=(768, 512), format="jpeg"))
     big = s.upscale(edited.images[0].path, scale=4, method="realesrgan")
+    call = Call(sink=print)                               # one call's control: call.stop() from another thread
+    s.generate(GenerateRequest(prompt="a cat", steps=50), call=call)   # its events: Step(done, total), ...
     s.score([big.path], "a green square")                 # {'scores': [...], 'formula': 'clipscore', ...}
 
 `open_session(**overrides)` takes any agent.config.Settings field (model, backend, device, dtype,
@@ -27,13 +29,14 @@ from dataclasses import fields
 from agent.capabilities import Capabilities, PathPolicy
 from agent.config import Settings, load_settings
 from agent.errors import BackendError, Cancelled, ImagentError, InvalidInput, ModelNotFound, SafetyBlocked
-from agent.session import GenerationOutcome, Progress, RunOutcome, SavedImage, Session, UpscaleOutcome
+from agent.events import Call, Step
+from agent.session import GenerationOutcome, RunOutcome, SavedImage, Session, UpscaleOutcome
 from tools.generate import GenerateRequest
 from tools.postprocess import PostProcess
 
 __all__ = [
     "open_session", "Session", "Settings", "GenerateRequest", "PostProcess", "GenerationOutcome", "RunOutcome", "UpscaleOutcome",
-    "SavedImage", "Progress", "Capabilities", "PathPolicy", "ImagentError", "InvalidInput", "SafetyBlocked",
+    "SavedImage", "Call", "Step", "Capabilities", "PathPolicy", "ImagentError", "InvalidInput", "SafetyBlocked",
     "ModelNotFound", "BackendError", "Cancelled",
 ]
 

@@ -43,7 +43,7 @@ from agent.batch_lines import (FORMATS, MAX_GRID, Item, Line, LineParams, Sweep,
                                image_name, item_key, parse_floats, parse_ints, plan, read_lines)
 from agent.batch_records import (MANIFEST, RECORDS, BatchOptions, RecordLog, _now, file_digest,  # noqa: F401
                                  open_batch)
-from agent.capabilities import error_payload
+from agent.capabilities import error_payload, range_error
 from agent.errors import Cancelled, ConfigError, InvalidInput, ModelNotFound
 from agent.session import Session
 from tools.adapters import controls_from_specs, merge_loras, parse_lora
@@ -61,6 +61,10 @@ def item_request_fields(session: Session, item: Item, options: BatchOptions) -> 
     try:
         p = LineParams.model_validate(item.line.fields)
     except ValidationError as exc:
+        ranged = range_error(exc)  # one value outside its limit: the words every front door uses
+        if ranged is not None:
+            raise InvalidInput(f"Line {item.line.number}: {ranged.message}", f"{ranged.hint} Fix the line and resume.",
+                               param=ranged.param) from None
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'line'}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(f"Line {item.line.number} has bad parameters: {problems}.",
                            "Fix the line (known keys: " + ", ".join(LineParams.model_fields) + ") and resume.") from None

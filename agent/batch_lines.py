@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.errors import InvalidInput
+from tools.limits import IDEA_CHARS, MAX_CONTROLS, MAX_LORAS, PROMPT_CHARS, bounds
 
 FORMATS = ("txt", "jsonl", "tsv")
 MAX_GRID = 100_000
@@ -25,22 +26,22 @@ class LineParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    idea: str | None = Field(None, min_length=1, max_length=4000)
-    prompt: str | None = Field(None, min_length=1, max_length=4000)
-    negative: str = Field("", max_length=4000)
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    steps: int | None = Field(None, ge=1, le=500)
-    cfg: float | None = Field(None, ge=0.0, le=50.0)
+    idea: str | None = Field(None, min_length=1, max_length=IDEA_CHARS)
+    prompt: str | None = Field(None, min_length=1, max_length=PROMPT_CHARS)
+    negative: str = Field("", max_length=PROMPT_CHARS)
+    seed: int | None = Field(None, **bounds("seed"))
+    steps: int | None = Field(None, **bounds("steps"))
+    cfg: float | None = Field(None, **bounds("cfg"))
     size: str | None = None
     width: int | None = None
     height: int | None = None
     scheduler: str | None = None
     style: str | None = None
-    rounds: int | None = Field(None, ge=1, le=10)
-    candidates: int | None = Field(None, ge=1, le=8)
+    rounds: int | None = Field(None, **bounds("rounds"))
+    candidates: int | None = Field(None, **bounds("candidates"))
     threshold: float | None = None
-    lora: list[str] = Field([], max_length=8)      # 'PATH_OR_NAME[:WEIGHT]'; one string is one LoRA
-    control: list[str] = Field([], max_length=4)   # 'KIND:IMAGE[:SCALE]'
+    lora: list[str] = Field([], max_length=MAX_LORAS)        # 'PATH_OR_NAME[:WEIGHT]'; one string is one LoRA
+    control: list[str] = Field([], max_length=MAX_CONTROLS)  # 'KIND:IMAGE[:SCALE]'
     id: str | int | None = None
 
     @model_validator(mode="before")

@@ -108,7 +108,7 @@ def _saved(s: SavedImage) -> dict:
 _RANGE_ERRORS = {"less_than_equal", "greater_than_equal", "less_than", "greater_than"}
 
 
-def _range_error(exc: ValidationError):
+def range_error(exc: ValidationError):
     """The tools.limits error for a validation error that is one value outside its limit, else None."""
     from tools.limits import LIMITS, out_of_range
 
@@ -122,7 +122,7 @@ def _range_error(exc: ValidationError):
 def error_payload(exc: BaseException) -> dict:
     """{error: {type, message, hint}} for a failed call (ImagentError or a validation error)."""
     if isinstance(exc, ValidationError):
-        ranged = _range_error(exc)
+        ranged = range_error(exc)
         if ranged is not None:  # the same words as the CLI's and the chat's for the same value
             exc = ranged
     if isinstance(exc, ValidationError):

@@ -39,6 +39,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     from agent.config import load_settings
+    from agent.critique import locator
     from agent.layout import plan_edit, plan_layout
     from agent.session import Session
     from tools.demo.oracle import check
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("IMAGENT_HOME", tempfile.mkdtemp(prefix="imagent-repair-bench-"))
     session = Session(load_settings(model="demo", clip_model="demo", safety="off"))
     backend, verifier = session.backend(), session.verifier()
-    locate = session._locate(verifier)
+    locate = locator(verifier)
     d = session.model_defaults()
     steps, cfg = d["steps"], d["cfg"]
     rows = []

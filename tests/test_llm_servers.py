@@ -84,11 +84,12 @@ def test_a_plain_500_is_still_retried():
 
 # -- 4. revision honours IMAGENT_LLM_METHOD -------------------------------------------------------------------
 def revise_once(settings):
+    from agent.critique import reviser_for
     from agent.revise import Attempt
     from agent.session import Session
 
     session = Session(settings)
-    reviser = session._reviser("llm", None, lambda s: (s.subject, ""), "sd")
+    reviser = reviser_for(session, "llm", None, lambda s: (s.subject, ""), "sd")
     spec = PromptSpec(subject="two red circles")
     out = reviser.revise(Attempt(spec, "two red circles", "", 5.0), [], "two red circles", ["two red circles"])
     return reviser, out

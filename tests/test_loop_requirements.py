@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agent.critique import layout_control
 from tools.images import load_image
 from tools.metadata import read_metadata
 
@@ -118,7 +119,7 @@ def test_the_layout_repair_is_drawn_by_the_demo_controlnet_and_replays(demo_sess
     from tools.demo import oracle, world
 
     backend = demo_session.backend()
-    assert demo_session._layout_control(backend) == 1.0, "the demo model ships a layout ControlNet"
+    assert layout_control(demo_session, backend) == 1.0, "the demo model ships a layout ControlNet"
     prompts = world.prompt_set("position", 6)
     correct, inside = 0, 0
     for i, p in enumerate(prompts):
@@ -149,7 +150,7 @@ def test_layout_repair_setting_picks_latent_composition_or_refuses_a_missing_con
                                      model=model, clip_model="demo", safety="off"))
 
     latent = session("latent")
-    assert latent._layout_control(latent.backend()) is None
+    assert layout_control(latent, latent.backend()) is None
 
     class NoControl:
         model = "some/model"
@@ -157,8 +158,8 @@ def test_layout_repair_setting_picks_latent_composition_or_refuses_a_missing_con
         def has_control(self, kind):
             return False
 
-    assert session("auto")._layout_control(NoControl()) is None
+    assert layout_control(session("auto"), NoControl()) is None
     with pytest.raises(InvalidInput, match="no layout ControlNet"):
-        session("control")._layout_control(NoControl())
+        layout_control(session("control"), NoControl())
     with pytest.raises(ConfigError, match="IMAGENT_LAYOUT_REPAIR|layout_repair"):
         session("sometimes")

@@ -1,0 +1,261 @@
+"""The critique loop wired to a session's tools: expansion, checklist, verifier, reviser, composer, and saving the best image.
+
+`run(session, idea, ...)` is what `Session.run` does; the loop itself (agent.loop) is plain
+Python over these contracts.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from agent.config import DEMO
+from agent.errors import ImagentError, InvalidInput
+from agent.events import Call, Phase, RoundFinished, call_of
+from agent.outcomes import RunOutcome
+from agent.saving import check_post, save_images
+from tools.adapters import merge_loras, split_prompt_loras
+from tools.generate import GenerateRequest, GenerateResult, check_request
+from tools.postprocess import PostProcess
+
+
+def run(session, idea: str, *, rounds: int = 3, candidates: int = 2, threshold: float | None = None,
+        threshold_mode: str = "relative", style: str | None = None, raw: bool = False,
+        request_fields: dict | None = None, out_dir: str | Path | None = None,
+        call: Call | None = None, chat_id: str | None = None,
+        reviser: str = "auto", chat_model=None, spec=None, checklist=None,
+        post: PostProcess | None = None, extra: dict | None = None) -> RunOutcome:
+    """The critique loop (agent.loop): expand the idea and derive its checklist, then per
+    round generate candidates, safety-check them, score them against the idea, verify every
+    requirement, keep the best, and repair what failed until every requirement holds or
+    `rounds` are spent. Every round is recorded in the gallery as it ends; the best image is
+    saved with the round table and its recipe in its metadata.
+    `reviser`: rules | llm | auto (llm when one is configured or passed, else rules).
+    `spec`: a structured prompt (dict or PromptSpec) to start from instead of expanding the
+    idea (an edited prompt); the candidates are still scored against the idea.
+    `checklist`: requirements (tools.requirements.Checklist or its JSON) instead of deriving them.
+    `post`: post-processing of the best image as it is saved (tools.postprocess); candidates are
+    scored and verified as generated.
+    `extra`: more entries for the best image's record (a batch tags it with its item key).
+    `call` (agent.events.Call): cancel it to stop at the next step; its sink gets every round
+    event and the steps."""
+    call = call_of(call)
+    post = check_post(post)
+    from agent import loop
+    from agent.render import guess_family
+
+    options = loop.LoopOptions(rounds=rounds, candidates=candidates, threshold=threshold,
+                               threshold_mode=threshold_mode).check()
+    fields_ = dict(request_fields or {})
+    negative = fields_.pop("negative_prompt", "") or ""
+    idea, tagged = split_prompt_loras(idea)  # <lora:NAME:W> in the idea: an adapter, not words to expand
+    if tagged:
+        fields_["loras"] = merge_loras([*fields_.get("loras", ()), *tagged])
+    family = guess_family(session.settings.model, session.settings.backends[0])
+    spec, positive, neg, warnings = _first_prompt(session, idea, spec, raw, style, negative, family, chat_model)
+    base = check_request(session.with_defaults(GenerateRequest(prompt=positive, negative_prompt=neg, **fields_)))
+    session.check_prompt(idea)
+    session.check_prompt(positive)
+    backend, checker, scorer = session.backend(), session.safety(), session.scorer()
+    checklist, verifier, more = _checklist(session, idea, spec, checklist, chat_model)
+    warnings += more
+    render_spec = _renderer(family)
+    chosen = reviser_for(session, reviser, chat_model, render_spec, family)
+    planner = composer = None
+    if verifier is not None and "compose" in getattr(backend, "capabilities", ()):
+        from agent.layout import RunPlanner
+
+        w, h = (base.width, base.height) if base.width and base.height else backend.native_size()
+        planner = RunPlanner(checklist, width=w, height=h, prompt=positive, negative=neg, steps=base.steps,
+                             cfg=base.cfg, layout_control=layout_control(session, backend))
+        locate = locator(verifier)
+        composer = lambda plan, image: backend.compose(plan, locate, image, cancel=call.cancel)  # noqa: E731
+    t0 = time.perf_counter()
+    spec_json = spec.model_dump()
+
+    def record_rounds(event):  # each round is in the gallery as soon as it ends
+        if isinstance(event, RoundFinished):
+            session.gallery.add_round(run_id, event.round, event.row)
+        call.emit(event)
+
+    out_dir = session.out_dir(out_dir)  # before any round runs
+    with session.recorded("run", idea=idea, spec=spec_json, chat_id=chat_id,
+                        params=dict(base.params(), rounds=rounds, candidates=candidates)) as run_id:
+        threshold_info = loop.calibrate(options, idea, scorer, (lambda intent: _reference_images(session, intent)))
+        result = loop.run_loop(intent=idea, first=loop.Attempt(spec, positive, neg, base.cfg), base=base,
+                               options=options, backend=backend, safety=checker, scorer=scorer,
+                               reviser=chosen, threshold=threshold_info, check_prompt=session.check_prompt,
+                               checklist=checklist, verifier=verifier, planner=planner, composer=composer,
+                               call=call.with_sink(record_rounds), first_checked=True)
+        best = _save_best(session, run_id, result, base, backend, idea, out_dir, checklist, chosen.name,
+                               scorer.formula, verifier, post, extra)
+    call.emit(Phase("done"))
+    outcome = RunOutcome(run_id=run_id, best=best, score=round(result.best.score, 4),
+                         spec=best.record.get("spec", spec_json), rounds=[r.to_json() for r in result.rounds],
+                         threshold=result.threshold, met=result.met, stop_reason=result.stop_reason,
+                         warnings=warnings + ([threshold_info["warning"]] if threshold_info.get("warning")
+                                              else []) + result.warnings,
+                         timings={"total_s": round(time.perf_counter() - t0, 3)},
+                         checklist=checklist.to_json(), checks=[v.to_json() for v in result.best.checks],
+                         images=result.images)
+    session.gallery.finish_run(run_id, "done", result=outcome.to_json())
+    return outcome
+
+def _first_prompt(session, idea, spec, raw, style, negative, family, chat_model):
+    """(spec, positive, negative, warnings) for the first round: an edited spec, the raw idea,
+    or the expansion of the idea."""
+    from agent.render import render
+    from agent.schemas import PromptSpec
+
+    if spec is not None:
+        spec = PromptSpec.model_validate(spec)
+        rendered = render(spec, family)
+        return spec, rendered.positive, ", ".join(x for x in (rendered.negative, negative) if x), []
+    if raw:
+        return PromptSpec(subject=idea.strip() or "-"), idea, negative, []
+    expansion = session.expand(idea, style=style, negative=negative, chat_model=chat_model)
+    return expansion.spec, expansion.positive, expansion.negative, list(expansion.warnings)
+
+def _renderer(family):
+    from agent.render import render
+
+    def render_spec(s):
+        out = render(s, family)
+        return out.positive, out.negative
+    return render_spec
+
+def reviser_for(session, reviser: str, chat_model, render_spec, family):
+    from agent.revise import LLMReviser, RuleReviser
+
+    rules = RuleReviser(render_spec, family)
+    use_llm = reviser == "llm" or (reviser == "auto" and (chat_model is not None or session.settings.llm_model))
+    if not use_llm:
+        return rules
+    from agent.errors import LLMError
+    from agent.llm import build_chat_model
+    from agent.llm_probe import resolve_method
+
+    try:
+        model = chat_model if chat_model is not None else build_chat_model(session.settings)
+        method = resolve_method(session.settings) if chat_model is None else None
+    except LLMError as exc:  # unreachable or unconfigured: the rules still make progress
+        rules.warnings.append(f"LLM revision is off ({exc.message}); used the rule reviser.")
+        return rules
+    return LLMReviser(model, render_spec, rules, name=f"llm:{session.settings.llm_model or 'chat'}", method=method)
+
+def derive_checklist(session, idea: str, subject: str | None = None, *, chat_model=None):
+    """The requirements of an idea (agent.requirements) and what this session's verifier
+    cannot check: (Checklist, warnings)."""
+    from agent.requirements import checklist_for
+
+    method, early = None, []
+    if chat_model is None and session.settings.llm_model:
+        from agent.errors import LLMError
+        from agent.llm import build_chat_model
+        from agent.llm_probe import resolve_method
+
+        try:
+            chat_model = build_chat_model(session.settings)
+            method = resolve_method(session.settings)
+        except LLMError as exc:  # the rules still give a checklist
+            chat_model, early = None, [f"The LLM could not write the requirements ({exc.message}); "
+                                       "used the rule parser."]
+    cl, warnings = checklist_for(idea, subject, chat_model=chat_model, method=method)
+    warnings = (early if cl.source != "demo-grammar" else []) + warnings
+    verifier = session.verifier()
+    if verifier is not None:
+        cl.unsupported = verifier.unsupported(cl)
+    if cl.unsupported and session.settings.model == DEMO:
+        from tools.demo import world
+
+        warnings.append(f"The demo model draws only coloured shapes ({', '.join(world.SHAPES)} in "
+                        f"{', '.join(world.COLOURS)}); it cannot draw: {', '.join(cl.unsupported)}. "
+                        "Expect 'met: false'; use --model for a real model.")
+    elif cl.unsupported:
+        warnings.append(f"The detector cannot check: {', '.join(cl.unsupported)}.")
+    return cl, warnings
+
+def _checklist(session, idea, spec, checklist, chat_model):
+    from tools.requirements import Checklist
+
+    if checklist is not None:
+        given = checklist if isinstance(checklist, Checklist) else Checklist.from_json(checklist)
+        verifier = session.verifier()
+        cl = Checklist(list(given.requirements), given.source,
+                       verifier.unsupported(given) if verifier is not None else [])
+        warnings = []
+    else:
+        cl, warnings = derive_checklist(session, idea, spec.subject, chat_model=chat_model)
+        verifier = session.verifier()
+    if verifier is None:
+        warnings.append("No detector for this model: 'met' is judged by CLIP alone (set --detector).")
+    return cl, verifier, warnings
+
+
+def locator(verifier):
+    def locate(image, label):
+        boxes = verifier.detector.detect(image, [label]).get(label) or []
+        return boxes[0] if boxes else None
+    return locate
+
+def _save_best(session, run_id, result, base, backend, idea, out_dir, checklist, reviser_name, formula, verifier,
+               post: PostProcess | None = None, more: dict | None = None):
+    # the base request (size, steps, scheduler, LoRAs, conditions, speed options) with the best's words
+    best_req = replace(base, prompt=result.best_attempt.positive, count=1, seed=result.best.seed,
+                       negative_prompt=result.best_attempt.negative, cfg=result.best_attempt.cfg)
+    image = result.best.image
+    made = result.best.made_by or _maker(backend, "compose")  # a composed image: the compose backend
+    generated = GenerateResult(images=[image], seeds=[result.best.seed], model=made["model"],
+                               backend=made["backend"], width=image.size[0], height=image.size[1],
+                               scheduler=result.scheduler, fallback=list(made.get("fallback", ())))
+    loop_record = {"score": round(result.best.score, 4), "formula": formula, "round": result.best_round,
+                   "threshold": result.threshold, "met": result.met, "stop_reason": result.stop_reason,
+                   "reviser": reviser_name, "rounds": [r.to_json() for r in result.rounds],
+                   "checklist": checklist.to_json(), "checks": [v.to_json() for v in result.best.checks],
+                   "verifier": verifier.name if verifier is not None else None, "images": result.images}
+    extra = {**(more or {}), "loop": loop_record}
+    params_update = None
+    if result.best.recipe is not None and result.best.recipe.get("mode") == "compose":
+        extra["recipe"] = result.best.recipe
+        params_update = {"mode": "compose"}
+    saved = save_images(session, run_id, best_req, generated, idea=idea, spec=result.best_attempt.spec.model_dump(),
+                       out_dir=out_dir, inputs=None, extra=extra, verdicts=[result.best.verdict],
+                       params_update=params_update, post=post)
+    best = saved.images[0]
+    session.gallery.set_image_score(best.image_id, result.best.score, result.best_round)
+    return best
+
+def _reference_images(session, intent: str) -> list:
+    """Known-good images of the intent, for calibrating relative thresholds: the demo world's
+    renderer draws them when the scorer is the demo CLIP and the intent is in its grammar."""
+    if str(session.settings.clip_model) != DEMO:
+        return []
+    from tools.demo import world
+
+    try:
+        scene = world.parse(intent)
+    except ImagentError:
+        return []
+    return [world.render(scene, seed)[0] for seed in range(4)]
+
+
+def layout_control(session, backend) -> float | None:
+    """The layout ControlNet's scale for the loop's layout repair, or None to compose in latents
+    (settings.layout_repair: auto uses the ControlNet where the model has one)."""
+    mode = session.settings.layout_repair
+    has = mode != "latent" and getattr(backend, "has_control", lambda kind: False)("layout")
+    if mode == "control" and not has:
+        raise InvalidInput(f"layout_repair is 'control', but the model '{backend.model}' has no layout ControlNet.",
+                           "Set IMAGENT_LAYOUT_REPAIR (or layout_repair in config.json) to auto or latent.")
+    return 1.0 if has else None
+
+
+def _maker(backend, capability: str) -> dict:
+    """{backend, model} of what serves `capability` first: the backend itself, or the first of a
+    chain (tools.fallback) that can."""
+    from tools.fallback import FallbackBackend
+
+    chosen = backend.serving(capability) if isinstance(backend, FallbackBackend) else backend
+    return {"backend": chosen.name, "model": chosen.model}
+
+

@@ -19,7 +19,7 @@ from agent.schemas import PromptSpec
 GOOD = {"subject": "a cat typing on a laptop at night", "style": "cinematic film still",
         "lighting": "blue monitor glow", "composition": "medium shot", "quality": ["highly detailed"],
         "negatives": ["blurry", "text"], "extras": ["cluttered desk"]}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings_for(server, **kw):

@@ -10,7 +10,7 @@ from agent.requirements import checklist_for, llm_checklist, parse_checklist, si
 from tools.demo import world
 from tools.requirements import Checklist
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def _objects(cl):

@@ -1,4 +1,4 @@
-"""Scripted fakes for the chat tests: a tool-calling chat model and a session.run that blocks."""
+"""The shared test fakes: a scripted tool-calling chat model and a session.run that blocks."""
 from __future__ import annotations
 
 import itertools

@@ -287,7 +287,7 @@ def test_junk_or_copied_fields_are_repaired(field, value, why):
 
 
 def test_the_checks_hold_for_scripted_models_too_and_junk_list_items_are_dropped():
-    from chat_fakes import scripted
+    from fakes import scripted
     from langchain_core.messages import AIMessage
 
     answer = {**GOOD, "negatives": ["blurry", "<br>", "cat", "..."], "quality": ["```", "sharp focus"]}

@@ -3,7 +3,7 @@ scripted tool-calling model, persistence and resume."""
 from __future__ import annotations
 
 import pytest
-from chat_fakes import scripted
+from fakes import scripted
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import ToolMessage
 

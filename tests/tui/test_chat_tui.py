@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from chat_fakes import blocking_run, scripted
+from fakes import blocking_run, scripted
 from textual.widgets import DataTable, Markdown, ProgressBar, TextArea  # noqa: F401
 
 from agent.chat import ChatController

@@ -1,4 +1,5 @@
-"""The shared test fakes: a scripted tool-calling chat model, a session.run that blocks, a safety checker."""
+"""The shared test fakes: a scripted tool-calling chat model, a session.run that blocks, a safety checker,
+a backend that counts."""
 from __future__ import annotations
 
 import itertools
@@ -88,3 +89,27 @@ class FakeSafety:
         if self.image_category:
             return Verdict(False, self.image_category, "test checker blocks every image", dict(self.scores))
         return Verdict(True)
+
+
+class CountingBackend:
+    """The real backend, counting generate calls; `gate` (cleared) holds them until set, `entered` is
+    set at the first call, and `fail` (an exception) makes every call raise it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail: Exception | None = None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, request, **kwargs):
+        self.calls += 1
+        self.entered.set()
+        assert self.gate.wait(30)
+        if self.fail is not None:
+            raise self.fail
+        return self.inner.generate(request, **kwargs)

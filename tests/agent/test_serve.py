@@ -7,13 +7,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 import time
 
 import httpx
 import openai
 import pytest
-from fakes import FakeSafety
+from fakes import CountingBackend, FakeSafety
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,29 +24,6 @@ from tools.metadata import read_metadata
 
 TOKEN = "s3cret-token"
 FAST = {"steps": 2}
-
-
-class CountingBackend:
-    """The real backend, counting generate calls; `gate` (cleared) holds them until set."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.calls = 0
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.fail: Exception | None = None
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def generate(self, request, **kwargs):
-        self.calls += 1
-        self.entered.set()
-        assert self.gate.wait(30)
-        if self.fail is not None:
-            raise self.fail
-        return self.inner.generate(request, **kwargs)
 
 
 @pytest.fixture

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# the shared helpers (tiny_models, fakes, loopback_llm, fake_openai_images) import as top-level modules
+# from every room. The rooms (tests/tools, tests/agent, tests/tui, tests/training) have no __init__.py on
+# purpose: with this folder on sys.path, a tests/tools package would shadow the real `tools` package.
 sys.path.insert(0, str(Path(__file__).parent))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

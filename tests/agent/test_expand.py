@@ -6,7 +6,7 @@ import json
 
 import pytest
 from langchain_core.messages import AIMessage
-from chat_fakes import scripted
+from fakes import scripted
 from loopback_llm import LoopbackLLM, Slow, Status
 
 from agent.config import load_settings

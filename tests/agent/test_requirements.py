@@ -10,7 +10,7 @@ from agent.requirements import checklist_for, llm_checklist, parse_checklist, si
 from tools.demo import world
 from tools.requirements import Checklist
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def _objects(cl):
@@ -88,7 +88,7 @@ def test_checklist_round_trips_through_json():
 
 
 def test_checklist_for_prefers_the_demo_grammar_then_the_llm_then_rules():
-    from chat_fakes import scripted
+    from fakes import scripted
 
     cl, warnings = checklist_for("make me some shapes", "two red circles")
     assert cl.source == "demo-grammar" and not warnings

@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from fakes import FakeSafety
 
 from agent.errors import Cancelled, InvalidInput, SafetyBlocked
 from agent.session import Session
 from tools.images import load_image
 from tools.metadata import read_metadata
-from tools.safety import Verdict
 
 
 class ScriptedScorer:
@@ -94,23 +94,8 @@ def test_relative_threshold_says_what_it_is_relative_to(settings, tiny_backend):
     assert t["target"] == pytest.approx(0.5 * t["reference"], abs=1e-3)
 
 
-class BlockEverything:
-    level = "strict"
-
-    def check_prompt(self, text):
-        return Verdict(True)
-
-    def check_image(self, image):
-        return Verdict(False, "nudity", "test checker blocks every image")
-
-
-class BlockPrompt(BlockEverything):
-    def check_prompt(self, text):
-        return Verdict(False, "violence", "test checker blocks every prompt")
-
-
 def test_blocked_images_are_never_saved(settings, tiny_backend, tmp_path):
-    session = make_session(settings, tiny_backend, ScriptedScorer([]), safety=BlockEverything())
+    session = make_session(settings, tiny_backend, ScriptedScorer([]), safety=FakeSafety(image="nudity"))
     with pytest.raises(SafetyBlocked) as info:
         session.run("a cat", rounds=2, candidates=2, request_fields=FIELDS, out_dir=tmp_path)
     assert info.value.category == "nudity"
@@ -119,23 +104,8 @@ def test_blocked_images_are_never_saved(settings, tiny_backend, tmp_path):
     assert session.gallery.runs(limit=1)[0]["status"] == "failed"
 
 
-class CountingChecker(BlockEverything):
-    """Allows everything and counts what it was asked to check."""
-
-    def __init__(self):
-        self.prompts, self.images = [], 0
-
-    def check_prompt(self, text):
-        self.prompts.append(text)
-        return Verdict(True)
-
-    def check_image(self, image):
-        self.images += 1
-        return Verdict(True)
-
-
 def test_every_prompt_and_image_is_checked_exactly_once(settings, tiny_backend, tmp_path):
-    checker = CountingChecker()
+    checker = FakeSafety()  # allows everything and counts what it was asked to check
     session = make_session(settings, tiny_backend, ScriptedScorer([[0.1, 0.2], [0.3, 0.1]]), safety=checker)
     out = session.run("a cat", rounds=2, candidates=2, threshold=2.0, threshold_mode="absolute",
                       raw=True, request_fields=FIELDS, out_dir=tmp_path)
@@ -147,7 +117,7 @@ def test_every_prompt_and_image_is_checked_exactly_once(settings, tiny_backend, 
 
 
 def test_blocked_prompt_stops_before_generating(settings, tiny_backend):
-    session = make_session(settings, tiny_backend, ScriptedScorer([]), safety=BlockPrompt())
+    session = make_session(settings, tiny_backend, ScriptedScorer([]), safety=FakeSafety(prompt="violence", image="nudity"))
     with pytest.raises(SafetyBlocked) as info:
         session.run("a cat", rounds=2, candidates=2, request_fields=FIELDS)
     assert info.value.category == "violence"

@@ -415,7 +415,7 @@ def test_error_messages_print_user_text_escaped(capsys, tmp_path):
 
 
 async def test_chat_log_shows_the_models_control_characters_escaped(session):
-    from chat_fakes import scripted
+    from fakes import scripted
     from textual.widgets import Markdown
 
     from tui.app import LogLine, PromptInput, make_app

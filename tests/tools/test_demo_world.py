@@ -161,7 +161,7 @@ def test_pipeline_loads_with_the_standard_code_paths(pipe):
 
     assert isinstance(pipe, StableDiffusionPipeline)
     assert pipe.unet.dtype == torch.float32
-    auto = AutoPipelineForText2Image.from_pretrained(str(demo.pipeline_path()), **demo._dtype_kw(torch.float32),
+    auto = AutoPipelineForText2Image.from_pretrained(str(demo.pipeline_path()),
                                                      safety_checker=None, requires_safety_checker=False)
     assert isinstance(auto, StableDiffusionPipeline)
     img = pipe("two red circles", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]

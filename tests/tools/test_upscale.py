@@ -6,11 +6,11 @@ import threading
 
 import numpy as np
 import pytest
+from fakes import FakeSafety
 from PIL import Image, ImageDraw
 
 from agent.cli import main
 from agent.errors import Cancelled, InvalidInput, ModelNotFound, SafetyBlocked
-from tools.safety import Verdict
 from tools.upscale import METHODS, Upscaler, check_upscale, esrgan_model_dir
 
 
@@ -160,20 +160,10 @@ def test_session_hires_fix_uses_the_recorded_prompt(session, tmp_path):
     assert up["prompt"] == "a blue square" and isinstance(up["seed"], int) and out.record["seed"] == up["seed"]
 
 
-class BlockImages:
-    level = "strict"
-
-    def check_prompt(self, text):
-        return Verdict(True)
-
-    def check_image(self, image):
-        return Verdict(False, "sexual", "blocked for the test", {"nsfw": 0.99})
-
-
 def test_blocked_upscale_is_never_written(settings, tiny_backend, tmp_path):
     from agent.session import Session
 
-    session = Session(settings, backend=tiny_backend, safety=BlockImages())
+    session = Session(settings, backend=tiny_backend, safety=FakeSafety(image="sexual", scores={"nsfw": 0.99}))
     src = tmp_path / "in.png"
     drawing().save(src)
     with pytest.raises(SafetyBlocked) as info:

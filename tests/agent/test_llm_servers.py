@@ -19,7 +19,7 @@ from agent.schemas import PromptSpec
 GOOD = {"subject": "a cat typing on a laptop at night", "style": "cinematic film still",
         "lighting": "blue monitor glow", "composition": "medium shot", "quality": ["highly detailed"],
         "negatives": ["blurry", "text"], "extras": ["cluttered desk"]}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings_for(server, **kw):
@@ -288,7 +288,7 @@ def test_junk_or_copied_fields_are_repaired(field, value, why):
 
 
 def test_the_checks_hold_for_scripted_models_too_and_junk_list_items_are_dropped():
-    from chat_fakes import scripted
+    from fakes import scripted
     from langchain_core.messages import AIMessage
 
     answer = {**GOOD, "negatives": ["blurry", "<br>", "cat", "..."], "quality": ["```", "sharp focus"]}

@@ -15,7 +15,7 @@ import pytest
 from agent.batch import BatchOptions, Sweep, image_name, open_batch, plan, read_lines, run_batch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'imagent[ray]'")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def records(path: Path) -> list[dict]:

@@ -6,21 +6,10 @@ import os
 import sqlite3
 
 import pytest
+from fakes import CountingBackend
 
 from tools.errors import DiskFull, InvalidInput
 from tools.generate import GenerateRequest
-
-
-class CountingBackend:
-    def __init__(self, inner):
-        self.inner, self.calls = inner, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def generate(self, *args, **kwargs):
-        self.calls += 1
-        return self.inner.generate(*args, **kwargs)
 
 
 def _session(settings, tiny_backend, tiny_scorer):

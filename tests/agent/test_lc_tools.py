@@ -4,18 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+from fakes import scripted
 from langchain_core.messages import AIMessage, ToolMessage
 
 from agent.lc_tools import make_tools
 from agent.tool_schemas import TOOLS
-
-
-class ScriptedToolModel(FakeMessagesListChatModel):
-    """Answers with scripted messages (tool calls, then text); binding tools changes nothing."""
-
-    def bind_tools(self, tools, **kwargs):
-        return self
 
 
 def test_tools_use_the_shared_schemas(session):
@@ -57,7 +50,7 @@ def test_agent_drives_the_tools(session):
                                           {"id": "t3", "name": "check_safety", "args": {"prompt": "a blue square"}}]),
         AIMessage(content="Done: one image."),
     ]
-    agent = create_agent(ScriptedToolModel(responses=script), make_tools(session))
+    agent = create_agent(scripted(*script), make_tools(session))
     state = agent.invoke({"messages": [("user", "draw two red circles")]})
     tool_msgs = [m for m in state["messages"] if isinstance(m, ToolMessage)]
     assert [m.name for m in tool_msgs] == ["generate", "list_images", "check_safety"]

@@ -14,6 +14,7 @@ import numpy as np
 import openai
 import pytest
 from fake_openai_images import FakeImagesAPI, free_port, server  # noqa: F401  (fixtures)
+from fakes import CountingBackend
 from PIL import Image
 
 from agent.cli import main
@@ -29,27 +30,13 @@ from tools.openai_backend import OpenAIBackend
 FAST = dict(prompt="two red circles", seed=11, steps=2)
 
 
-class Counting:
-    """The real backend, counting generate calls."""
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def generate(self, request, **kwargs):
-        self.calls += 1
-        return self.inner.generate(request, **kwargs)
-
-
 def openai_at(url: str, timeout: float = 10.0) -> OpenAIBackend:
     return OpenAIBackend("gpt-image-1", api_key="sk-test", base_url=url, timeout=timeout, max_retries=0)
 
 
 @pytest.fixture
 def local(tiny_backend):
-    return Counting(tiny_backend)
+    return CountingBackend(tiny_backend)
 
 
 @pytest.fixture

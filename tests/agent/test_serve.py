@@ -7,12 +7,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 import time
 
 import httpx
 import openai
 import pytest
+from fakes import CountingBackend, FakeSafety
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,44 +21,9 @@ from agent.errors import BackendError
 from agent.server import is_loopback, make_app, serving_in_thread
 from agent.session import Session
 from tools.metadata import read_metadata
-from tools.safety import Verdict
 
 TOKEN = "s3cret-token"
 FAST = {"steps": 2}
-
-
-class CountingBackend:
-    """The real backend, counting generate calls; `gate` (cleared) holds them until set."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.calls = 0
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.fail: Exception | None = None
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def generate(self, request, **kwargs):
-        self.calls += 1
-        self.entered.set()
-        assert self.gate.wait(30)
-        if self.fail is not None:
-            raise self.fail
-        return self.inner.generate(request, **kwargs)
-
-
-class BlockPrompt:
-    level = "strict"
-
-    def check_prompt(self, text):
-        return Verdict(False, "violence", "test checker blocks every prompt") if "forbidden" in text \
-            else Verdict(True)
-
-    def check_image(self, image):
-        return Verdict(True)
 
 
 @pytest.fixture
@@ -271,7 +236,7 @@ def test_token_is_required_when_set_and_off_loopback(serve, capsys):
 
 
 def test_a_blocked_prompt_is_a_content_policy_violation(serve, backend):
-    url, session = serve(safety=BlockPrompt())
+    url, session = serve(safety=FakeSafety(prompt="violence", containing="forbidden"))
     with pytest.raises(openai.BadRequestError) as info:
         client(url).images.generate(prompt="a forbidden thing", extra_body={"seed": 1, **FAST})
     assert info.value.code == "content_policy_violation" and "violence" in info.value.message

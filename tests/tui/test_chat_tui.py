@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from chat_fakes import blocking_run, scripted
+from fakes import blocking_run, scripted
 from textual.widgets import DataTable, Markdown, ProgressBar, TextArea  # noqa: F401
 
 from agent.chat import ChatController
@@ -44,8 +44,29 @@ def log_text(app) -> list[str]:
     return out
 
 
+NOTES: dict[int, list] = {}  # id(app) -> the notifications it raised
+
+
+@pytest.fixture(autouse=True)
+def record_notifications(monkeypatch):
+    """Keeps every app.notify(...) (Textual's public API) for notes(app); each is still shown as usual."""
+    from textual.app import App
+    from textual.notifications import Notification
+
+    show = App.notify
+
+    def notify(self, message, *, title="", severity="information", **kwargs):
+        NOTES.setdefault(id(self), []).append(Notification(message, title, severity))
+        show(self, message, title=title, severity=severity, **kwargs)
+
+    monkeypatch.setattr(App, "notify", notify)
+    yield
+    NOTES.clear()
+
+
 def notes(app) -> list:
-    return list(app._notifications)
+    """The notifications the app raised, in order."""
+    return list(NOTES.get(id(app), []))
 
 
 async def test_idea_to_image_fills_log_preview_side_panel_and_table(session):

@@ -3,7 +3,7 @@ scripted tool-calling model, persistence and resume."""
 from __future__ import annotations
 
 import pytest
-from chat_fakes import scripted
+from fakes import scripted
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import ToolMessage
 
@@ -189,7 +189,7 @@ def test_the_last_runs_requirements_show_with_pass_fail_marks(session):
     assert "requirements" in panel and "✗ nothing else in the picture" in panel
 
 
-def test_upscale_has_one_default_for_chat_cli_and_mcp(monkeypatch):
+def test_upscale_has_one_default_for_chat_cli_and_mcp(session, monkeypatch):
     import inspect
 
     from agent.chat import ChatController
@@ -199,11 +199,13 @@ def test_upscale_has_one_default_for_chat_cli_and_mcp(monkeypatch):
 
     seen = []
     monkeypatch.setattr(ChatController, "upscale", lambda self, **kw: seen.append(kw) or "ok")
-    ChatController._cmd_upscale(object.__new__(ChatController), "x2")
+    chat = ChatController(session)
+    chat.command("/upscale x2")
     assert seen == [{"image": None, "scale": 2, "method": DEFAULT_METHOD}]
     assert build_parser(["upscale", "a.png"]).parse_args(["upscale", "a.png"]).method == DEFAULT_METHOD
     assert UpscaleInput(image="a.png").method == DEFAULT_METHOD
-    assert inspect.signature(ChatController._t_upscale).parameters["method"].default == DEFAULT_METHOD
+    agent_tool = {t.name: t for t in chat.tools()}["upscale_image"]
+    assert agent_tool.args_schema.model_fields["method"].default == DEFAULT_METHOD
     assert inspect.signature(Upscaler.upscale).parameters["method"].default == DEFAULT_METHOD
 
 

@@ -1,4 +1,5 @@
-"""Scripted fakes for the chat tests: a tool-calling chat model and a session.run that blocks."""
+"""The shared test fakes: a scripted tool-calling chat model, a session.run that blocks, a safety checker,
+a backend that counts."""
 from __future__ import annotations
 
 import itertools
@@ -6,6 +7,8 @@ import threading
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+
+from tools.safety import Verdict
 
 
 class ScriptedChatModel(GenericFakeChatModel):
@@ -56,3 +59,54 @@ def blocking_run(session, *, started: threading.Event | None = None, step: int =
         raise Cancelled("Run cancelled.")
 
     return run
+
+
+class FakeSafety:
+    """A safety checker for tests. It allows everything unless told: `prompt="violence"` blocks every
+    prompt (or, with `containing`, only those containing it) in that category, `image="nudity"` blocks
+    every image (its verdict carrying `scores`). It keeps what it was asked: `prompts` (the texts)
+    and `images` (how many)."""
+
+    def __init__(self, *, level: str = "strict", prompt: str | None = None, containing: str = "",
+                 image: str | None = None, scores: dict | None = None):
+        self.level = level
+        self.prompt_category, self.containing = prompt, containing
+        self.image_category, self.scores = image, dict(scores or {})
+        self.prompts: list[str] = []
+        self.images = 0
+
+    def check_prompt(self, text):
+        self.prompts.append(text)
+        if self.prompt_category and self.containing in text:
+            return Verdict(False, self.prompt_category, "test checker blocks every prompt")
+        return Verdict(True)
+
+    def check_image(self, image):
+        self.images += 1
+        if self.image_category:
+            return Verdict(False, self.image_category, "test checker blocks every image", dict(self.scores))
+        return Verdict(True)
+
+
+class CountingBackend:
+    """The real backend, counting generate calls; `gate` (cleared) holds them until set, `entered` is
+    set at the first call, and `fail` (an exception) makes every call raise it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail: Exception | None = None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, request, **kwargs):
+        self.calls += 1
+        self.entered.set()
+        assert self.gate.wait(30)
+        if self.fail is not None:
+            raise self.fail
+        return self.inner.generate(request, **kwargs)

@@ -44,11 +44,16 @@ def images():
     return [Image.new("RGB", (40 + 4 * i, 36), c) for i, c in enumerate(COLORS)]
 
 
-def test_nothing_loads_until_first_use(tiny_clip_path):
+def test_nothing_loads_until_first_use(tiny_clip_path, monkeypatch):
+    from transformers import CLIPModel
+
+    loads, load = [], CLIPModel.from_pretrained.__func__  # count the loads through the public loader
+    monkeypatch.setattr(CLIPModel, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: loads.append(a) or load(cls, *a, **k)))
     s = Scorer(str(tiny_clip_path))
-    assert s._model is None
+    assert loads == []
     s.score(images()[:1], "a red circle")
-    assert s._model is not None
+    assert len(loads) == 1
 
 
 def test_score_is_clipscore_of_the_cosine(scorer):

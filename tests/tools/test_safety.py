@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fakes import FakeSafety
 from PIL import Image, ImageDraw
 
 from agent.cli import main
@@ -152,20 +153,10 @@ def test_sd_checker_env_pointing_nowhere_is_a_clear_error(monkeypatch, tmp_path)
         build_checker("standard")
 
 
-class BlockEveryImage:
-    level = "standard"
-
-    def check_prompt(self, text):
-        return Verdict(True)
-
-    def check_image(self, image):
-        return Verdict(False, "violence", "test checker blocks everything", {"nsfw": 0.0})
-
-
 def test_session_writes_no_blocked_image_and_reports_the_category(settings, tiny_backend, tmp_path):
     from agent.session import Session
 
-    session = Session(settings, backend=tiny_backend, safety=BlockEveryImage())
+    session = Session(settings, backend=tiny_backend, safety=FakeSafety(level="standard", image="violence", scores={"nsfw": 0.0}))
     out = tmp_path / "out"
     with pytest.raises(SafetyBlocked) as info:
         session.generate(GenerateRequest(prompt="two red circles", steps=1, seed=3, count=2), out_dir=out)

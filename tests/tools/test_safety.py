@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from agent.cli import main
 from agent.errors import InvalidInput, SafetyBlocked
 from tools.generate import GenerateRequest
-from tools.safety import PolicyChecker, Verdict, build_checker
+from tools.safety import PolicyChecker, build_checker
 from tools.safety_prompt import Blocklist, PromptClassifier, read_examples, train_prompt_classifier
 
 SAFE_PROMPTS = ["two red circles left of a blue square", "three green triangles above a yellow circle",

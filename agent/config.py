@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.errors import ConfigError
+from tools.demo import DEMO  # the model id meaning the demo world's shipped models
 
-DEMO = "demo"  # the model id meaning "the demo world model shipped inside the package"
 BACKENDS = ("diffusers", "openai")
 LLM_METHODS = ("auto", "json_schema", "json_object_schema", "function_calling", "json_mode", "plain")
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.config import DEMO
-from agent.errors import ImagentError, InvalidInput
+from agent.errors import InvalidInput
 from agent.events import Call, Phase, RoundFinished, call_of
 from agent.outcomes import RunOutcome
 from agent.saving import check_post, save_images
@@ -166,11 +166,9 @@ def derive_checklist(session, idea: str, subject: str | None = None, *, chat_mod
     if verifier is not None:
         cl.unsupported = verifier.unsupported(cl)
     if cl.unsupported and session.settings.model == DEMO:
-        from tools.demo import world
+        from tools import demo
 
-        warnings.append(f"The demo model draws only coloured shapes ({', '.join(world.SHAPES)} in "
-                        f"{', '.join(world.COLOURS)}); it cannot draw: {', '.join(cl.unsupported)}. "
-                        "Expect 'met: false'; use --model for a real model.")
+        warnings.append(demo.cannot_draw(cl.unsupported))
     elif cl.unsupported:
         warnings.append(f"The detector cannot check: {', '.join(cl.unsupported)}.")
     return cl, warnings
@@ -226,17 +224,13 @@ def _save_best(session, run_id, result, base, backend, idea, out_dir, checklist,
     return best
 
 def _reference_images(session, intent: str) -> list:
-    """Known-good images of the intent, for calibrating relative thresholds: the demo world's
-    renderer draws them when the scorer is the demo CLIP and the intent is in its grammar."""
+    """Known-good images of the intent, for calibrating relative thresholds: with the demo CLIP,
+    the demo world draws them (tools.demo.reference_images); none for other scorers."""
     if str(session.settings.clip_model) != DEMO:
         return []
-    from tools.demo import world
+    from tools import demo
 
-    try:
-        scene = world.parse(intent)
-    except ImagentError:
-        return []
-    return [world.render(scene, seed)[0] for seed in range(4)]
+    return demo.reference_images(intent)
 
 
 def layout_control(session, backend) -> float | None:

@@ -28,7 +28,8 @@ from PIL import Image
 
 from agent.errors import BackendError, InvalidInput, SafetyBlocked
 from agent.events import Call, CandidateScored, LoopFinished, Revised, RoundFinished, RoundStarted, call_of
-from agent.revise import Attempt
+from agent.revise import Attempt, Reviser
+from tools.contracts import Composer, ImageBackend, ImageScorer, SafetyChecker, Verifier
 from tools.generate import GenerateRequest
 from tools.limits import check_range
 from tools.requirements import Checklist, RequirementVerdict, summarize
@@ -171,9 +172,10 @@ def choose_repair(best: Candidate, can_compose: bool, history: list[RoundRecord]
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
-def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: LoopOptions, backend, safety,
-             scorer, reviser, threshold: dict, check_prompt: Callable[[str], None],
-             checklist: Checklist | None = None, verifier=None, planner=None, composer=None,
+def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: LoopOptions, backend: ImageBackend,
+             safety: SafetyChecker, scorer: ImageScorer, reviser: Reviser, threshold: dict,
+             check_prompt: Callable[[str], None], checklist: Checklist | None = None, verifier: Verifier | None = None,
+             planner=None, composer: Composer | None = None,
              call: Call | None = None, first_checked: bool = False) -> LoopResult:
     """Run the rounds. `base` carries steps, size, scheduler and the first seed; `check_prompt`
     raises SafetyBlocked for a blocked prompt (every revised prompt is checked too;

@@ -75,3 +75,36 @@ class UpscaleOutcome:
         r = self.record
         return {"run_id": self.run_id, "path": str(self.path), "image_id": self.image_id, "width": r["width"],
                 "height": r["height"], "upscale": r["upscale"], "safety": r["safety"], "timings": r.get("timings", {})}
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    """One row of the loop's round table, read once from a round's record (agent.loop.RoundRecord
+    JSON, as runs return it and the gallery keeps it); front ends lay the cells out their way."""
+
+    round: int
+    repair: str
+    change: str
+    seeds: tuple
+    scores: tuple            # None for a blocked candidate
+    best_score: float | None
+    checks: tuple | None     # (passed, total) of the round's best, with a verifier
+    failed: tuple
+    seconds: float | None
+
+    @classmethod
+    def of(cls, r: dict) -> "RoundRow":
+        b = r.get("best_checks") or {}
+        return cls(round=r.get("round"), repair=r.get("repair") or "-", change=r.get("change") or "",
+                   seeds=tuple(r.get("seeds") or ()), scores=tuple(r.get("scores") or ()),
+                   best_score=r.get("best_score"), checks=(b["passed"], b["total"]) if b else None,
+                   failed=tuple(r.get("failed") or ()), seconds=r.get("seconds"))
+
+    def scores_text(self, digits: int = 2, sep: str = ", ", blocked: str = "blocked") -> str:
+        return sep.join(blocked if s is None else f"{s:.{digits}f}" for s in self.scores)
+
+    def best_text(self, digits: int = 2) -> str:
+        return "-" if self.best_score is None else f"{self.best_score:.{digits}f}"
+
+    def checks_text(self) -> str:
+        return f"{self.checks[0]}/{self.checks[1]}" if self.checks else "-"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from agent.schemas import PromptSpec
 
@@ -27,6 +27,16 @@ class Attempt:
     negative: str
     cfg: float
     change: str = "initial prompt"
+
+
+class Reviser(Protocol):
+    """What the loop asks of a reviser: a better attempt from the last one, the rounds so far and
+    the requirements that failed (RuleReviser; LLMReviser with a chat model)."""
+
+    name: str
+    warnings: list[str]
+
+    def revise(self, attempt: Attempt, history: list, intent: str, failed: list[str] | None = None) -> Attempt: ...
 
 
 class RuleReviser:

@@ -279,3 +279,12 @@ TOOLS: tuple[ToolSpec, ...] = (
 )
 
 TOOL_BY_NAME = {t.name: t for t in TOOLS}
+
+
+def help_of(model: type[BaseModel], name: str) -> str:
+    """A field's help, as every front door shows it (the MCP/LangChain schema, `imagent ... --help`):
+    its description, plus its range where tools.limits has one."""
+    from tools.limits import LIMITS
+
+    text = model.model_fields[name].description or ""
+    return text + (f" Range: {LIMITS[name].text()}." if name in LIMITS else "")

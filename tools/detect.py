@@ -21,10 +21,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from tools.demo import DEMO  # the shipped demo detector
 from tools.errors import ModelNotFound
 from tools.requirements import Box
 
-DEMO = "demo"
 ENV = "IMAGENT_DETECTOR"
 DEFAULT_THRESHOLD = 0.1   # OWL-ViT's usual cut for real checkpoints
 HOW_TO_POINT = ("Point to an OWL-ViT or OWLv2 model with --detector PATH_OR_HUB_ID or IMAGENT_DETECTOR "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tools.errors import ModelNotFound
 
-DEMO_MODEL = "demo"  # the demo-world pipeline shipped inside the package (tools.demo)
+from tools.demo import DEMO as DEMO_MODEL  # the demo-world pipeline shipped inside the package
 
 
 def load_pipeline(model: str, device: str, dtype):

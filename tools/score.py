@@ -21,9 +21,9 @@ from typing import Sequence
 
 from PIL import Image
 
+from tools.demo import DEMO  # the shipped demo CLIP
 from tools.errors import InvalidInput, ModelNotFound
 
-DEMO = "demo"
 ENV = "IMAGENT_CLIP"
 FORMULAS = {
     "clipscore": "CLIPScore = 2.5 x max(cos, 0) (Hessel et al. 2021)",

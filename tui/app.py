@@ -1,4 +1,4 @@
-"""`imagent chat`: the Textual app over agent.chat.ChatController.
+"""`imagent chat`: the Textual app over agent.chat.ChatController, drawing its typed events and sending it the user's messages.
 
 Built by one factory, `make_app(session, ...)`, shared by the CLI and the tests. The controller
 does the work in a thread worker (the event loop never blocks on a model); what it reports comes
@@ -18,105 +18,17 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.markup import escape
-from textual.message import Message
 from textual.screen import Screen
-from textual.suggester import Suggester
 from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static, TextArea
 
 from agent import events as ev
 from agent.chat import COMMAND_HELP, ChatController, help_text
 from agent.errors import Cancelled, ImagentError
+from agent.outcomes import RoundRow
 from tools.generate import printable
+from tui.panel import params_text, spec_to_text, text_to_spec
+from tui.widgets import ChatUpdate, JobDone, LogLine, PromptInput, SlashSuggester
 
-SPEC_FIELDS = ("subject", "style", "lighting", "composition", "quality", "negatives", "extras")
-LIST_FIELDS = {"quality", "negatives", "extras"}
-
-
-class ChatUpdate(Message):
-    """An event from the controller (posted from the worker thread)."""
-
-    def __init__(self, event: ev.Event) -> None:
-        super().__init__()
-        self.event = event
-
-
-class JobDone(Message):
-    """The worker finished one user message: `error` is None, an ImagentError, or another exception."""
-
-    def __init__(self, text: str, reply: str | None, error: BaseException | None) -> None:
-        super().__init__()
-        self.text, self.reply, self.error = text, reply, error
-
-
-class SlashSuggester(Suggester):
-    """Completes slash command names, and style names after /style."""
-
-    def __init__(self, styles=None) -> None:
-        super().__init__(use_cache=False, case_sensitive=False)
-        self._styles = styles
-
-    def styles(self) -> list[str]:
-        if self._styles is None:
-            try:
-                from agent.expand import load_styles
-
-                self._styles = list(load_styles())
-            except ImagentError:
-                self._styles = []
-        return self._styles
-
-    async def get_suggestion(self, value: str) -> str | None:
-        if not value.startswith("/"):
-            return None
-        head, space, rest = value.partition(" ")
-        if not space:
-            for name in COMMAND_HELP:
-                if name.startswith(head[1:].lower()) and len(head) > 1:
-                    return "/" + name + (" " if COMMAND_HELP[name][0] else "")
-            return None
-        if head == "/style" and rest:
-            for name in self.styles():
-                if name.startswith(rest.lower()):
-                    return f"/style {name}"
-        return None
-
-
-class PromptInput(Input):
-    """The message input: Tab accepts the completion, Up/Down walk the history."""
-
-    BINDINGS = [
-        Binding("tab", "complete", "Complete", show=False, priority=True),
-        Binding("up", "history(-1)", "Previous", show=False),
-        Binding("down", "history(1)", "Next", show=False),
-    ]
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.cursor_blink = False  # a steady cursor: calmer, and screens are reproducible
-        self.history: list[str] = []
-        self._at = 0
-
-    def remember(self, text: str) -> None:
-        if text and (not self.history or self.history[-1] != text):
-            self.history.append(text)
-        self._at = len(self.history)
-
-    def action_complete(self) -> None:
-        if self._suggestion:
-            self.value = self._suggestion
-            self.cursor_position = len(self.value)
-
-    def action_history(self, delta: int) -> None:
-        if not self.history:
-            return
-        self._at = max(0, min(len(self.history), self._at + delta))
-        self.value = self.history[self._at] if self._at < len(self.history) else ""
-        self.cursor_position = len(self.value)
-
-
-class LogLine(Static):
-    """One line of the chat log (user, tool, notice or error)."""
 
 
 class ImagentApp(App):
@@ -257,11 +169,9 @@ class ImagentApp(App):
 
     @staticmethod
     def _table_row(table: DataTable, r: dict) -> None:
-        scores = " ".join("-" if s is None else f"{s:.2f}" for s in (r.get("scores") or []))
-        best = r.get("best_score")
-        b = r.get("best_checks") or {}
-        table.add_row(str(r.get("round")), printable((r.get("change") or "")[:22], keep=""), scores,
-                      "-" if best is None else f"{best:.2f}", f"{b['passed']}/{b['total']}" if b else "-")
+        row = RoundRow.of(r)
+        table.add_row(str(row.round), printable(row.change[:22], keep=""), row.scores_text(2, " ", "-"),
+                      row.best_text(), row.checks_text())
 
     def _set_status(self, text: str | None = None) -> None:
         if text is None:
@@ -468,58 +378,6 @@ def _yield_cpu_to_the_ui(niceness: int = 10) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
     except (AttributeError, OSError):  # not Linux, or not allowed: only responsiveness suffers
         pass
-
-
-# -- the side panel's text form of a structured prompt ------------------------------------------------
-def spec_to_text(spec: dict | None) -> str:
-    if not spec:
-        return ""
-    lines = []
-    for key in SPEC_FIELDS:
-        value = spec.get(key)
-        lines.append(f"{key}: {', '.join(value) if isinstance(value, list) else (value or '')}")
-    return "\n".join(lines)
-
-
-def text_to_spec(text: str) -> dict:
-    spec: dict = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        key, colon, value = line.partition(":")
-        key = key.strip().lower()
-        if not colon or key not in SPEC_FIELDS:
-            raise ValueError(f"Line {n} should be 'field: value' with a field from {', '.join(SPEC_FIELDS)}.")
-        value = value.strip()
-        spec[key] = [v.strip() for v in value.split(",") if v.strip()] if key in LIST_FIELDS else value
-    if not spec.get("subject"):
-        raise ValueError("The subject is empty: write 'subject: what to draw'.")
-    return spec
-
-
-def params_text(controller: ChatController) -> str:
-    d = controller.state.defaults
-    steps = d.steps or controller.session.model_defaults()["steps"]
-    rows = [("style", d.style or "none"), ("size", d.size_text()), ("steps", steps),
-            ("seed", d.seed if d.seed is not None else "random"), ("rounds", d.rounds),
-            ("candidates", d.candidates), ("raw", "on" if d.raw else "off")]
-    state = controller.state
-    if state.image_id:
-        rows.append(("image", f"#{state.image_id} (seed {state.seed})"))
-    text = "\n".join(f"{k:<11}{v}" for k, v in rows)
-    if len(state.checks) > 1:  # the last run's requirements, with pass/fail marks
-        mark = {True: "✓", False: "✗", None: "?"}
-        text += "\n\nrequirements\n" + "\n".join(
-            f"{mark[c.get('passed')]} {escape(printable(c.get('text', c.get('id')), keep=''))}" for c in state.checks)
-    return text
-
-
-def pick_image_widget():
-    """The best image widget for this terminal: Sixel or the Terminal Graphics Protocol where the
-    terminal speaks one, else half-block cells. Import before the app starts (it asks the terminal)."""
-    from textual_image.widget import HalfcellImage, Image, SixelImage, TGPImage
-
-    return Image if Image in (SixelImage, TGPImage) else HalfcellImage
 
 
 def make_app(session, *, chat_model=None, chat_id: str | None = None, image_widget=None, offline: bool = False,

@@ -39,7 +39,8 @@ def run(args) -> int:
             n = len((c.get("state") or {}).get("images") or [])
             say(f"{c['id']}  {n:>3} image(s)  {c.get('title') or '(empty)'}")  # a title is the user's text
         return 0
-    from tui.app import make_app, pick_image_widget
+    from tui.app import make_app
+    from tui.widgets import pick_image_widget
 
     image_widget = pick_image_widget()  # asks the terminal about graphics before Textual takes it over
     sys.setswitchinterval(0.001)  # the UI thread gets the GIL back sooner from a busy worker

@@ -10,6 +10,7 @@ from agent.config import Settings, check_backends, load_settings
 from agent.errors import ConfigError, InvalidInput
 from agent.events import Call, RoundFinished, RoundStarted, Step
 from agent.session import Session
+from agent.tool_schemas import GenerateInput, help_of
 from tools.generate import parse_size, printable
 from tools.postprocess import PostProcess
 from tools.schedulers import SCHEDULERS
@@ -35,39 +36,37 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--safety", choices=["off", "standard", "strict"], help="safety policy (default: standard)")
 
 
+def flag_help(model, name: str) -> str:
+    """An option's help: the action catalogue's text for the parameter (agent.tool_schemas.help_of),
+    escaped for argparse."""
+    return help_of(model, name).replace("%", "%%")
+
+
 def add_generation_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation")
-    g.add_argument("--negative", default="", help="negative prompt: what to keep out of the image")
-    g.add_argument("--steps", type=int, help="denoising steps (default: the model's, else 20)")
-    g.add_argument("--cfg", type=float, help="guidance scale (default: the model's, else 7)")
+    g.add_argument("--negative", default="", help=flag_help(GenerateInput, "negative_prompt"))
+    g.add_argument("--steps", type=int, help=flag_help(GenerateInput, "steps"))
+    g.add_argument("--cfg", type=float, help=flag_help(GenerateInput, "cfg"))
     g.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8 (default: the model's native size)")
-    g.add_argument("--seed", type=int, help="random seed (default: drawn and reported)")
-    g.add_argument("--scheduler", metavar="NAME", help=f"sampler: {', '.join(SCHEDULERS)}")
-    g.add_argument("-n", "--count", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
-    g.add_argument("--refiner", metavar="PATH_OR_ID",
-                   help="SDXL refiner: the base model makes the first part of the steps, the refiner the rest "
-                        "(shares the base's second text encoder and VAE)")
+    g.add_argument("--seed", type=int, help=flag_help(GenerateInput, "seed"))
+    g.add_argument("--scheduler", metavar="NAME", help=f"{flag_help(GenerateInput, 'scheduler')} All: {', '.join(SCHEDULERS)}.")
+    g.add_argument("-n", "--count", type=int, default=1, help=flag_help(GenerateInput, "count"))
+    g.add_argument("--refiner", metavar="PATH_OR_ID", help=flag_help(GenerateInput, "refiner"))
     g.add_argument("--refiner-switch", type=float, default=0.8, metavar="SHARE",
-                   help="share of the steps the base makes before the refiner takes over (default 0.8)")
+                   help=flag_help(GenerateInput, "refiner_switch"))
     add_speed_options(p)
     add_adapter_options(p)
 
 
 def add_speed_options(p: argparse.ArgumentParser) -> None:
     sp = p.add_argument_group("speed and memory (the image stays the same)")
-    sp.add_argument("--attention", choices=["sdpa", "sliced"], default="sdpa",
-                    help="sdpa: PyTorch's fused attention (default, fastest); sliced: computed in slices, "
-                         "less memory, slower")
-    sp.add_argument("--vae-tiling", action="store_true",
-                    help="decode the image in overlapping tiles: large sizes (1024x1024 and up) in little memory")
-    sp.add_argument("--vae-slicing", action="store_true",
-                    help="decode several images (-n) one at a time: less memory for batches")
+    sp.add_argument("--attention", choices=["sdpa", "sliced"], default="sdpa", help=flag_help(GenerateInput, "attention"))
+    sp.add_argument("--vae-tiling", action="store_true", help=flag_help(GenerateInput, "vae_tiling"))
+    sp.add_argument("--vae-slicing", action="store_true", help=flag_help(GenerateInput, "vae_slicing"))
     sp.add_argument("--compile", action="store_true",
                     help="torch.compile the UNet: the first image is slow (compiling), later ones faster; "
                          "kept for the rest of the process")
-    sp.add_argument("--lora-fuse", action="store_true",
-                    help="merge the LoRAs into the model's weights for sampling (as fast as no LoRA; the merge "
-                         "is kept while later calls use the same LoRAs and weights, and undone otherwise)")
+    sp.add_argument("--lora-fuse", action="store_true", help=flag_help(GenerateInput, "lora_fuse"))
 
 
 def speed_fields(args) -> dict:
@@ -110,16 +109,9 @@ def add_output_options(p: argparse.ArgumentParser, *, post: bool = False) -> Non
     if not post:
         return
     g = p.add_argument_group("post-processing and output format (recorded; rerun repeats it)")
-    g.add_argument("--sharpen", type=float, metavar="AMOUNT",
-                   help="sharpen the saved image with an unsharp mask, 0 (off, default) to 5; 1 is moderate")
-    g.add_argument("--resize", metavar="WxH",
-                   help="resize the saved image to exactly WIDTHxHEIGHT pixels (16..4096 each; Lanczos), "
-                        "before sharpening; the metadata keeps the generated size too")
-    g.add_argument("--format", metavar="png|jpeg|webp",
-                   help="file format: png (default, lossless), jpeg or webp (smaller, lossy); "
-                        "the metadata is kept in each (EXIF for jpeg and webp)")
-    g.add_argument("--quality", type=int, metavar="N",
-                   help="jpeg/webp quality 1..100 (default: 95); higher is larger and closer to the original")
+    for name, kind, metavar in (("sharpen", float, "AMOUNT"), ("resize", str, "WxH"), ("format", str, "png|jpeg|webp"),
+                                ("quality", int, "N")):
+        g.add_argument(f"--{name}", type=kind, metavar=metavar, help=flag_help(GenerateInput, name))
 
 
 def post_from(args) -> PostProcess:

@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import sys
 
-from agent.commands.common import (add_generation_options, add_model_options, add_output_options, emit,
+from agent.commands.common import (add_generation_options, flag_help, add_model_options, add_output_options, emit,
                                    post_from, progress_bar, request_fields, say, session_from, warn)
+from agent.outcomes import RoundRow
+from agent.tool_schemas import RunInput
 from tools.generate import printable
 
 
 def add_arguments(p) -> None:
     p.add_argument("idea", help="a rough idea, e.g. \"two red circles\" (- reads it from stdin)")
     g = p.add_argument_group("loop")
-    g.add_argument("--rounds", type=int, default=3, help="most rounds to try (default: 3)")
-    g.add_argument("--candidates", type=int, default=2, help="images per round, each with its own seed (default: 2)")
-    g.add_argument("--threshold", type=float,
-                   help="floor for the holistic CLIP score (default: 0.8 of the reference, relative)")
+    for name, kind in (("rounds", int), ("candidates", int), ("threshold", float)):
+        g.add_argument(f"--{name}", type=kind, default=RunInput.model_fields[name].default, help=flag_help(RunInput, name))
     g.add_argument("--threshold-mode", choices=["relative", "absolute"], default="relative",
-                   help="relative: a fraction of the reference score; absolute: a CLIPScore value")
+                   help=flag_help(RunInput, "threshold_mode"))
     g.add_argument("--reviser", choices=["auto", "rules", "llm"], default="auto",
                    help="who revises the prompt between rounds (auto: the LLM if configured, else rules)")
     g.add_argument("--style", help="style preset for the expansion (see `imagent styles`)")
@@ -85,13 +85,9 @@ def print_round_table(outcome, file=None) -> None:
     table = Table(title=_text(f"run {outcome.run_id}: score floor {t['target']:g} ({how}; {t['formula']})"))
     for col in ("round", "repair", "change", "seeds", "scores", "checks", "failed", "time"):
         table.add_column(col, overflow="fold")
-    for r in outcome.rounds:
-        scores = ", ".join("blocked" if s is None else f"{s:.3f}" for s in r["scores"])
-        b = r.get("best_checks") or {}
-        checks = f"{b['passed']}/{b['total']}" if b else "-"
-        table.add_row(str(r["round"]), _text(r.get("repair", "-")), _text(r["change"]),
-                      ", ".join(map(str, r["seeds"])), scores, checks, _text("; ".join(r.get("failed") or []) or "-"),
-                      f"{r['seconds']:.1f}s")
+    for row in map(RoundRow.of, outcome.rounds):
+        table.add_row(str(row.round), _text(row.repair), _text(row.change), ", ".join(map(str, row.seeds)),
+                      row.scores_text(3), row.checks_text(), _text("; ".join(row.failed) or "-"), f"{row.seconds:.1f}s")
     console = Console(file=file or sys.stderr, width=max(100, Console().width))
     console.print(table)
     for c in outcome.checks:

@@ -418,7 +418,8 @@ async def test_chat_log_shows_the_models_control_characters_escaped(session):
     from fakes import scripted
     from textual.widgets import Markdown
 
-    from tui.app import LogLine, PromptInput, make_app
+    from tui.app import make_app
+    from tui.widgets import LogLine, PromptInput
 
     app = make_app(session, chat_model=scripted(f"Hello{PWNED} there."))
     async with app.run_test(size=(120, 36)) as pilot:

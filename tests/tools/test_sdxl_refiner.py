@@ -55,8 +55,9 @@ def test_refiner_takes_over_at_the_switch_and_shares_the_base_parts(sdxl, sdxl_b
 def test_refiner_errors(sdxl, sdxl_backend, tiny_backend, tmp_path):
     with pytest.raises(InvalidInput, match="needs an SDXL base"):
         tiny_backend.generate(GenerateRequest("a cat", steps=2, refiner=str(sdxl[1])))
-    with pytest.raises(InvalidInput, match="outside 0..1"):
+    with pytest.raises(InvalidInput, match="refiner_switch 1.0 is out of range") as info:
         sdxl_backend.generate(GenerateRequest("a cat", steps=2, refiner=str(sdxl[1]), refiner_switch=1.0))
+    assert "above 0 to below 1" in info.value.hint and info.value.param == "refiner_switch"
     with pytest.raises(ModelNotFound, match="not a diffusers model"):
         sdxl_backend.generate(GenerateRequest("a cat", steps=2, refiner=str(tmp_path)))
     from PIL import Image

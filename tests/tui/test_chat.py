@@ -178,7 +178,7 @@ def test_an_unreachable_chat_model_says_what_to_do(session):
 
 def test_the_last_runs_requirements_show_with_pass_fail_marks(session):
     from agent.chat import checklist_markdown
-    from tui.app import params_text
+    from tui.panel import params_text
 
     chat = ChatController(session)
     checks = [{"id": "o1", "text": "two red circles", "passed": True},

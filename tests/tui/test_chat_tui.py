@@ -12,7 +12,9 @@ from textual.widgets import DataTable, Markdown, ProgressBar, TextArea  # noqa: 
 
 from agent.chat import ChatController
 from agent.errors import BackendError
-from tui.app import LogLine, PromptInput, make_app, spec_to_text, text_to_spec
+from tui.app import make_app
+from tui.panel import spec_to_text, text_to_spec
+from tui.widgets import LogLine, PromptInput
 
 SIZE = (120, 36)
 FAST = ("/steps 1", "/rounds 1", "/candidates 1", "/seed 3")

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools.errors import ModelNotFound
+from tools.errors import InvalidInput, ModelNotFound
 
+DEMO = "demo"  # the model id (for the pipeline, the CLIP and the detector) meaning these shipped models
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 # defaults used when the shipped folder doesn't say otherwise (pipeline/imagent_demo.json)
@@ -114,3 +115,24 @@ def load_clip(device: str = "cpu"):
         raise ModelNotFound(f"could not load the demo CLIP: {exc}",
                             "reinstall imagent or re-run python -m training.demo_export") from exc
     return model.eval().to(device), proc
+
+
+def reference_images(intent: str, count: int = 4) -> list:
+    """Known-good renderings of `intent` (exact pictures of its scene), or [] when it is outside
+    the demo grammar: what a relative threshold is calibrated against with the demo CLIP."""
+    from tools.demo import world
+
+    try:
+        scene = world.parse(intent)
+    except InvalidInput:
+        return []
+    return [world.render(scene, seed)[0] for seed in range(count)]
+
+
+def cannot_draw(unsupported: list[str]) -> str:
+    """The warning for requirements the demo model cannot draw."""
+    from tools.demo import world
+
+    return (f"The demo model draws only coloured shapes ({', '.join(world.SHAPES)} in "
+            f"{', '.join(world.COLOURS)}); it cannot draw: {', '.join(unsupported)}. "
+            "Expect 'met: false'; use --model for a real model.")

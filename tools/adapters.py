@@ -84,7 +84,7 @@ class Control:
         """The condition a record describes, its image loaded again from the recorded file."""
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
             raise InvalidInput("A recorded control condition has no image file.",
-                               "The record is damaged; regenerate with --control KIND:IMAGE.")
+                               "The record is damaged; regenerate with a control condition (KIND:IMAGE).")
         return cls.load(str(entry.get("kind")), entry["image"], entry.get("scale", 1.0), entry.get("start", 0.0),
                         entry.get("end", 1.0), entry.get("model"))
 
@@ -116,7 +116,7 @@ class IPAdapter:
     def from_json(cls, entry: dict) -> "IPAdapter":
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
             raise InvalidInput("The recorded IP-Adapter reference has no image file.",
-                               "The record is damaged; regenerate with --ip-adapter IMAGE.")
+                               "The record is damaged; regenerate with an IP-Adapter image.")
         return cls.load(entry["image"], entry.get("scale", 1.0), entry.get("model"))
 
 
@@ -124,7 +124,8 @@ def parse_ip_adapter(spec: str, model: str | None = None) -> IPAdapter:
     """'IMAGE[:SCALE]' (and the --ip-adapter-model) -> IPAdapter with the image loaded."""
     spec = (spec or "").strip()
     if not spec:
-        raise InvalidInput("An empty --ip-adapter was given.", "Write --ip-adapter IMAGE[:SCALE], e.g. style.png:0.6.")
+        raise InvalidInput("An empty IP-Adapter reference was given.", "Write IMAGE[:SCALE], e.g. style.png:0.6.",
+                           param="ip_adapter")
     head, tail = split_number(spec)
     return IPAdapter.load(head, 1.0 if tail is None else _number(tail, "IP-Adapter scale", spec), model)
 
@@ -137,7 +138,7 @@ def check_ip_adapter(ip: IPAdapter) -> IPAdapter:
         raise InvalidInput(f"The IP-Adapter scale {ip.scale!r} is out of range.",
                            "Use 0 to 2 (0.5-1 is typical; 0 turns the reference off).")
     if not isinstance(ip.image, Image.Image):
-        raise InvalidInput("The IP-Adapter reference has no image.", "Pass --ip-adapter IMAGE.")
+        raise InvalidInput("The IP-Adapter reference has no image.", "Give the reference image.", param="ip_adapter")
     return IPAdapter(ip.image.convert("RGB"), float(ip.scale), ip.model, ip.path)
 
 
@@ -154,7 +155,7 @@ def resolve_ip_adapter(model: str) -> tuple[str, str, str]:
                        and f.name.startswith("ip-adapter"))
         if not files:
             raise ModelNotFound(f"The IP-Adapter folder '{path}' holds no ip-adapter*.safetensors or .bin file.",
-                                "Point --ip-adapter-model at the weights file itself.")
+                                "Point the IP-Adapter model at the weights file itself.", param="ip_adapter_model")
         return str(path), "", files[0]
     repo, sep, rest = model.partition(":")
     if sep and re.fullmatch(r"[\w.-]+/[\w.-]+", repo) and rest:
@@ -179,7 +180,7 @@ def _number(text: str, what: str, spec: str) -> float:
         value = float(text)
     except ValueError:
         raise InvalidInput(f"The {what} in '{spec}' is not a number.",
-                           "Write it like 0.8 (e.g. --lora style.safetensors:0.8).") from None
+                           "Write it like 0.8 (e.g. style.safetensors:0.8).", param="lora") from None
     if not math.isfinite(value):
         raise InvalidInput(f"The {what} in '{spec}' is not a finite number.", "Use e.g. 0.8.")
     return value
@@ -190,7 +191,7 @@ def parse_lora(spec: str) -> Lora:
     number, so Windows paths (C:\\x.safetensors) and hub ids stay whole."""
     spec = (spec or "").strip()
     if not spec:
-        raise InvalidInput("An empty --lora was given.", "Write --lora PATH_OR_NAME[:WEIGHT], e.g. --lora demo-tall:0.8.")
+        raise InvalidInput("An empty LoRA was given.", "Write PATH_OR_NAME[:WEIGHT], e.g. demo-tall:0.8.", param="lora")
     head, tail = split_number(spec)
     return check_lora(Lora(head, 1.0 if tail is None else _number(tail, "LoRA weight", spec)))
 
@@ -272,7 +273,7 @@ def _in_folder(folder: Path, source: str) -> tuple[str, str | None]:
     files = sorted(f.name for f in folder.iterdir() if f.suffix in (".safetensors", ".bin"))
     if not files:
         raise ModelNotFound(f"The LoRA folder '{folder}' for '{source}' holds no .safetensors file.",
-                            "Point --lora at the adapter file itself.")
+                            "Point the LoRA at the adapter file itself.", param="lora")
     preferred = [f for f in files if f.startswith("pytorch_lora_weights")]
     return str(folder), (preferred or files)[0]
 
@@ -286,8 +287,8 @@ def controls_from_specs(specs, models=(), start: float = 0.0, end: float = 1.0) 
     for m in models or ():
         kind, sep, source = str(m).partition("=")
         if not sep or not source.strip():
-            raise InvalidInput(f"--control-model '{m}' is not KIND=PATH_OR_ID.",
-                               "Write e.g. --control-model canny=lllyasviel/sd-controlnet-canny.")
+            raise InvalidInput(f"The control model '{m}' is not KIND=PATH_OR_ID.",
+                               "Write e.g. canny=lllyasviel/sd-controlnet-canny.", param="control_model")
         by_kind[check_kind(kind.strip().lower())] = source.strip()
     out = []
     for spec in specs or ():
@@ -295,8 +296,9 @@ def controls_from_specs(specs, models=(), start: float = 0.0, end: float = 1.0) 
         out.append(Control.load(kind, path, scale, start, end, by_kind.get(kind)))
     unused = set(by_kind) - {c.kind for c in out}
     if unused:
-        raise InvalidInput(f"--control-model names {', '.join(sorted(unused))} but no --control of that kind is given.",
-                           "Add --control KIND:IMAGE, or drop the --control-model.")
+        raise InvalidInput(f"A control model names {', '.join(sorted(unused))} but no control condition of that kind "
+                           "is given.", "Add a control condition KIND:IMAGE, or drop the control model.",
+                           param="control_model")
     return tuple(out)
 
 
@@ -305,8 +307,8 @@ def parse_control(spec: str) -> tuple[str, str, float]:
     kind, sep, rest = (spec or "").partition(":")
     kind = kind.strip().lower()
     if not sep or not rest.strip():
-        raise InvalidInput(f"--control '{spec}' is not KIND:IMAGE[:SCALE].",
-                           f"Write e.g. --control canny:photo.png:0.8 (kinds: {', '.join(CONTROL_KINDS)}).")
+        raise InvalidInput(f"The control condition '{spec}' is not KIND:IMAGE[:SCALE].",
+                           f"Write e.g. canny:photo.png:0.8 (kinds: {', '.join(CONTROL_KINDS)}).", param="control")
     check_kind(kind)
     path, tail = split_number(rest)
     return kind, path, 1.0 if tail is None else _number(tail, "control scale", spec)
@@ -331,7 +333,7 @@ def check_control(control: Control, size: tuple[int, int] | None) -> Control:
                            f"Use {lo:g} to {hi:g} (1 is typical; 0 turns the condition off).")
     if not 0.0 <= control.start < control.end <= 1.0:
         raise InvalidInput(f"The control steps {control.start:g}..{control.end:g} are not a range within 0..1.",
-                           "Use e.g. --control-start 0 --control-end 0.8 (shares of the denoising steps).")
+                           "Use e.g. start 0 and end 0.8 (shares of the denoising steps).", param="control_end")
     if not isinstance(control.image, Image.Image):
         raise InvalidInput("A control condition has no image.", "Pass KIND:IMAGE, e.g. canny:photo.png.")
     if size is not None:
@@ -339,7 +341,7 @@ def check_control(control: Control, size: tuple[int, int] | None) -> Control:
         if abs(w / h - size[0] / size[1]) > 0.02 * size[0] / size[1]:
             raise InvalidInput(f"The {control.kind} control image is {w}x{h}, but the output is "
                                f"{size[0]}x{size[1]}: the shapes differ.",
-                               f"Crop it to the output's aspect, or pass --size {w - w % 8}x{h - h % 8}.")
+                               f"Crop it to the output's aspect, or ask for the size {w - w % 8}x{h - h % 8}.", param="size")
     return Control(control.kind, control.image.convert("RGB"), float(control.scale), float(control.start),
                    float(control.end), control.model, control.path)
 

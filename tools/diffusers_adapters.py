@@ -71,7 +71,7 @@ class Loras:
         folder, weight_name = where
         if not hasattr(pipe, "load_lora_weights"):
             raise InvalidInput(f"The model '{self.model}' ({type(pipe).__name__}) does not take LoRA adapters.",
-                               "Drop --lora, or use a Stable Diffusion / SDXL / FLUX model.")
+                               "Drop the LoRAs, or use a Stable Diffusion / SDXL / FLUX model.", param="lora")
         kwargs = {"weight_name": weight_name} if weight_name else {}
         try:
             pipe.load_lora_weights(folder, adapter_name=adapter, **kwargs)
@@ -138,7 +138,7 @@ class ControlNets:
                 source = str(weights_path() / DEMO_CONTROLNETS[control.kind])
         if source is None:
             raise InvalidInput(f"No ControlNet is set for the control kind '{control.kind}'.",
-                               f"Name one with --control-model {control.kind}=PATH_OR_ID.")
+                               f"Name one as the control model {control.kind}=PATH_OR_ID.", param="control_model")
         return source
 
     def has(self, kind: str) -> bool:
@@ -160,7 +160,8 @@ class ControlNets:
         local = Path(source).expanduser()
         if local.exists() and not (local / "config.json").is_file():
             raise ModelNotFound(f"The ControlNet folder '{local}' has no config.json.",
-                                "Point --control-model at a folder saved with ControlNetModel.save_pretrained().")
+                                "Point the control model at a folder saved with ControlNetModel.save_pretrained().",
+                                param="control_model")
         if not local.exists():
             _require_hub(source)
         try:
@@ -187,7 +188,7 @@ class ControlNets:
 
         if not hasattr(base, "unet"):
             raise InvalidInput(f"The model '{self.model}' does not take ControlNet conditions.",
-                               "Use a Stable Diffusion or SDXL model for --control.")
+                               "Use a Stable Diffusion or SDXL model for control conditions.")
         nets = [self.load(self.model_for(c), base.unet) for c in controls]
         controlnet = nets[0] if len(nets) == 1 else diffusers.MultiControlNetModel(nets)
         cls = {"txt2img": diffusers.AutoPipelineForText2Image,
@@ -196,7 +197,7 @@ class ControlNets:
             pipe = cls.from_pipe(base, controlnet=controlnet)
         except Exception as exc:  # noqa: BLE001
             raise InvalidInput(f"This model has no ControlNet pipeline ({type(exc).__name__}: {exc}).",
-                               "Use a Stable Diffusion or SDXL model for --control.") from None
+                               "Use a Stable Diffusion or SDXL model for control conditions.") from None
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -233,13 +234,14 @@ class IPAdapterSlot:
             return
         if source is None:
             raise InvalidInput("No IP-Adapter weights are set.",
-                               "Name them with --ip-adapter-model FILE_OR_FOLDER (or ORG/NAME:SUBFOLDER/FILE).")
+                               "Name them as the IP-Adapter model: FILE_OR_FOLDER (or ORG/NAME:SUBFOLDER/FILE).",
+                               param="ip_adapter_model")
         if self.current is None:
             from tools.adapters import resolve_ip_adapter
 
             if not hasattr(pipe, "load_ip_adapter"):
                 raise InvalidInput(f"The model '{self.model}' ({type(pipe).__name__}) takes no IP-Adapter.",
-                                   "Drop --ip-adapter, or use a Stable Diffusion / SDXL model.")
+                                   "Drop the IP-Adapter, or use a Stable Diffusion / SDXL model.", param="ip_adapter")
             folder, subfolder, weight_name = resolve_ip_adapter(source)
             try:
                 pipe.load_ip_adapter(folder, subfolder=subfolder, weight_name=weight_name)
@@ -284,7 +286,8 @@ class Refiners:
 
         if not type(base).__name__.startswith("StableDiffusionXL"):
             raise InvalidInput(f"A refiner needs an SDXL base model; '{self.model}' is {type(base).__name__}.",
-                               "Drop --refiner, or use an SDXL model (e.g. stabilityai/stable-diffusion-xl-base-1.0).")
+                               "Drop the refiner, or use an SDXL model (e.g. stabilityai/stable-diffusion-xl-base-1.0).",
+                               param="refiner")
         with self._lock:
             if source in self.loaded:
                 return self.loaded[source]
@@ -292,7 +295,7 @@ class Refiners:
         if local.exists():
             if not (local / "model_index.json").is_file():
                 raise ModelNotFound(f"The refiner '{local}' is a folder but not a diffusers model (no model_index.json).",
-                                    "Point --refiner at a folder saved with save_pretrained(), or a hub id.")
+                                    "Point the refiner at a folder saved with save_pretrained(), or a hub id.", param="refiner")
             check_model_folder(local)
         else:
             _require_hub(source)
@@ -323,7 +326,7 @@ def set_speed(pipe, req) -> None:
     sliced = req.attention == "sliced"
     if sliced and req.ip_adapter is not None:
         raise InvalidInput("Sliced attention cannot be combined with an IP-Adapter (both replace the "
-                           "attention layers).", "Drop --attention sliced, or the --ip-adapter.")
+                           "attention layers).", "Drop sliced attention, or the IP-Adapter.", param="attention")
     denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None) or pipe  # shared by from_pipe
     if sliced != getattr(denoiser, "_imagent_sliced", False):  # only on a change: it resets the processors
         pipe.enable_attention_slicing() if sliced else pipe.disable_attention_slicing()  # SDPA again
@@ -342,7 +345,7 @@ def compile_denoiser(pipe) -> None:
         return
     if not compile_available():
         raise InvalidInput("torch.compile is not available here (this PyTorch or Python cannot compile).",
-                           "Drop --compile, or install a PyTorch 2.x that supports this Python.")
+                           "Drop compile, or install a PyTorch 2.x that supports this Python.", param="compile")
     with _compile_lock:
         unet.compile()          # in place: every pipeline sharing this UNet uses the compiled one
         unet._imagent_compiled = True

@@ -133,7 +133,7 @@ class DiffusersBackend:
                 except (RuntimeError, ValueError) as exc:
                     if "out of memory" in str(exc).lower():
                         raise BackendError("The model ran out of memory.",
-                                           "Try a smaller --size, fewer images, or --device cpu.") from None
+                                           "Try a smaller size, fewer images, or the cpu device.") from None
                     raise BackendError(f"Generation failed: {exc}") from exc
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("Generation cancelled.")

@@ -49,8 +49,8 @@ class BackendError(ImagentError):
 
     exit_code = 4
 
-    def __init__(self, message: str, hint: str | None = None, *, retryable: bool = False):
-        super().__init__(message, hint)
+    def __init__(self, message: str, hint: str | None = None, *, retryable: bool = False, param: str | None = None):
+        super().__init__(message, hint, param=param)
         self.retryable = retryable
 
 

@@ -348,5 +348,5 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(x) for x in text.lower().replace("*", "x").split("x"))
     except ValueError:
-        raise InvalidInput(f"--size '{text}' is not WIDTHxHEIGHT.", "Write it like 512x512.") from None
+        raise InvalidInput(f"The size '{text}' is not WIDTHxHEIGHT.", "Write it like 512x512.", param="size") from None
     return w, h

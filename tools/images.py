@@ -232,7 +232,7 @@ def _save_options(path: Path, format: str, text: dict[str, str], quality: int) -
     if format == "jpeg" and len(data) > _JPEG_MAX_EXIF:
         raise InvalidInput(f"The metadata of '{path}' ({len(data)} bytes) does not fit in a JPEG file (at most "
                            f"{_JPEG_MAX_EXIF} bytes of EXIF); nothing was written.",
-                           "Use --format webp or png, which have no such limit.")
+                           "Use the webp or png format, which have no such limit.", param="format")
     return {"format": SAVE_FORMATS[format], "quality": quality, "exif": data}
 
 

@@ -47,10 +47,10 @@ class OpenAIBackend:
         req = check_request(request)
         if req.loras or req.controls:
             raise InvalidInput("The OpenAI images API takes no LoRA adapters or ControlNet conditions.",
-                               "Drop --lora/--control, or use --backend diffusers with a local model.")
+                               "Drop the LoRAs and control conditions, or use the diffusers backend with a local model.")
         if req.mode == "img2img":
             raise InvalidInput("The OpenAI backend edits only with a mask.",
-                               "Add --mask PATH (white = repaint), or use --backend diffusers for img2img.")
+                               "Add a mask (white = repaint), or use the diffusers backend for img2img.", param="mask")
         size = f"{req.width}x{req.height}" if req.width and req.height else None
         prompt = req.prompt if not req.negative_prompt else f"{req.prompt}\nAvoid: {req.negative_prompt}"
         t0 = time.perf_counter()

@@ -237,7 +237,7 @@ def _check_images(images) -> list[Image.Image]:
 def _check_texts(texts) -> list[str]:
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
-        raise InvalidInput("No text to score against.", "Pass --text \"what the image should show\".")
+        raise InvalidInput("No text to score against.", "Give the text: what the image should show.", param="text")
     for t in texts:
         if not isinstance(t, str) or not t.strip():
             raise InvalidInput("A text to score against is empty.", "Describe what the image should show.")

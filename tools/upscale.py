@@ -93,7 +93,7 @@ def check_upscale(image: Image.Image, scale: int, method: str) -> None:
         raise InvalidInput(f"Unknown upscale method '{method}'.", f"Use one of: {', '.join(METHODS)}.")
     if not isinstance(scale, int) or isinstance(scale, bool) or scale not in METHODS[method]:
         allowed = " or ".join(str(s) for s in METHODS[method])
-        raise InvalidInput(f"--scale {scale} is not supported by {method}.", f"Use --scale {allowed}.")
+        raise InvalidInput(f"scale {scale} is not supported by {method}.", f"Use scale {allowed}.", param="scale")
     if not isinstance(image, Image.Image):
         raise InvalidInput(f"Expected a PIL image, got {type(image).__name__}.")
     w, h = image.size
@@ -103,8 +103,8 @@ def check_upscale(image: Image.Image, scale: int, method: str) -> None:
     if max(w, h) * scale > limit or w * h * scale * scale > MAX_OUTPUT_PIXELS:
         raise InvalidInput(f"Upscaling {w}x{h} by {scale} would give {w * scale}x{h * scale}, over the "
                            f"{limit}px limit of {method}.",
-                           f"Use a smaller --scale, or crop or shrink the image first (at most "
-                           f"{limit // scale}px a side at x{scale}).")
+                           f"Use a smaller scale, or crop or shrink the image first (at most "
+                           f"{limit // scale}px a side at x{scale}).", param="scale")
 
 
 class Upscaler:
@@ -144,12 +144,13 @@ class Upscaler:
                                    "Use realesrgan, realesrgan-anime or lanczos as the base method.")
             if backend is None and refine is None:
                 raise InvalidInput("hires-fix needs an image-to-image backend to refine with.",
-                                   "Pass backend=... (or refine=...), or choose another --method.")
+                                   "Pass backend=... (or refine=...), or choose another method.", param="method")
             if not prompt or not prompt.strip():
                 raise InvalidInput("hires-fix needs the prompt to refine towards.",
-                                   "Pass --prompt TEXT (imagent images carry their prompt in their metadata).")
+                                   "Give the prompt (imagent images carry their prompt in their metadata).", param="prompt")
             if not 0.0 < strength <= 1.0:
-                raise InvalidInput(f"--strength {strength} is outside 0..1.", "Use a low value such as 0.3.")
+                raise InvalidInput(f"strength {strength} is out of range.", "Use above 0 to 1; a low value such as 0.3.",
+                                   param="strength")
         t0 = time.perf_counter()
         src = image
         alpha = image.getchannel("A") if "A" in image.getbands() else None
@@ -215,7 +216,7 @@ class Upscaler:
         ex.input("data", mat)
         ret, out = ex.extract("output")
         if ret != 0:
-            raise BackendError(f"ncnn failed to run {name} (code {ret}).", "Try a smaller --tile or --method lanczos.")
+            raise BackendError(f"ncnn failed to run {name} (code {ret}).", "Try a smaller tile, or the lanczos method.")
         result = np.array(out, dtype=np.float32, copy=True).transpose(1, 2, 0)
         del ex, mat, chw
         return result
@@ -304,7 +305,7 @@ class Upscaler:
                                             seed=seed, init_image=init, strength=strength))
         if "img2img" not in getattr(backend, "capabilities", {"img2img"}):
             raise InvalidInput(f"The {getattr(backend, 'name', 'chosen')} backend cannot do img2img for hires-fix.",
-                               "Use the diffusers backend, or another --method.")
+                               "Use the diffusers backend, or another method.", param="method")
         result = backend.generate(req, progress=progress, cancel=cancel)
         return result.images[0]
 
@@ -313,7 +314,7 @@ def load_sd_x4(model: str | None = None):
     """(pipeline, source) for the diffusers x4 upscaler from a local folder or the local hub cache."""
     source = model or os.environ.get(SD_X4_ENV) or SD_X4_HUB_ID
     hint = (f"Download it once where you have network (huggingface-cli download {SD_X4_HUB_ID}) or point "
-            f"{SD_X4_ENV} at a local diffusers folder; or use --method realesrgan.")
+            f"{SD_X4_ENV} at a local diffusers folder; or use the realesrgan method.")
     local = Path(source).expanduser()
     if local.exists() or source.startswith(("/", ".", "~")):
         if not (local / "model_index.json").is_file():

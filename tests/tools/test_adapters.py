@@ -92,7 +92,7 @@ def test_control_spec_parsing_and_checks(tmp_path):
     (c,) = controls_from_specs([f"canny:{tmp_path}/c.png"], ["canny=some/net"], 0.1, 0.9)
     assert (c.kind, c.scale, c.start, c.end, c.model) == ("canny", 1.0, 0.1, 0.9, "some/net")
     assert c.to_json()["image"] == str((tmp_path / "c.png").resolve())
-    with pytest.raises(InvalidInput, match="no --control of that kind"):
+    with pytest.raises(InvalidInput, match="no control condition of that kind"):
         controls_from_specs([f"canny:{tmp_path}/c.png"], ["depth=x"])
     with pytest.raises(InvalidInput, match="shapes differ"):
         check_request(GenerateRequest("a cat", width=64, height=64, controls=(c,)))

@@ -39,8 +39,9 @@ def test_masked_edit_sends_image_and_transparent_mask(server):
 
 
 def test_img2img_without_mask_is_refused_clearly(server):
-    with pytest.raises(InvalidInput, match="--mask"):
+    with pytest.raises(InvalidInput, match="Add a mask") as info:
         backend(server).generate(GenerateRequest("x", init_image=Image.new("RGB", (64, 64)), strength=0.5))
+    assert info.value.param == "mask"
 
 
 @pytest.mark.parametrize("mode, error, fragment, retryable", [

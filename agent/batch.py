@@ -45,8 +45,9 @@ from agent.batch_records import (MANIFEST, RECORDS, BatchOptions, RecordLog, _no
                                  open_batch)
 from agent.capabilities import error_payload, range_error
 from agent.errors import Cancelled, ConfigError, InvalidInput, ModelNotFound
+from agent.requests import expand_for_generate, sampling_fields
 from agent.session import Session
-from tools.adapters import controls_from_specs, merge_loras, parse_lora
+from tools.adapters import controls_from_specs
 from tools.generate import GenerateRequest, parse_size
 from tools.metadata import read_metadata
 
@@ -68,19 +69,13 @@ def item_request_fields(session: Session, item: Item, options: BatchOptions) -> 
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'line'}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(f"Line {item.line.number} has bad parameters: {problems}.",
                            "Fix the line (known keys: " + ", ".join(LineParams.model_fields) + ") and resume.") from None
-    s = session.settings
-    width = height = None
-    size = p.size or options.size
-    if size:
-        width, height = parse_size(size)
-    width, height = p.width or width, p.height or height
-    fields = dict(negative_prompt=p.negative or options.negative,
-                  steps=item.point.get("steps") or p.steps or options.steps,   # None: the model's default
-                  cfg=item.point.get("cfg", p.cfg if p.cfg is not None else options.cfg),
-                  seed=item.point.get("seed", p.seed), width=width, height=height,
-                  scheduler=p.scheduler or options.scheduler or s.scheduler,
-                  loras=merge_loras(parse_lora(x) for x in [*options.lora, *p.lora]),
-                  controls=controls_from_specs(p.control), **options.speed)
+    width, height = parse_size(p.size or options.size) if (p.size or options.size) else (None, None)
+    fields = sampling_fields(session.settings, negative=p.negative or options.negative,
+                             steps=item.point.get("steps") or p.steps or options.steps,   # None: the model's default
+                             cfg=item.point.get("cfg", p.cfg if p.cfg is not None else options.cfg),
+                             seed=item.point.get("seed", p.seed), size=(p.width or width, p.height or height),
+                             scheduler=p.scheduler or options.scheduler, loras=[*options.lora, *p.lora],
+                             controls=controls_from_specs(p.control), speed=options.speed)
     return p, fields
 
 
@@ -112,9 +107,9 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
     idea = spec = extra = None
     prompt = text
     if p.idea is not None and (style or options.expand):
-        exp = session.expand(p.idea, style=style, negative=fields["negative_prompt"])
-        prompt, idea, spec = exp.positive, exp.idea, exp.spec.model_dump(mode="json")
-        fields["negative_prompt"], extra = exp.negative, {"expansion": exp.record()}
+        exp = expand_for_generate(session, p.idea, style=style, negative=fields["negative_prompt"])
+        prompt, idea, spec, extra = exp.prompt, exp.idea, exp.spec, exp.extra
+        fields["negative_prompt"] = exp.negative
     extra = {**(extra or {}), "batch": tag}
     outcome = session.generate(GenerateRequest(prompt=prompt, count=1, **fields), idea=idea, spec=spec, extra=extra,
                                out_dir=images_dir, kind="batch")

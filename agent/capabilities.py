@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent.errors import ImagentError, InvalidInput
 from agent.events import Call
+from agent.requests import expand_for_generate, sampling_fields
 from agent.session import SavedImage, Session
 from agent.tool_schemas import (TOOL_BY_NAME, CheckSafetyInput, EditInput, ExpandInput, GenerateInput, GetImageInput,
                                 ListImagesInput, RunInput, ScoreInput, UpscaleInput)
@@ -199,17 +200,19 @@ class Capabilities:
         from tools.adapters import Control, IPAdapter, parse_lora
 
         ip = inp.ip_adapter
-        out = dict(negative_prompt=inp.negative_prompt, steps=inp.steps, cfg=inp.cfg, seed=inp.seed,
-                   scheduler=inp.scheduler or self.session.settings.scheduler,
-                   loras=tuple(self._lora(parse_lora(x)) for x in inp.loras),
-                   controls=tuple(Control.load(c.kind, self.paths.read_path(c.image, what="control image"), c.scale,
-                                               c.start, c.end, c.model) for c in inp.controls),
-                   ip_adapter=IPAdapter.load(self.paths.read_path(ip.image, what="IP-Adapter image"), ip.scale,
-                                             ip.model) if ip else None,
-                   refiner=inp.refiner, refiner_switch=inp.refiner_switch, attention=inp.attention,
-                   vae_tiling=inp.vae_tiling, vae_slicing=inp.vae_slicing, lora_fuse=inp.lora_fuse)
-        if size:
-            out.update(width=inp.width, height=inp.height)
+        out = sampling_fields(
+            self.session.settings, negative=inp.negative_prompt, steps=inp.steps, cfg=inp.cfg, seed=inp.seed,
+            scheduler=inp.scheduler, loras=[self._lora(parse_lora(x)) for x in inp.loras],
+            controls=[Control.load(c.kind, self.paths.read_path(c.image, what="control image"), c.scale, c.start, c.end,
+                                   c.model) for c in inp.controls],
+            ip_adapter=IPAdapter.load(self.paths.read_path(ip.image, what="IP-Adapter image"), ip.scale,
+                                      ip.model) if ip else None,
+            refiner=inp.refiner, refiner_switch=inp.refiner_switch,
+            speed=dict(attention=inp.attention, vae_tiling=inp.vae_tiling, vae_slicing=inp.vae_slicing,
+                       lora_fuse=inp.lora_fuse),
+            size=(inp.width, inp.height) if size else None)
+        if not size:
+            del out["width"], out["height"]
         return out
 
     @staticmethod
@@ -244,11 +247,11 @@ class Capabilities:
         fields, post = self._fields(inp), self._post(inp)
         prompt, idea, spec, extra, expansion = inp.prompt, None, None, None, None
         if inp.expand or inp.style:
-            exp = self.session.expand(inp.prompt, style=inp.style, negative=inp.negative_prompt)
-            prompt, idea, spec = exp.positive, exp.idea, exp.spec.model_dump(mode="json")
-            fields["negative_prompt"], extra = exp.negative, {"expansion": exp.record()}
-            expansion = {"positive": exp.positive, "negative": exp.negative, **exp.record(),
-                         "warnings": list(exp.warnings)}
+            exp = expand_for_generate(self.session, inp.prompt, style=inp.style, negative=inp.negative_prompt)
+            prompt, idea, spec, extra = exp.prompt, exp.idea, exp.spec, exp.extra
+            fields["negative_prompt"] = exp.negative
+            expansion = {"positive": exp.prompt, "negative": exp.negative, **exp.extra["expansion"],
+                         "warnings": list(exp.expansion.warnings)}
         outcome = self.session.generate(GenerateRequest(prompt=prompt, count=inp.count, **fields), idea=idea,
                                         spec=spec, extra=extra, out_dir=self.paths.out_dir(), call=call,
                                         post=post)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from agent.config import Settings, check_backends, load_settings
 from agent.errors import ConfigError, InvalidInput
 from agent.events import Call, RoundFinished, RoundStarted, Step
+from agent.requests import sampling_fields
 from agent.session import Session
 from agent.tool_schemas import GenerateInput, help_of
 from tools.generate import parse_size, printable
@@ -137,19 +138,22 @@ def request_fields(args, settings: Settings) -> dict:
     width = height = None
     if getattr(args, "size", None):
         width, height = parse_size(args.size)
-    from tools.adapters import controls_from_specs, parse_ip_adapter, parse_lora
+    from tools.adapters import controls_from_specs, parse_ip_adapter
 
     if getattr(args, "ip_adapter_model", None) and not getattr(args, "ip_adapter", None):
         raise InvalidInput("--ip-adapter-model needs --ip-adapter IMAGE.", "Add the reference image, or drop the model.")
     ip = parse_ip_adapter(args.ip_adapter, args.ip_adapter_model) if getattr(args, "ip_adapter", None) else None
 
-    return dict(negative_prompt=args.negative, steps=args.steps, cfg=args.cfg, width=width, height=height,
-                seed=args.seed, scheduler=args.scheduler or settings.scheduler, count=args.count,
-                ip_adapter=ip, refiner=getattr(args, "refiner", None), refiner_switch=getattr(args, "refiner_switch", 0.8),
-                **speed_fields(args),
-                loras=tuple(parse_lora(x) for x in getattr(args, "lora", None) or ()),
-                controls=controls_from_specs(getattr(args, "control", None), getattr(args, "control_model", None),
-                                             getattr(args, "control_start", 0.0), getattr(args, "control_end", 1.0)))
+    return dict(sampling_fields(settings, negative=args.negative, steps=args.steps, cfg=args.cfg, size=(width, height),
+                                seed=args.seed, scheduler=args.scheduler, ip_adapter=ip,
+                                refiner=getattr(args, "refiner", None),
+                                refiner_switch=getattr(args, "refiner_switch", 0.8), speed=speed_fields(args),
+                                loras=getattr(args, "lora", None) or (),
+                                controls=controls_from_specs(getattr(args, "control", None),
+                                                             getattr(args, "control_model", None),
+                                                             getattr(args, "control_start", 0.0),
+                                                             getattr(args, "control_end", 1.0))),
+                count=args.count)
 
 
 @contextmanager

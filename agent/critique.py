@@ -13,9 +13,9 @@ from agent.config import DEMO
 from agent.errors import InvalidInput
 from agent.events import Call, Phase, RoundFinished, call_of
 from agent.outcomes import RunOutcome
-from agent.saving import check_post, save_images
+from agent.saving import Made, check_post, save_images
 from tools.adapters import merge_loras, split_prompt_loras
-from tools.generate import GenerateRequest, GenerateResult, check_request
+from tools.generate import GenerateRequest, check_request
 from tools.postprocess import PostProcess
 
 
@@ -203,9 +203,8 @@ def _save_best(session, run_id, result, base, backend, idea, out_dir, checklist,
                        negative_prompt=result.best_attempt.negative, cfg=result.best_attempt.cfg)
     image = result.best.image
     made = result.best.made_by or _maker(backend, "compose")  # a composed image: the compose backend
-    generated = GenerateResult(images=[image], seeds=[result.best.seed], model=made["model"],
-                               backend=made["backend"], width=image.size[0], height=image.size[1],
-                               scheduler=result.scheduler, fallback=list(made.get("fallback", ())))
+    generated = Made(images=[image], seeds=[result.best.seed], model=made["model"], backend=made["backend"],
+                     scheduler=result.scheduler, fallback=tuple(made.get("fallback", ())))
     loop_record = {"score": round(result.best.score, 4), "formula": formula, "round": result.best_round,
                    "threshold": result.threshold, "met": result.met, "stop_reason": result.stop_reason,
                    "reviser": reviser_name, "rounds": [r.to_json() for r in result.rounds],

@@ -7,9 +7,9 @@ from agent.critique import locator
 from agent.errors import InvalidInput
 from agent.events import Call, call_of
 from agent.outcomes import GenerationOutcome
-from agent.saving import save_images
+from agent.saving import Made, save_images
 from tools.adapters import Control, IPAdapter, Lora
-from tools.generate import GenerateRequest, GenerateResult, check_request
+from tools.generate import GenerateRequest, check_request
 from tools.metadata import read_metadata
 from tools.postprocess import PostProcess
 
@@ -65,8 +65,8 @@ def _rerun_composed(session, record: dict, png_path, out_dir, same_model: bool,
     req = GenerateRequest(**{k: p[k] for k in ("prompt", "negative_prompt", "steps", "cfg", "scheduler") if k in p},
                           width=record["width"], height=record["height"], seed=record["seed"])
     backend = session.backend()
-    result = GenerateResult(images=[image], seeds=[record["seed"]], model=backend.model, backend=backend.name,
-                            width=image.size[0], height=image.size[1], scheduler=record.get("scheduler"))
+    result = Made(images=[image], seeds=[record["seed"]], model=backend.model, backend=backend.name,
+                  scheduler=record.get("scheduler"))
     with session.recorded("rerun", idea=record.get("idea"), spec=record.get("spec"), params=req.params()) as run_id:
         outcome = save_images(session, run_id, req, result, idea=record.get("idea"), spec=record.get("spec"),
                              out_dir=out_dir, inputs=None, params_update={"mode": "compose"},

@@ -1,11 +1,13 @@
 """Writing made images: post-process, safety-check, write atomically with their full record, and add them to the gallery."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from agent.errors import InvalidInput, SafetyBlocked
 from agent.outcomes import GenerationOutcome, SavedImage, UpscaleOutcome
+from tools.generate import GenerateResult
 from tools.images import atomic_save, atomic_save_png, unique_path
 from tools.metadata import png_chunks
 from tools.postprocess import PostProcess
@@ -14,9 +16,33 @@ from tools.schedulers import SCHEDULERS
 VERSION = "0.1.0"
 
 
-def save_images(session, run_id, req, result, *, idea, spec, out_dir, inputs, extra,
-          verdicts: list | None = None, params_update: dict | None = None,
-          post: PostProcess | None = None) -> GenerationOutcome:
+@dataclass(frozen=True)
+class Made:
+    """Images to write and what made them: a backend's result (`Made.of`), the loop's best image,
+    or a replayed recipe; what save_images records for each."""
+
+    images: list
+    seeds: list
+    model: str
+    backend: str
+    scheduler: str | None
+    reproducible: bool = True
+    fallback: tuple = ()             # backends of a chain passed over, and why (tools.fallback)
+    revised_prompts: tuple = ()      # the backend's rewritten prompt per image (OpenAI)
+    warnings: tuple = ()
+    timings: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: GenerateResult) -> "Made":
+        return cls(images=list(result.images), seeds=list(result.seeds), model=result.model, backend=result.backend,
+                   scheduler=result.scheduler, reproducible=result.reproducible, fallback=tuple(result.fallback),
+                   revised_prompts=tuple(result.revised_prompts), warnings=tuple(result.warnings),
+                   timings=dict(result.timings))
+
+
+def save_images(session, run_id, req, result: Made, *, idea, spec, out_dir, inputs, extra,
+                verdicts: list | None = None, params_update: dict | None = None,
+                post: PostProcess | None = None) -> GenerationOutcome:
     """Post-process, safety-check the image as it will be written (`verdicts` holds each
     image's verdict when the images were checked already and post-processing changes no
     pixel), write and record."""
@@ -31,20 +57,20 @@ def save_images(session, run_id, req, result, *, idea, spec, out_dir, inputs, ex
         if not verdict.allowed:
             blocked.append({"seed": seed, "category": verdict.category, "reason": verdict.reason})
             continue
-        params = dict(req.params(), seed=seed, count=1, width=result.width, height=result.height,
-                      **(params_update or {}))
+        width, height = generated.size
+        params = dict(req.params(), seed=seed, count=1, width=width, height=height, **(params_update or {}))
         if params.get("scheduler") is None and result.scheduler in SCHEDULERS:
             params["scheduler"] = result.scheduler
         record = {
             "version": VERSION, "run_id": run_id,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "backend": result.backend, "model": result.model, "model_name": Path(str(result.model)).name,
-            "seed": seed, "width": result.width, "height": result.height, "scheduler": result.scheduler,
+            "seed": seed, "width": width, "height": height, "scheduler": result.scheduler,
             "params": params, "reproducible": result.reproducible,
             "safety": {"level": checker.level, **({"scores": verdict.scores} if verdict.scores else {})},
         }
         if result.fallback:  # a chain's backends passed over before result.backend made it, and why
-            record["fallback"] = result.fallback
+            record["fallback"] = list(result.fallback)
         if idea is not None:
             record["idea"] = idea
         if spec is not None:
@@ -64,7 +90,7 @@ def save_images(session, run_id, req, result, *, idea, spec, out_dir, inputs, ex
         raise SafetyBlocked(f"All {len(blocked)} image(s) were blocked by the safety policy "
                             f"({blocked[0]['category']}).", blocked[0]["category"] or "unsafe",
                             "Change the prompt or the seed.")
-    return GenerationOutcome(run_id=run_id, images=saved, blocked=blocked, warnings=result.warnings,
+    return GenerationOutcome(run_id=run_id, images=saved, blocked=blocked, warnings=list(result.warnings),
                              timings={k: round(v, 4) for k, v in result.timings.items()})
 
 

@@ -18,7 +18,7 @@ from agent.errors import Cancelled, ImagentError, InvalidInput, SafetyBlocked
 from agent.events import Call, call_of
 from agent.outcomes import GenerationOutcome, RunOutcome, SavedImage, UpscaleOutcome  # noqa: F401  (re-exported)
 from agent.rerun import check_rerunnable, recorded_options  # noqa: F401  (re-exported)
-from agent.saving import VERSION, check_post, save_images, save_upscale  # noqa: F401  (VERSION re-exported)
+from agent.saving import VERSION, Made, check_post, save_images, save_upscale  # noqa: F401  (VERSION re-exported)
 from agent.store import Gallery
 from tools.generate import GenerateRequest, check_request
 from tools.images import load_image, load_mask, prepare_out_dir
@@ -151,7 +151,7 @@ class Session:
         with self.recorded(kind, idea=idea, spec=spec, params=req.params(), chat_id=chat_id) as run_id:
             call.check("Generation cancelled.")
             result = backend.generate(req, progress=call.steps(), cancel=call.cancel)
-            outcome = save_images(self, run_id, req, result, idea=idea, spec=spec, out_dir=out_dir,
+            outcome = save_images(self, run_id, req, Made.of(result), idea=idea, spec=spec, out_dir=out_dir,
                                  inputs=inputs, extra=extra, post=post)
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome

@@ -131,8 +131,8 @@ def bench_chat(settings) -> dict:
         if chat.mode == "agent":
             got = agent_choice(chat, text)
         elif chat.mode == "routed":
-            choice, who = chat.route(text)
-            got = chat.action_for(choice) + ("" if who == "model" else f" ({who})")
+            choice, who = chat.router.route(text)
+            got = chat.router.action_for(choice) + ("" if who == "model" else f" ({who})")
         else:
             got = "none (offline)"
         right += got.split()[0] == want

@@ -192,7 +192,7 @@ def test_the_last_runs_requirements_show_with_pass_fail_marks(session):
 def test_upscale_has_one_default_for_chat_cli_and_mcp(monkeypatch):
     import inspect
 
-    from agent.chat import ChatController
+    from agent.chat import ChatController, ToolAgent
     from agent.cli import build_parser
     from agent.tool_schemas import UpscaleInput
     from tools.upscale import DEFAULT_METHOD, Upscaler
@@ -203,7 +203,7 @@ def test_upscale_has_one_default_for_chat_cli_and_mcp(monkeypatch):
     assert seen == [{"image": None, "scale": 2, "method": DEFAULT_METHOD}]
     assert build_parser(["upscale", "a.png"]).parse_args(["upscale", "a.png"]).method == DEFAULT_METHOD
     assert UpscaleInput(image="a.png").method == DEFAULT_METHOD
-    assert inspect.signature(ChatController._t_upscale).parameters["method"].default == DEFAULT_METHOD
+    assert inspect.signature(ToolAgent._t_upscale).parameters["method"].default == DEFAULT_METHOD
     assert inspect.signature(Upscaler.upscale).parameters["method"].default == DEFAULT_METHOD
 
 

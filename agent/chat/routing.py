@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+from agent.chat.agent_mode import cancellable
 from agent.errors import Cancelled
 
 ROUTE_ACTIONS = ("create_image", "refine_last", "edit_image", "upscale_image", "open_image", "list_images",
@@ -142,7 +143,7 @@ class Router:
             return structured_call(bind_structured(model, RouteChoice, method), RouteChoice, messages)
 
         try:
-            choice, problem, _ = chat._cancellable(choose)
+            choice, problem, _ = cancellable(chat._call, choose)
         except Cancelled:
             raise
         except Exception as exc:  # the call failed: the offline router still acts

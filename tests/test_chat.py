@@ -192,14 +192,14 @@ def test_the_last_runs_requirements_show_with_pass_fail_marks(session):
 def test_upscale_has_one_default_for_chat_cli_and_mcp(monkeypatch):
     import inspect
 
-    from agent.chat import ChatController, ToolAgent
+    from agent.chat import ChatController, SlashCommands, ToolAgent
     from agent.cli import build_parser
     from agent.tool_schemas import UpscaleInput
     from tools.upscale import DEFAULT_METHOD, Upscaler
 
     seen = []
     monkeypatch.setattr(ChatController, "upscale", lambda self, **kw: seen.append(kw) or "ok")
-    ChatController._cmd_upscale(object.__new__(ChatController), "x2")
+    SlashCommands(object.__new__(ChatController))._cmd_upscale("x2")
     assert seen == [{"image": None, "scale": 2, "method": DEFAULT_METHOD}]
     assert build_parser(["upscale", "a.png"]).parse_args(["upscale", "a.png"]).method == DEFAULT_METHOD
     assert UpscaleInput(image="a.png").method == DEFAULT_METHOD

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from agent.chat.agent_mode import MAX_RECURSION, ToolAgent
-from agent.chat.controller import ChatController, Listener, checklist_markdown
+from agent.chat.controller import ChatController, Listener
+from agent.chat.replies import checklist_markdown
 from agent.chat.refine import apply_fields, rect_mask, refine_spec
 from agent.chat.routing import ROUTE_ACTIONS, RouteChoice, Router, change_of, explicit_route, idea_of, offline_route
 from agent.chat.slash import COMMAND_HELP, COMMANDS, SlashCommands, help_text

@@ -29,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from agent.chat import replies
 from agent.chat.agent_mode import ToolAgent, _can_call_tools
 from agent.chat.refine import apply_fields, rect_mask, refine_spec
 from agent.chat.routing import Router
@@ -295,27 +296,12 @@ class ChatController:
 
     def defaults_text(self) -> str:
         d = self.state.defaults
-        steps = d.steps or self.session.model_defaults()["steps"]
-        return (f"style **{d.style or 'none'}** · size **{d.size_text()}** · steps **{steps}** · "
-                f"seed **{d.seed if d.seed is not None else 'random'}** · rounds **{d.rounds}** · "
-                f"candidates **{d.candidates}** · raw **{'on' if d.raw else 'off'}**"
-                + (f" · lora **{', '.join(d.loras)}**" if d.loras else "")
-                + (f" · control **{', '.join(d.controls)}**" if d.controls else ""))
+        return replies.defaults_text(d, d.steps or self.session.model_defaults()["steps"])
 
     def list_images(self, limit: int = 20) -> str:
         ids = list(reversed(self.state.images))[:limit]
-        if not ids:
-            return "No images in this chat yet."
-        lines = ["| # | seed | size | prompt |", "|---|---|---|---|"]
-        for image_id in ids:
-            row = self.gallery.image(image_id)
-            if row is None:
-                continue
-            mark = " (current)" if image_id == self.state.image_id else ""
-            prompt = (row.get("prompt") or (row.get("record") or {}).get("kind") or "").replace("|", "/")[:50]
-            lines.append(f"| #{image_id}{mark} | {row.get('seed') if row.get('seed') is not None else '-'} | "
-                         f"{row.get('width')}x{row.get('height')} | {prompt} |")
-        return "\n".join(lines)
+        return replies.images_table([(image_id, self.gallery.image(image_id)) for image_id in ids],
+                                    self.state.image_id)
 
     def open_image(self, image: int | str) -> str:
         image_id = _image_id(image)
@@ -339,26 +325,7 @@ class ChatController:
         return f"Opened image **#{image_id}** (seed {row.get('seed')}). /refine or /edit work on it now."
 
     def explain_scores(self) -> str:
-        rounds = self.state.rounds
-        if not rounds:
-            return "No round table yet: scores come from a run of the critique loop (send an idea)."
-        lines = ["| round | change | scores | best |", "|---|---|---|---|"]
-        for r in rounds:
-            scores = ", ".join(_num(s) for s in (r.get("scores") or []))
-            change = (r.get("change") or "first prompt").replace("|", "/")[:60]
-            lines.append(f"| {r.get('round')} | {change} | {scores} | {_num(r.get('best_score'))} |")
-        text = "\n".join(lines) + ("\n\nScores are CLIP similarity between each image and its prompt "
-                                   "(higher is closer).")
-        best = _best_score(rounds)
-        if best is not None:
-            best_round = next(r for r in rounds if r.get("best_score") == best)
-            text += f" The best was round {best_round.get('round')} with {best:.2f}."
-        if self.state.threshold is not None:
-            text += (f" The loop stops once every requirement passes and the score is at least "
-                     f"{self.state.threshold:.2f}.")
-        if len(self.state.checks) > 1:
-            text += "\n\n" + checklist_markdown(self.state.checks)
-        return text
+        return replies.scores_text(self.state.rounds, self.state.threshold, self.state.checks)
 
     def save_image(self, dest: str) -> str:
         if not self.state.image_path:
@@ -436,11 +403,8 @@ class ChatController:
         self.state.checks = list(outcome.checks)
         self._set_current(best.image_id, best.path, best.seed)
         self._save_state()
-        score, met = outcome.score, outcome.met
-        return (f"Made image **#{best.image_id}** (seed {best.seed}, score {score:.2f}, "
-                f"{len(self.state.rounds)} round(s), {'every requirement met' if met else 'not met'})."
-                + (("\n\n" + checklist_markdown(self.state.checks) + "\n\n") if len(self.state.checks) > 1 else " ") +
-                "Refine it in words (\"warmer light\", /refine ...), or /scores for the table.")
+        return replies.run_reply(best.image_id, best.seed, outcome.score, len(self.state.rounds), outcome.met,
+                                 self.state.checks)
 
     def _set_current(self, image_id: int, path, seed: int | None) -> None:
         self.state.image_id, self.state.image_path, self.state.seed = image_id, str(path), seed
@@ -479,18 +443,3 @@ def _plain(record) -> dict:
     if hasattr(record, "__dataclass_fields__"):
         return asdict(record)
     return dict(record)
-
-
-def _num(value) -> str:
-    return "-" if value is None else f"{float(value):.2f}"
-
-
-def checklist_markdown(checks: list[dict]) -> str:
-    """The requirement checklist of a run as a markdown list with pass/fail marks."""
-    mark = {True: "✓", False: "✗", None: "?"}
-    return "\n".join(f"- {mark[c.get('passed')]} {c.get('text', c.get('id'))}" for c in checks)
-
-
-def _best_score(rounds: list[dict]) -> float | None:
-    scores = [r.get("best_score") for r in rounds if r.get("best_score") is not None]
-    return max(scores) if scores else None

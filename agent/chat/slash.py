@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 
+from agent.chat import replies
 from agent.chat.state import _int
 from agent.errors import InvalidInput
 from tools.upscale import DEFAULT_METHOD
@@ -71,8 +72,7 @@ class SlashCommands:
         if not rest:
             from agent.expand import load_styles
 
-            names = ", ".join(load_styles())
-            return f"Current style: **{self.chat.state.defaults.style or 'none'}**. Presets: {names}."
+            return replies.style_text(self.chat.state.defaults.style, load_styles())
         return self.chat.set_defaults(style=rest)
 
     def _cmd_seed(self, rest: str) -> str:
@@ -144,10 +144,7 @@ class SlashCommands:
         return self.chat.explain_scores()
 
     def _cmd_prompt(self, rest: str) -> str:
-        spec = self.chat.state.spec
-        if not spec:
-            return "No structured prompt yet."
-        return "\n".join(f"- **{k}**: {', '.join(v) if isinstance(v, list) else v}" for k, v in spec.items() if v)
+        return replies.prompt_text(self.chat.state.spec)
 
     def _cmd_save(self, rest: str) -> str:
         return self.chat.save_image(rest)

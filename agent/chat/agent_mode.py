@@ -211,15 +211,6 @@ class ToolAgent:
 _GENERAL = ("expand", "check_safety", "score", "get_image")
 
 
-def _can_call_tools(model) -> bool:
-    try:
-        from langchain_core.language_models import BaseChatModel
-    except ImportError:  # pragma: no cover
-        return False
-    bind = getattr(type(model), "bind_tools", None)
-    return bind is not None and bind is not BaseChatModel.bind_tools
-
-
 def _schema(fn):
     """A pydantic model of fn's keyword arguments (for StructuredTool)."""
     import inspect

@@ -1,17 +1,5 @@
-"""The conversation: a chat controller over the session, with two modes.
-
-  agent mode   a LangChain `create_agent` with a tool-calling chat model (any model that
-               `agent.llm.build_chat_model` builds, or one passed in). Its tools are thin
-               adapters over the controller's actions below; the model chooses what to do.
-  routed mode  a model configured on a server where it does not call tools (small local models
-               on llama.cpp): each message is one constrained JSON choice of action and its
-               argument (`RouteChoice`), run by the controller; if that call fails, the offline
-               router below takes the message, and says so.
-  router mode  no chat model (the offline default): a deterministic router. A plain message is
-               an idea to run; slash commands (`/help`) do the rest.
-Agent mode is announced only after the server was seen calling a tool and taking its result back
-(agent.llm_probe.tool_support, probed once per server and model and cached).
-Slash commands work in both modes and never reach the model.
+"""The chat controller: one conversation over a Session, with its state, undo, events and persistence, and
+the actions that the slash commands, the router and the agent's tools call.
 
 `ChatController` holds no Textual: front ends call `handle(text)` (from a worker thread; it
 blocks while images are made) and receive typed events (agent.events: Message, ImageSaved,
@@ -30,12 +18,13 @@ from pathlib import Path
 from typing import Callable
 
 from agent.chat import replies
-from agent.chat.agent_mode import ToolAgent, _can_call_tools
+from agent.chat.agent_mode import ToolAgent
+from agent.chat.modes import pick_mode
 from agent.chat.refine import apply_fields, rect_mask, refine_spec
 from agent.chat.routing import Router
 from agent.chat.slash import SlashCommands, _image_id
 from agent.chat.state import ChatState, Defaults
-from agent.errors import Cancelled, ImagentError, InvalidInput, LLMError
+from agent.errors import Cancelled, ImagentError, InvalidInput
 from agent.events import (Call, ChatCleared, Event, ImageSaved, Message, ModeChanged, StateChanged)
 from tools.upscale import DEFAULT_METHOD
 
@@ -60,7 +49,7 @@ class ChatController:
         self.slash = SlashCommands(self)   # slash commands
         self.router = Router(self)   # routed mode
         self.tool_agent = ToolAgent(self)   # agent mode
-        self.mode, self.mode_reason = self._pick_mode()
+        self.mode, self.mode_reason = pick_mode(self.settings, self._chat_model, self.offline)
         if chat_id:
             row = self.gallery.chat(chat_id)
             if row is None:
@@ -76,38 +65,6 @@ class ChatController:
             self.resumed = False
 
     # -- mode ----------------------------------------------------------------------------------
-    def _pick_mode(self) -> tuple[str, str]:
-        if self.offline:
-            return "router", "offline mode (switched off the model)"
-        if self._chat_model is not None:
-            if _can_call_tools(self._chat_model):
-                name = getattr(self._chat_model, "model_name", None) or type(self._chat_model).__name__
-                return "agent", f"agent mode: tool-calling model {name}"
-            return "router", (f"offline mode: {type(self._chat_model).__name__} cannot call tools, so a plain "
-                              "message is an idea to draw")
-        if self.settings.llm_model:
-            return self._configured_mode()
-        return "router", ("offline mode: no chat model configured (set IMAGENT_LLM_MODEL for agent mode); "
-                          "a plain message is an idea to draw, /help lists the commands")
-
-    def _configured_mode(self) -> tuple[str, str]:
-        """agent mode where the server was seen handling tools, else routed mode, else offline."""
-        from agent.llm import describe_server
-        from agent.llm_probe import tool_support
-
-        name, where = self.settings.llm_model, describe_server(self.settings)
-        if not self.settings.llm_base_url:  # OpenAI itself calls tools
-            return "agent", f"agent mode: tool-calling model {name}"
-        try:
-            ok, why = tool_support(self.settings)
-        except LLMError as exc:
-            return "router", (f"offline mode: {exc.message} A plain message is an idea to draw; /mode agent "
-                              "tries the model again.")
-        if ok:
-            return "agent", f"agent mode: tool-calling model {name} (tool calls checked on {where})"
-        return "routed", (f"routed mode: {name} does not call tools on {where} ({why}); each message is one "
-                          "JSON choice of action")
-
     def mode_line(self) -> str:
         return self.mode_reason
 
@@ -121,7 +78,7 @@ class ChatController:
                                    "Set IMAGENT_LLM_MODEL (and IMAGENT_LLM_BASE_URL for a local server), then restart.")
         else:
             raise InvalidInput(f"Unknown mode '{mode}'.", "Use /mode agent or /mode offline.")
-        self.mode, self.mode_reason = self._pick_mode()
+        self.mode, self.mode_reason = pick_mode(self.settings, self._chat_model, self.offline)
         self.listener(ModeChanged(self.mode_reason))
         return self.mode_reason
 
@@ -365,23 +322,6 @@ class ChatController:
         return f"New conversation **{self.chat_id}** (defaults kept)."
 
     # -- running the loop ---------------------------------------------------------------------------
-    def _request_fields(self) -> dict:
-        d = self.state.defaults
-        out: dict = {"steps": d.steps} if d.steps else {}  # unset: the session's model default
-        if d.width and d.height:
-            out.update(width=d.width, height=d.height)
-        if d.seed is not None:
-            out["seed"] = d.seed
-        if d.loras:
-            from tools.adapters import parse_lora
-
-            out["loras"] = tuple(parse_lora(x) for x in d.loras)
-        if d.controls:
-            from tools.adapters import controls_from_specs
-
-            out["controls"] = controls_from_specs(d.controls, d.control_models)
-        return out
-
     def _run(self, idea: str, *, spec: dict | None, seed: int | None = None) -> str:
         from agent.expand import check_idea
 
@@ -389,7 +329,7 @@ class ChatController:
         d = self.state.defaults
         self.say("tool", f"run: {idea}" + (" (edited prompt)" if spec else "") +
                  f" · {d.rounds} round(s) x {d.candidates}")
-        fields = self._request_fields()
+        fields = d.request_fields()
         if seed is not None:
             fields["seed"] = seed
         outcome = self.session.run(idea, rounds=d.rounds, candidates=d.candidates, style=d.style, raw=d.raw,

@@ -33,6 +33,24 @@ class Defaults:
     def size_text(self) -> str:
         return f"{self.width}x{self.height}" if self.width and self.height else "native"
 
+    def request_fields(self) -> dict:
+        """The fields of a generation request these defaults set (steps, size, seed, LoRAs, ControlNets)."""
+        d = self
+        out: dict = {"steps": d.steps} if d.steps else {}  # unset: the session's model default
+        if d.width and d.height:
+            out.update(width=d.width, height=d.height)
+        if d.seed is not None:
+            out["seed"] = d.seed
+        if d.loras:
+            from tools.adapters import parse_lora
+
+            out["loras"] = tuple(parse_lora(x) for x in d.loras)
+        if d.controls:
+            from tools.adapters import controls_from_specs
+
+            out["controls"] = controls_from_specs(d.controls, d.control_models)
+        return out
+
     def updated(self, **values) -> "Defaults":
         """A checked copy with `values` changed: style, size ('WxH'|'native'), steps, seed (int|None), rounds,
         candidates, raw, lora, control. Raises InvalidInput for a value that does not work; self is untouched."""

@@ -131,8 +131,8 @@ def bench_chat(settings) -> dict:
         if chat.mode == "agent":
             got = agent_choice(chat, text)
         elif chat.mode == "routed":
-            choice, who = chat.route(text)
-            got = chat.action_for(choice) + ("" if who == "model" else f" ({who})")
+            choice, who = chat.router.route(text)
+            got = chat.router.action_for(choice) + ("" if who == "model" else f" ({who})")
         else:
             got = "none (offline)"
         right += got.split()[0] == want
@@ -150,7 +150,7 @@ def agent_choice(chat, text: str) -> str:
     import prompts
     from agent.llm import build_chat_model
 
-    model = build_chat_model(chat.settings).bind_tools(chat.tools())
+    model = build_chat_model(chat.settings).bind_tools(chat.tool_agent.tools())
     answer = model.invoke([SystemMessage(prompts.read_text("chat_system.md")), HumanMessage(text)])
     calls = answer.tool_calls or []
     return calls[0]["name"] if calls else "none (answered in words)"

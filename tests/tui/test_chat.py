@@ -200,11 +200,11 @@ def test_upscale_has_one_default_for_chat_cli_and_mcp(session, monkeypatch):
     seen = []
     monkeypatch.setattr(ChatController, "upscale", lambda self, **kw: seen.append(kw) or "ok")
     chat = ChatController(session)
-    chat.command("/upscale x2")
+    chat.slash.run("/upscale x2")
     assert seen == [{"image": None, "scale": 2, "method": DEFAULT_METHOD}]
     assert build_parser(["upscale", "a.png"]).parse_args(["upscale", "a.png"]).method == DEFAULT_METHOD
     assert UpscaleInput(image="a.png").method == DEFAULT_METHOD
-    agent_tool = {t.name: t for t in chat.tools()}["upscale_image"]
+    agent_tool = {t.name: t for t in chat.tool_agent.tools()}["upscale_image"]
     assert agent_tool.args_schema.model_fields["method"].default == DEFAULT_METHOD
     assert inspect.signature(Upscaler.upscale).parameters["method"].default == DEFAULT_METHOD
 

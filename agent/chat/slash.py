@@ -1,0 +1,185 @@
+"""The slash commands: their list and help, and the parser that turns a command's text into one controller
+action call (`/size 512x512` -> controller.set_defaults(size="512x512"))."""
+from __future__ import annotations
+
+import re
+import shlex
+
+from agent.chat import replies
+from agent.chat.state import _int
+from agent.errors import InvalidInput
+from tools.upscale import DEFAULT_METHOD
+
+COMMAND_HELP = {
+    "help": ("", "this list"),
+    "style": ("[NAME|off]", "style preset for new images (no name: list them)"),
+    "seed": ("[N|random]", "fixed seed for new images, or a new one each time"),
+    "steps": ("[N]", "denoising steps"),
+    "size": ("[WxH|native]", "image size, multiples of 8"),
+    "rounds": ("[N]", "critique rounds per image (1 = no retry)"),
+    "candidates": ("[N]", "images per round"),
+    "raw": ("[on|off]", "use your words as the prompt, no expansion"),
+    "lora": ("[NAME[:W] ...|off]", "LoRA adapters for new images, e.g. /lora demo-tall:0.8 (off: none)"),
+    "control": ("[KIND:IMAGE[:S] [KIND=MODEL] ...|off]",
+                "ControlNet conditions for new images, e.g. /control canny:photo.png:0.8 canny=ORG/CONTROLNET"),
+    "defaults": ("", "show the current defaults"),
+    "refine": ("WORDS", "change the last result in words, e.g. /refine warmer light, less clutter"),
+    "run": ("", "run the current structured prompt again (after editing it)"),
+    "edit": ("[#ID] WORDS [mask=PATH|rect=X,Y,W,H] [strength=S]", "img2img, or inpaint a region"),
+    "upscale": ("[#ID] [x2|x3|x4] [method=NAME]", "upscale the current (or given) image"),
+    "images": ("", "list the images of this chat"),
+    "open": ("#ID", "reopen an earlier image (it becomes the current one)"),
+    "scores": ("", "explain the scores of the last run"),
+    "prompt": ("", "show the current structured prompt"),
+    "save": ("PATH", "copy the current image to PATH"),
+    "undo": ("", "undo the last change (defaults, prompt, current image)"),
+    "new": ("", "start a new conversation"),
+    "mode": ("[agent|offline]", "show or switch the mode"),
+    "quit": ("", "leave"),
+}
+COMMANDS = tuple(COMMAND_HELP)
+
+
+def help_text() -> str:
+    lines = ["**Commands** (a plain message is an idea to draw)", ""]
+    lines += [f"- `/{name}{(' ' + args) if args else ''}`: {what}" for name, (args, what) in COMMAND_HELP.items()]
+    lines += ["", "Keys: Esc cancels a running generation, Ctrl+P opens the command palette."]
+    return "\n".join(lines)
+
+
+class SlashCommands:
+    """The slash commands of one ChatController: `run("/name args")` calls `_cmd_name(args)`, which parses the
+    arguments and calls one of the controller's actions."""
+
+    def __init__(self, chat):
+        self.chat = chat
+
+    def run(self, text: str) -> str:
+        """Run a slash command (text starts with "/") on the controller; returns the reply."""
+        name, _, rest = text[1:].partition(" ")
+        name, rest = name.lower(), rest.strip()
+        if name not in COMMAND_HELP:
+            close = [c for c in COMMANDS if c.startswith(name[:2])] if name else []
+            raise InvalidInput(f"Unknown command /{name}.",
+                               (f"Did you mean /{close[0]}? " if close else "") + "Type /help for the list.")
+        handler = getattr(self, f"_cmd_{name}")
+        return handler(rest)
+
+    def _cmd_help(self, rest: str) -> str:
+        return help_text()
+
+    def _cmd_style(self, rest: str) -> str:
+        if not rest:
+            from agent.expand import load_styles
+
+            return replies.style_text(self.chat.state.defaults.style, load_styles())
+        return self.chat.set_defaults(style=rest)
+
+    def _cmd_seed(self, rest: str) -> str:
+        return self.chat.set_defaults(seed=rest or "random")
+
+    def _cmd_steps(self, rest: str) -> str:
+        return self.chat.set_defaults(steps=rest) if rest else self.chat.defaults_text()
+
+    def _cmd_size(self, rest: str) -> str:
+        return self.chat.set_defaults(size=rest) if rest else self.chat.defaults_text()
+
+    def _cmd_rounds(self, rest: str) -> str:
+        return self.chat.set_defaults(rounds=rest) if rest else self.chat.defaults_text()
+
+    def _cmd_candidates(self, rest: str) -> str:
+        return self.chat.set_defaults(candidates=rest) if rest else self.chat.defaults_text()
+
+    def _cmd_lora(self, rest: str) -> str:
+        return self.chat.set_defaults(lora=rest) if rest else self.chat.defaults_text()
+
+    def _cmd_control(self, rest: str) -> str:
+        return self.chat.set_defaults(control=rest) if rest else self.chat.defaults_text()
+
+    def _cmd_raw(self, rest: str) -> str:
+        return self.chat.set_defaults(raw=rest if rest else not self.chat.state.defaults.raw)
+
+    def _cmd_defaults(self, rest: str) -> str:
+        return self.chat.defaults_text()
+
+    def _cmd_refine(self, rest: str) -> str:
+        return self.chat.refine(rest)
+
+    def _cmd_run(self, rest: str) -> str:
+        if rest:
+            return self.chat.create(rest)
+        return self.chat.rerun_spec()
+
+    def _cmd_edit(self, rest: str) -> str:
+        words, opts = _options(rest, {"mask", "rect", "strength", "image"})
+        image = opts.get("image")
+        if words and re.fullmatch(r"#\d+", words[0]):
+            image = words.pop(0)
+        strength = float(opts["strength"]) if "strength" in opts else 0.6
+        return self.chat.edit(" ".join(words), image=image, mask=opts.get("mask"), rect=opts.get("rect"),
+                              strength=strength)
+
+    def _cmd_upscale(self, rest: str) -> str:
+        words, opts = _options(rest, {"method", "scale", "image"})
+        image, scale = opts.get("image"), opts.get("scale", "2")
+        for w in words:
+            if re.fullmatch(r"#?\d+", w) and w.startswith("#"):
+                image = w
+            elif re.fullmatch(r"x?\d", w.lower()):
+                scale = w.lower().lstrip("x")
+            else:
+                raise InvalidInput(f"/upscale does not understand '{w}'.", "Try /upscale x2, /upscale #12 x4 method=lanczos.")
+        return self.chat.upscale(image=image, scale=_int(scale, "scale", 2, 4),
+                                 method=opts.get("method", DEFAULT_METHOD))
+
+    def _cmd_images(self, rest: str) -> str:
+        return self.chat.list_images()
+
+    def _cmd_open(self, rest: str) -> str:
+        if not rest:
+            raise InvalidInput("Which image?", "Give its number, e.g. /open #3 (/images lists them).")
+        return self.chat.open_image(rest)
+
+    def _cmd_scores(self, rest: str) -> str:
+        return self.chat.explain_scores()
+
+    def _cmd_prompt(self, rest: str) -> str:
+        return replies.prompt_text(self.chat.state.spec)
+
+    def _cmd_save(self, rest: str) -> str:
+        return self.chat.save_image(rest)
+
+    def _cmd_undo(self, rest: str) -> str:
+        return self.chat.undo()
+
+    def _cmd_new(self, rest: str) -> str:
+        return self.chat.new_chat()
+
+    def _cmd_mode(self, rest: str) -> str:
+        return self.chat.set_mode(rest.lower()) if rest else self.chat.mode_line()
+
+    def _cmd_quit(self, rest: str) -> str:  # the front end leaves before this is reached
+        return "Bye."
+
+
+def _options(rest: str, known: set[str]) -> tuple[list[str], dict]:
+    try:
+        tokens = shlex.split(rest)
+    except ValueError as exc:
+        raise InvalidInput(f"Cannot read the arguments ({exc}).", "Close the quotes.") from None
+    words, opts = [], {}
+    for tok in tokens:
+        key, eq, value = tok.partition("=")
+        if eq and key.lower() in known:
+            opts[key.lower()] = value
+        else:
+            words.append(tok)
+    return words, opts
+
+
+def _image_id(value) -> int:
+    text = str(value).strip().lstrip("#")
+    if not text.isdigit():
+        raise InvalidInput(f"'{value}' is not an image number.", "Use e.g. /open #3 (/images lists them).")
+    return int(text)
+

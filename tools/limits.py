@@ -36,9 +36,13 @@ class Limit:
         return above and below
 
     def text(self) -> str:
-        lo = f"above {self.low:g}" if self.low_open else f"{self.low:g}"
-        hi = f"below {self.high:g}" if self.high_open else f"{self.high:g}"
+        lo = f"above {_number(self.low)}" if self.low_open else _number(self.low)
+        hi = f"below {_number(self.high)}" if self.high_open else _number(self.high)
         return f"{lo} to {hi}" + (f" {self.unit}" if self.unit else "")
+
+
+def _number(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 LIMITS: dict[str, Limit] = {

@@ -29,6 +29,8 @@ from tools.generate import printable
 from tui.panel import params_text, spec_to_text, text_to_spec
 from tui.widgets import ChatUpdate, JobDone, LogLine, PromptInput, SlashSuggester
 
+KEYS = "Keys: Esc cancels a running generation, Ctrl+P opens the command palette."
+
 
 
 class ImagentApp(App):
@@ -302,7 +304,7 @@ class ImagentApp(App):
         self._start(text, partial(self.controller.handle, text))
 
     def action_help(self) -> None:
-        self._add_message("assistant", help_text())
+        self._add_message("assistant", help_text() + "\n\n" + KEYS)
 
     def action_images(self) -> None:
         self._command("/images")

@@ -3,6 +3,7 @@ list, the score table, the requirement checklist, the result of a run and the st
 from __future__ import annotations
 
 from agent.chat.state import Defaults
+from agent.outcomes import RoundRow
 
 
 def defaults_text(d: Defaults, steps: int) -> str:
@@ -40,10 +41,9 @@ def scores_text(rounds: list[dict], threshold: float | None, checks: list[dict])
     if not rounds:
         return "No round table yet: scores come from a run of the critique loop (send an idea)."
     lines = ["| round | change | scores | best |", "|---|---|---|---|"]
-    for r in rounds:
-        scores = ", ".join(_num(s) for s in (r.get("scores") or []))
-        change = (r.get("change") or "first prompt").replace("|", "/")[:60]
-        lines.append(f"| {r.get('round')} | {change} | {scores} | {_num(r.get('best_score'))} |")
+    for row in map(RoundRow.of, rounds):
+        change = (row.change or "first prompt").replace("|", "/")[:60]
+        lines.append(f"| {row.round} | {change} | {row.scores_text(2, ', ', '-')} | {row.best_text()} |")
     text = "\n".join(lines) + ("\n\nScores are CLIP similarity between each image and its prompt "
                                "(higher is closer).")
     best = _best_score(rounds)
@@ -82,7 +82,3 @@ def checklist_markdown(checks: list[dict]) -> str:
 def _best_score(rounds: list[dict]) -> float | None:
     scores = [r.get("best_score") for r in rounds if r.get("best_score") is not None]
     return max(scores) if scores else None
-
-
-def _num(value) -> str:
-    return "-" if value is None else f"{float(value):.2f}"

@@ -43,8 +43,7 @@ COMMANDS = tuple(COMMAND_HELP)
 def help_text() -> str:
     lines = ["**Commands** (a plain message is an idea to draw)", ""]
     lines += [f"- `/{name}{(' ' + args) if args else ''}`: {what}" for name, (args, what) in COMMAND_HELP.items()]
-    lines += ["", "Keys: Esc cancels a running generation, Ctrl+P opens the command palette."]
-    return "\n".join(lines)
+    return "\n".join(lines)  # key hints are the front end's (tui.app adds its keys)
 
 
 class SlashCommands:
@@ -129,7 +128,7 @@ class SlashCommands:
                 scale = w.lower().lstrip("x")
             else:
                 raise InvalidInput(f"/upscale does not understand '{w}'.", "Try /upscale x2, /upscale #12 x4 method=lanczos.")
-        return self.chat.upscale(image=image, scale=_int(scale, "scale", 2, 4),
+        return self.chat.upscale(image=image, scale=_int(scale, "scale"),
                                  method=opts.get("method", DEFAULT_METHOD))
 
     def _cmd_images(self, rest: str) -> str:

@@ -10,6 +10,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from agent.errors import InvalidInput
+from tools.limits import LIMITS, check_range
 
 SIZE_RE = re.compile(r"^(\d+)\s*[x*]\s*(\d+)$")
 
@@ -80,13 +81,13 @@ class Defaults:
                                                f"Try /size {max(16, w - w % 8)}x{max(16, h - h % 8)}.")
                     d.width, d.height = w, h
             elif key == "seed":
-                d.seed = None if value in (None, "", "random", "none") else _int(value, "seed", 0, 2**63 - 1)
+                d.seed = None if value in (None, "", "random", "none") else _int(value, "seed")
             elif key == "steps":
-                d.steps = _int(value, "steps", 1, 500)
+                d.steps = _int(value, "steps")
             elif key == "rounds":
-                d.rounds = _int(value, "rounds", 1, 10)
+                d.rounds = _int(value, "rounds")
             elif key == "candidates":
-                d.candidates = _int(value, "candidates", 1, 8)
+                d.candidates = _int(value, "candidates")
             elif key == "raw":
                 d.raw = _bool(value)
             elif key == "lora":
@@ -143,14 +144,14 @@ class ChatState:
 
 
 
-def _int(value, name: str, lo: int, hi: int) -> int:
+def _int(value, name: str) -> int:
+    """A whole number within tools.limits' range for `name` (the same message as every front door)."""
     try:
         n = int(str(value).strip())
     except ValueError:
-        raise InvalidInput(f"{name} '{value}' is not a whole number.", f"Use {lo} to {hi}.") from None
-    if not lo <= n <= hi:
-        raise InvalidInput(f"{name} {n} is out of range.", f"Use {lo} to {hi}.")
-    return n
+        raise InvalidInput(f"{name} '{value}' is not a whole number.", f"Use {LIMITS[name].text()}.",
+                           param=name) from None
+    return check_range(name, n)
 
 
 def _bool(value) -> bool:

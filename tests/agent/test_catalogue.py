@@ -1,0 +1,70 @@
+"""One action catalogue: a limit and its message are the same at every front door (the CLI, the
+chat's slash commands, MCP/LangChain tool calls, batch lines); only the CLI adds its flag."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from agent.batch import BatchOptions, Item, Line, item_request_fields
+from agent.capabilities import Capabilities, error_payload
+from agent.chat import ChatController
+from agent.cli import main
+from agent.errors import InvalidInput
+from agent.tool_schemas import GenerateInput, RunInput, help_of
+from tools.generate import GenerateRequest, check_request
+from tools.limits import LIMITS
+
+WORDS = "steps 600 is out of range."
+HINT = "Use 1 to 500 steps."
+
+
+def test_steps_600_reads_the_same_everywhere(session, tiny_sd_path, tmp_path, capsys):
+    # the CLI: the shared words, then its own flag
+    assert main(["generate", "x", "--steps", "600", "--model", str(tiny_sd_path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"imagent: error: {WORDS}\n  {HINT} (option --steps)" in err
+
+    # the chat's slash command
+    with pytest.raises(InvalidInput) as info:
+        ChatController(session).handle("/steps 600")
+    assert (info.value.message, info.value.hint, info.value.param) == (WORDS, HINT, "steps")
+
+    # a tool call (MCP and LangChain validate through the same input model)
+    with pytest.raises(ValidationError) as bad:
+        Capabilities(session).validate("generate", {"prompt": "x", "steps": 600})
+    assert error_payload(bad.value)["error"] == {"type": "InvalidInput", "message": WORDS, "hint": HINT,
+                                                "param": "steps"}
+
+    # a batch line
+    item = Item(key="k", line=Line(1, {"prompt": "x", "steps": 600}), point={})
+    with pytest.raises(InvalidInput) as info:
+        item_request_fields(session, item, BatchOptions())
+    assert info.value.message == f"Line 1: {WORDS}" and info.value.hint.startswith(HINT)
+
+    # and the Python API's request check
+    with pytest.raises(InvalidInput) as info:
+        check_request(GenerateRequest("x", steps=600))
+    assert (info.value.message, info.value.hint) == (WORDS, HINT)
+
+
+def test_the_input_models_carry_the_shared_limits():
+    for model, name in ((GenerateInput, "steps"), (GenerateInput, "count"), (GenerateInput, "cfg"),
+                        (RunInput, "candidates"), (RunInput, "rounds")):
+        schema = model.model_json_schema()["properties"][name]
+        bounds = {k: v for k, v in (schema.get("anyOf", [schema])[0]).items() if k in {"minimum", "maximum"}}
+        limit = LIMITS[name]
+        assert bounds == {"minimum": limit.low, "maximum": limit.high}, (name, bounds)
+
+
+def test_cli_help_is_the_catalogues(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert " ".join(help_of(GenerateInput, "steps").split()) in out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert " ".join(help_of(RunInput, "candidates").split()) in out
+    assert json.dumps(LIMITS["candidates"].high) in out

@@ -110,9 +110,9 @@ class LLMReviser:
                                                PromptSpec, messages)
             if spec is None:
                 raise ValueError(problem)
-            from agent.expand import _drop_conflicts, _drop_junk_items, spec_problems
+            from agent.spec_checks import drop_conflicts, drop_junk_items, spec_problems
 
-            spec = _drop_conflicts(_drop_junk_items(spec), intent)
+            spec = drop_conflicts(drop_junk_items(spec), intent)
             problems = spec_problems(spec, intent, prompts.read_text("critique_system.md"))
             if problems:
                 raise ValueError("; ".join(problems))

@@ -99,7 +99,8 @@ def ideas(n: int) -> list[str]:
 
 
 def bench_expansion(settings, sample: list[str]) -> dict:
-    from agent.expand import expand_idea, spec_problems
+    from agent.expand import expand_idea
+    from agent.spec_checks import spec_problems
 
     kept = fallbacks = 0
     seconds, why = [], collections.Counter()

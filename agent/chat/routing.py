@@ -91,7 +91,7 @@ def explicit_route(text: str, has_image: bool) -> RouteChoice | None:
 def change_of(message: str, chosen: str = "") -> str:
     """The change to make: the model's text when it shares a word with the message (a small model
     may echo the state line instead), else the message without a leading 'make it'."""
-    from agent.expand import idea_words
+    from agent.spec_checks import idea_words
 
     if chosen and idea_words(chosen) & idea_words(message):
         return chosen

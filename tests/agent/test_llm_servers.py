@@ -13,7 +13,8 @@ from loopback_llm import LoopbackLLM, Status, ToolCall
 
 from agent.config import load_settings
 from agent.errors import LLMError
-from agent.expand import _drop_conflicts, expand_idea
+from agent.expand import expand_idea
+from agent.spec_checks import drop_conflicts
 from agent.schemas import PromptSpec
 
 GOOD = {"subject": "a cat typing on a laptop at night", "style": "cinematic film still",
@@ -149,9 +150,9 @@ def test_the_timeout_message_states_the_whole_wait():
 # -- 9. negatives never contradict the idea, short words included ----------------------------------------------------
 def test_negatives_naming_short_idea_words_are_dropped():
     spec = PromptSpec(subject="a cat coding at night", negatives=["cat", "red", "blurry", "a dog"])
-    assert _drop_conflicts(spec, "a cat coding at night").negatives == ["red", "blurry", "a dog"]
+    assert drop_conflicts(spec, "a cat coding at night").negatives == ["red", "blurry", "a dog"]
     spec = PromptSpec(subject="two red circles", negatives=["red", "circles", "text", "a square"])
-    assert _drop_conflicts(spec, "two red circles").negatives == ["text", "a square"]
+    assert drop_conflicts(spec, "two red circles").negatives == ["text", "a square"]
 
 
 # -- 10. the MCP SDK the code needs is the one declared -------------------------------------------------------------
@@ -334,7 +335,7 @@ def test_one_worked_example_is_sent_as_an_exchange_and_copying_it_is_repaired():
 
 
 def test_the_main_noun_stays_in_the_subject_and_the_others_anywhere_in_the_prompt():
-    from agent.expand import missing_nouns
+    from agent.spec_checks import missing_nouns
 
     idea = "a llama wearing sunglasses on the deck of a spaceship with the Earth in the background"
     assert missing_nouns("a llama on a spaceship deck", idea, "the Earth behind, sunglasses") == []
@@ -353,7 +354,7 @@ def test_the_main_noun_stays_in_the_subject_and_the_others_anywhere_in_the_promp
     ("a yellow wall with 'Hello, world.' written on it", ["wall", "hello"]),
 ])
 def test_the_nouns_a_subject_must_keep(idea, nouns):
-    from agent.expand import idea_nouns
+    from agent.spec_checks import idea_nouns
 
     assert idea_nouns(idea) == nouns  # no pronouns, framing words or participles
 

@@ -329,7 +329,7 @@ class ChatController:
         d = self.state.defaults
         self.say("tool", f"run: {idea}" + (" (edited prompt)" if spec else "") +
                  f" · {d.rounds} round(s) x {d.candidates}")
-        fields = d.request_fields()
+        fields = d.request_fields(self.settings)
         if seed is not None:
             fields["seed"] = seed
         outcome = self.session.run(idea, rounds=d.rounds, candidates=d.candidates, style=d.style, raw=d.raw,

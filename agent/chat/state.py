@@ -34,23 +34,16 @@ class Defaults:
     def size_text(self) -> str:
         return f"{self.width}x{self.height}" if self.width and self.height else "native"
 
-    def request_fields(self) -> dict:
-        """The fields of a generation request these defaults set (steps, size, seed, LoRAs, ControlNets)."""
-        d = self
-        out: dict = {"steps": d.steps} if d.steps else {}  # unset: the session's model default
-        if d.width and d.height:
-            out.update(width=d.width, height=d.height)
-        if d.seed is not None:
-            out["seed"] = d.seed
-        if d.loras:
-            from tools.adapters import parse_lora
+    def request_fields(self, settings) -> dict:
+        """The fields of a generation request with these defaults (agent.requests.sampling_fields):
+        steps (unset: the model's default), size, seed, LoRAs, ControlNets."""
+        from agent.requests import sampling_fields
+        from tools.adapters import controls_from_specs
 
-            out["loras"] = tuple(parse_lora(x) for x in d.loras)
-        if d.controls:
-            from tools.adapters import controls_from_specs
-
-            out["controls"] = controls_from_specs(d.controls, d.control_models)
-        return out
+        return sampling_fields(settings, steps=self.steps or None, seed=self.seed,
+                               size=(self.width, self.height) if self.width and self.height else None,
+                               loras=self.loras, controls=controls_from_specs(self.controls, self.control_models)
+                               if self.controls else ())
 
     def updated(self, **values) -> "Defaults":
         """A checked copy with `values` changed: style, size ('WxH'|'native'), steps, seed (int|None), rounds,

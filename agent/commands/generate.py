@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from agent.commands.common import (add_generation_options, add_model_options, add_output_options, emit, note,
                                    post_from, progress_bar, request_fields, session_from, warn)
-from agent.commands.expand import add_expansion_options, expansion_from
+from agent.commands.expand import add_expansion_options
+from agent.requests import expand_for_generate
 from agent.errors import InvalidInput
 from tools.generate import GenerateRequest
 
@@ -48,13 +49,13 @@ def run(args) -> int:
     if args.raw and expand:
         raise InvalidInput("--raw uses the prompt as written, so it cannot be combined with --idea, --style, "
                            "--llm, --template or --family.", "Drop --raw to expand the idea, or drop the expansion options.")
-    if expand:
-        expansion = expansion_from(args, session.settings, args.prompt)  # before any record is written
-        warn(expansion.warnings)
-        prompt, idea = expansion.positive, expansion.idea
-        spec, extra = expansion.spec.model_dump(mode="json"), {"expansion": expansion.record()}
-        fields["negative_prompt"] = expansion.negative
-        note(f"imagent: expanded ({expansion.expander}, {expansion.rendered.family}): {prompt}")
+    if expand:  # before any record is written
+        exp = expand_for_generate(session, args.prompt, style=args.style, negative=args.negative or "",
+                                  family=args.family, llm=args.llm, use_llm=False if args.template else None)
+        warn(exp.expansion.warnings)
+        prompt, idea, spec, extra = exp.prompt, exp.idea, exp.spec, exp.extra
+        fields["negative_prompt"] = exp.negative
+        note(f"imagent: expanded ({exp.expansion.expander}, {exp.expansion.rendered.family}): {prompt}")
     if args.mask and not args.init_image:
         raise InvalidInput("--mask needs --init-image.", "Pass the image to inpaint with --init-image PATH.")
     if args.init_image:

@@ -76,9 +76,12 @@ class Job:
     result: dict | None = None
     error: dict | None = None
     tracker: ProgressTracker = field(default_factory=ProgressTracker)
-    call: Call | None = None            # the job's own control: its sink is the tracker
+    call: Call = field(init=False)      # the job's own control: its sink is the tracker
     future: Future | None = None
     done_event: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self):
+        self.call = Call(sink=self.tracker)
 
     def snapshot(self, *, with_result: bool = True) -> dict:
         out = {"job_id": self.id, "tool": self.tool, "status": self.status, "created": self.created,
@@ -103,7 +106,6 @@ class JobQueue:
 
     def submit(self, tool: str, arguments: dict, fn: Callable[[Call], dict]) -> Job:
         job = Job(id=uuid.uuid4().hex[:12], tool=tool, arguments=arguments)
-        job.call = Call(sink=job.tracker)
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagent-work")

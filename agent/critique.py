@@ -141,7 +141,8 @@ def reviser_for(session, reviser: str, chat_model, render_spec, family):
     except LLMError as exc:  # unreachable or unconfigured: the rules still make progress
         rules.warnings.append(f"LLM revision is off ({exc.message}); used the rule reviser.")
         return rules
-    return LLMReviser(model, render_spec, rules, name=f"llm:{session.settings.llm_model or 'chat'}", method=method)
+    return LLMReviser(model, render_spec, rules, name=f"llm:{session.settings.llm_model or 'chat'}", method=method,
+                      home=session.settings.home)
 
 def derive_checklist(session, idea: str, subject: str | None = None, *, chat_model=None):
     """The requirements of an idea (agent.requirements) and what this session's verifier

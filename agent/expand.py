@@ -75,10 +75,10 @@ class Style:
         return head, rest
 
 
-def _style_files() -> dict[str, Path]:
+def _style_files(home=None) -> dict[str, Path]:
     files: dict[str, Path] = {}
     packaged = Path(str(resources.files(prompts).joinpath("styles")))
-    user = prompts.user_dir()
+    user = prompts.user_dir(home)
     for folder in (packaged, user / "styles" if user else None):  # user presets override packaged ones
         if folder is not None and folder.is_dir():
             for f in sorted(folder.glob("*.json")):
@@ -86,10 +86,11 @@ def _style_files() -> dict[str, Path]:
     return files
 
 
-def load_styles() -> dict[str, Style]:
-    """All style presets by name (packaged, then the user's $IMAGENT_HOME/prompts/styles/*.json)."""
+def load_styles(home=None) -> dict[str, Style]:
+    """All style presets by name (packaged, then the user's HOME/prompts/styles/*.json; `home`: the
+    settings' home, Settings.home)."""
     styles: dict[str, Style] = {}
-    for key, f in _style_files().items():
+    for key, f in _style_files(home).items():
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
             style = Style(name=str(data.get("name") or key).lower(), description=str(data.get("description", "")),
@@ -105,8 +106,8 @@ def load_styles() -> dict[str, Style]:
     return dict(sorted(styles.items()))
 
 
-def get_style(name: str, styles: dict[str, Style] | None = None) -> Style:
-    styles = load_styles() if styles is None else styles
+def get_style(name: str, styles: dict[str, Style] | None = None, *, home=None) -> Style:
+    styles = load_styles(home) if styles is None else styles
     key = (name or "").strip().lower()
     if key in styles:
         return styles[key]
@@ -115,12 +116,12 @@ def get_style(name: str, styles: dict[str, Style] | None = None) -> Style:
     raise InvalidInput(f"Unknown style '{name}'.", f"{hint}`imagent styles` lists the {len(styles)} presets.")
 
 
-def load_vocab() -> dict:
+def load_vocab(home=None) -> dict:
     name = "vocab.json"
     try:
-        return json.loads(prompts.read_text(name))
+        return json.loads(prompts.read_text(name, home))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{prompts.path_of(name)} is not valid JSON ({exc}).",
+        raise ConfigError(f"{prompts.path_of(name, home)} is not valid JSON ({exc}).",
                           "Fix it, or delete your override in $IMAGENT_HOME/prompts/.") from None
 
 
@@ -130,8 +131,8 @@ class TemplateExpander:
 
     name = "template"
 
-    def __init__(self, vocab: dict | None = None):
-        self.vocab = vocab if vocab is not None else load_vocab()
+    def __init__(self, vocab: dict | None = None, *, home=None):
+        self.vocab = vocab if vocab is not None else load_vocab(home)
 
     def expand(self, idea: str, style: Style | None = None, family: str | None = None) -> PromptSpec:
         subject = idea.strip().rstrip(".").strip()
@@ -162,9 +163,10 @@ class LLMExpander:
     """Expansion by a LangChain chat model with structured output validated against PromptSpec."""
 
     def __init__(self, chat_model, *, system_prompt: str | None = None, method: str | None = None,
-                 name: str | None = None):
+                 name: str | None = None, home=None):
         self.chat_model = chat_model
-        self.system_prompt = system_prompt if system_prompt is not None else prompts.read_text(SYSTEM_PROMPT_FILE)
+        self.home = home
+        self.system_prompt = system_prompt if system_prompt is not None else prompts.read_text(SYSTEM_PROMPT_FILE, home)
         self.method = method
         self._runnable = None
         self._example: dict | None = None
@@ -189,7 +191,7 @@ class LLMExpander:
         """The worked example ({"idea", "answer"}) from prompts/expand_example.json, or None."""
         if self._example is None:
             try:
-                data = json.loads(prompts.read_text(EXAMPLE_FILE))
+                data = json.loads(prompts.read_text(EXAMPLE_FILE, self.home))
                 self._example = data if isinstance(data, dict) and data.get("idea") and data.get("answer") else {}
             except (OSError, ValueError):
                 self._example = {}
@@ -267,7 +269,7 @@ def expand_idea(idea: str, settings: Settings, *, style: str | None = None, fami
     text = check_idea(idea)
     family = check_family(family) if family else guess_family(settings.model, settings.backends[0])
     style_name = style or settings.style
-    preset = get_style(style_name) if style_name else None
+    preset = get_style(style_name, home=settings.home) if style_name else None
     warnings: list[str] = []
     want_llm = use_llm if use_llm is not None else bool(chat_model is not None or llm or settings.llm_model)
     spec, expander = None, "template"
@@ -279,7 +281,7 @@ def expand_idea(idea: str, settings: Settings, *, style: str | None = None, fami
 
             model = chat_model if chat_model is not None else build_chat_model(settings, model=llm)
             method = resolve_method(settings.with_overrides(llm_model=llm)) if chat_model is None else None
-            lx = LLMExpander(model, method=method, name=llm or settings.llm_model)
+            lx = LLMExpander(model, method=method, name=llm or settings.llm_model, home=settings.home)
             spec, expander = lx.expand(text, preset, family), lx.name
             warnings += lx.warnings
         except (KeyboardInterrupt, InvalidInput, ConfigError):
@@ -297,7 +299,7 @@ def expand_idea(idea: str, settings: Settings, *, style: str | None = None, fami
             warnings.append(f"LLM expansion failed: {error.message} Used the offline template expander instead."
                             + again)
     if spec is None:
-        spec = TemplateExpander().expand(text, preset, family)
+        spec = TemplateExpander(home=settings.home).expand(text, preset, family)
     if family == "demo" and spec.subject != text.rstrip("."):
         # the demo model only understands its caption grammar: the idea must reach it verbatim
         spec = spec.model_copy(update={"subject": text.rstrip(".")})

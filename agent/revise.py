@@ -85,12 +85,14 @@ class LLMReviser:
     intent, the current structured prompt, the failed requirements and what was tried, and returns
     a new PromptSpec. On any failure it falls back to the rule reviser and says so."""
 
-    def __init__(self, chat_model, render, fallback: RuleReviser, name: str = "llm", method: str | None = None):
+    def __init__(self, chat_model, render, fallback: RuleReviser, name: str = "llm", method: str | None = None,
+                 home=None):
         self.chat_model = chat_model
         self.render = render
         self.fallback = fallback
         self.name = name
         self.method = method
+        self.home = home  # the settings' home: prompts/critique_system.md may be overridden there
         self.warnings: list[str] = []
 
     def revise(self, attempt: Attempt, history: list, intent: str, failed: list[str] | None = None) -> Attempt:
@@ -100,7 +102,7 @@ class LLMReviser:
 
         tried = [{"round": r.round, "prompt": r.prompt, "change": r.change, "failed": r.failed,
                   "best_score": r.best_score} for r in history]
-        messages = [SystemMessage(prompts.read_text("critique_system.md")),
+        messages = [SystemMessage(prompts.read_text("critique_system.md", self.home)),
                     HumanMessage(json.dumps({"intent": intent, "current_spec": attempt.spec.model_dump(),
                                              "failed_requirements": failed or [], "tried": tried}, indent=1))]
         from agent.llm import bind_structured, structured_call
@@ -113,7 +115,7 @@ class LLMReviser:
             from agent.spec_checks import drop_conflicts, drop_junk_items, spec_problems
 
             spec = drop_conflicts(drop_junk_items(spec), intent)
-            problems = spec_problems(spec, intent, prompts.read_text("critique_system.md"))
+            problems = spec_problems(spec, intent, prompts.read_text("critique_system.md", self.home))
             if problems:
                 raise ValueError("; ".join(problems))
         except Exception as exc:  # junk, timeouts, refusals: the rules still make progress

@@ -71,7 +71,7 @@ class Session:
             if self._safety is None:
                 from tools.safety import build_checker
 
-                self._safety = build_checker(self.settings.safety)
+                self._safety = build_checker(self.settings.safety, home=self.settings.home)
             return self._safety
 
     @contextmanager

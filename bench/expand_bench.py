@@ -65,7 +65,7 @@ def bench_llm(n: int) -> float:
     with LoopbackLLM([GOOD]) as server:
         settings = load_settings(model="runwayml/stable-diffusion-v1-5", llm_model="bench", llm_base_url=server.base_url,
                                  llm_fallback="error")
-        expander = LLMExpander(build_chat_model(settings), method=settings.llm_method)
+        expander = LLMExpander(build_chat_model(settings), method=settings.llm_method, home=settings.home)
         expander.expand(IDEAS[0])  # warm-up: imports, connection
         body = json.dumps(server.requests[-1]).encode()
         host, port = server.httpd.server_address

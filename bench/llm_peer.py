@@ -152,7 +152,7 @@ def agent_choice(chat, text: str) -> str:
     from agent.llm import build_chat_model
 
     model = build_chat_model(chat.settings).bind_tools(chat.tool_agent.tools())
-    answer = model.invoke([SystemMessage(prompts.read_text("chat_system.md")), HumanMessage(text)])
+    answer = model.invoke([SystemMessage(prompts.read_text("chat_system.md", chat.settings.home)), HumanMessage(text)])
     calls = answer.tool_calls or []
     return calls[0]["name"] if calls else "none (answered in words)"
 

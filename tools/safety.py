@@ -79,12 +79,13 @@ class PolicyChecker:
 
     def __init__(self, level: str, *, blocklist: Blocklist | None = None,
                  classifier: PromptClassifier | None = None, nsfw: OpenNSFW | None = None,
-                 sd_checker: SDSafetyChecker | None | bool = None):
+                 sd_checker: SDSafetyChecker | None | bool = None, home=None):
         if level not in ("standard", "strict"):
             raise InvalidInput(f"Unknown safety level '{level}'.", "Use off, standard or strict.")
         self.level = level
-        self.blocklist = blocklist or Blocklist.load()
-        self.classifier = classifier or PromptClassifier.load()
+        # home: the settings' home, whose prompts/safety/ may override the word list and the classifier
+        self.blocklist = blocklist or Blocklist.load(home=home)
+        self.classifier = classifier or PromptClassifier.load(home=home)
         self.nsfw = nsfw or OpenNSFW()
         self.nsfw_threshold = NSFW_THRESHOLD[level]
         self.prompt_threshold = PROMPT_THRESHOLD[level]
@@ -132,7 +133,8 @@ class PolicyChecker:
 def build_checker(level: str, **kwargs):
     """The checker for a policy level: 'off' (no checks), 'standard' or 'strict'.
 
-    Keyword arguments (blocklist, classifier, nsfw, sd_checker) replace the default parts.
+    Keyword arguments (blocklist, classifier, nsfw, sd_checker) replace the default parts; `home`
+    (the settings' home) is where the user's prompts/safety/ overrides are read from.
     Data files load now (small); the image models load on the first image.
     """
     if level == "off":

@@ -14,7 +14,8 @@ never across a short function word, so 'a pen is' is not 'penis'; prefix terms o
 ending), and anywhere inside a word joined from spaced single letters. A term never matches inside
 an ordinary word ('Scunthorpe', 'therapist', 'grape' pass). Terms cover English, Spanish, French,
 German, Italian and Portuguese, and common euphemisms.
-Both data files can be overridden by files of the same name in `$IMAGENT_HOME/prompts/safety/`.
+Both data files can be overridden by files of the same name in `HOME/prompts/safety/` (HOME: the
+settings' home, $IMAGENT_HOME or ~/.imagent, passed in as `home`).
 """
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ from tools.safety_text import _normalize, words
 
 
 # -- blocklist ------------------------------------------------------------------------------------
-def _data_path(name: str) -> Path:
-    from prompts import path_of  # data package; resolves $IMAGENT_HOME/prompts overrides
+def _data_path(name: str, home=None) -> Path:
+    from prompts import path_of  # data package; resolves the overrides in HOME/prompts
 
-    return path_of(f"safety/{name}")
+    return path_of(f"safety/{name}", home)
 
 
 # Words that never count as a fragment of a split word ("a pen is" is not "penis", "the rapist" is
@@ -118,8 +119,8 @@ class Blocklist:
                                "Compare it with the packaged prompts/safety/blocklist.json.") from None
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Blocklist":
-        path = Path(path) if path else _data_path("blocklist.json")
+    def load(cls, path: str | Path | None = None, *, home=None) -> "Blocklist":
+        path = Path(path) if path else _data_path("blocklist.json", home)
         try:
             return cls(json.loads(path.read_text(encoding="utf-8")), str(path))
         except (OSError, json.JSONDecodeError) as exc:
@@ -210,8 +211,8 @@ class PromptClassifier:
         self.log_likelihood = weights["log_likelihood"]
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "PromptClassifier":
-        path = Path(path) if path else _data_path("classifier.json")
+    def load(cls, path: str | Path | None = None, *, home=None) -> "PromptClassifier":
+        path = Path(path) if path else _data_path("classifier.json", home)
         try:
             return cls(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError) as exc:

@@ -73,7 +73,7 @@ class ImagentApp(App):
                         yield ProgressBar(id="steps", show_eta=False)
                 yield Static("", id="status")
                 yield PromptInput(id="prompt", placeholder="Describe an image, or /help",
-                                  suggester=SlashSuggester(self._styles))
+                                  suggester=SlashSuggester(self._styles, home=self.controller.settings.home))
             with Vertical(id="side"):
                 yield Label("Structured prompt  [dim](F4 edit · F5 run)[/]", classes="side-title")
                 yield TextArea(id="spec", soft_wrap=True, show_line_numbers=False)

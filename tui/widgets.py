@@ -30,16 +30,17 @@ class JobDone(Message):
 class SlashSuggester(Suggester):
     """Completes slash command names, and style names after /style."""
 
-    def __init__(self, styles=None) -> None:
+    def __init__(self, styles=None, *, home=None) -> None:
         super().__init__(use_cache=False, case_sensitive=False)
         self._styles = styles
+        self._home = home  # the settings' home: the user's own presets are offered too
 
     def styles(self) -> list[str]:
         if self._styles is None:
             try:
                 from agent.expand import load_styles
 
-                self._styles = list(load_styles())
+                self._styles = list(load_styles(self._home))
             except ImagentError:
                 self._styles = []
         return self._styles

@@ -109,7 +109,7 @@ class ToolAgent:
             from agent.llm import build_chat_model
 
             model = build_chat_model(self.chat.settings)
-        self._agent = create_agent(model, self.tools(), system_prompt=prompts.read_text("chat_system.md"))
+        self._agent = create_agent(model, self.tools(), system_prompt=prompts.read_text("chat_system.md", self.chat.settings.home))
         return self._agent
 
     def tools(self) -> list:

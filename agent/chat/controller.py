@@ -150,7 +150,7 @@ class ChatController:
         if style:
             from agent.expand import get_style
 
-            get_style(style)
+            get_style(style, home=self.settings.home)
             self.state.defaults.style = style
         return self._run(idea, spec=None)
 
@@ -245,7 +245,7 @@ class ChatController:
 
     def set_defaults(self, **values) -> str:
         """Change defaults: style, size ('WxH'|'native'), steps, seed (int|None), rounds, candidates, raw."""
-        d = self.state.defaults.updated(**values)
+        d = self.state.defaults.updated(home=self.settings.home, **values)
         self._checkpoint("change defaults")
         self.state.defaults = d
         self._save_state()

@@ -45,12 +45,13 @@ def _route_choice():
 RouteChoice = _route_choice()
 
 
-def _route_examples() -> list[dict]:
-    """The worked routing exchanges of prompts/route_examples.json (overridable; [] when broken)."""
+def _route_examples(home=None) -> list[dict]:
+    """The worked routing exchanges of prompts/route_examples.json (overridable in the settings'
+    home; [] when broken)."""
     import prompts
 
     try:
-        data = json.loads(prompts.read_text("route_examples.json"))
+        data = json.loads(prompts.read_text("route_examples.json", home))
     except (OSError, ValueError):
         return []
     return [d for d in data if isinstance(d, dict) and {"state", "message", "answer"} <= set(d)] \
@@ -131,8 +132,8 @@ class Router:
             return explicit, "rule"
         where = (f"The current image is #{state.image_id} ({state.idea or 'no idea recorded'})."
                  if state.image_id else "There is no image yet.")
-        messages = [("system", prompts.read_text("route_system.md"))]
-        for shot in _route_examples():  # worked exchanges: small models copy the form
+        messages = [("system", prompts.read_text("route_system.md", self.chat.settings.home))]
+        for shot in _route_examples(chat.settings.home):  # worked exchanges: small models copy the form
             messages += [("human", f"{shot['state']}\nMessage: {shot['message']}"), ("ai", json.dumps(shot["answer"]))]
         messages.append(("human", f"{where}\nMessage: {text}"))
 

@@ -71,7 +71,7 @@ class SlashCommands:
         if not rest:
             from agent.expand import load_styles
 
-            return replies.style_text(self.chat.state.defaults.style, load_styles())
+            return replies.style_text(self.chat.state.defaults.style, load_styles(self.chat.settings.home))
         return self.chat.set_defaults(style=rest)
 
     def _cmd_seed(self, rest: str) -> str:

@@ -45,7 +45,7 @@ class Defaults:
                                loras=self.loras, controls=controls_from_specs(self.controls, self.control_models)
                                if self.controls else ())
 
-    def updated(self, **values) -> "Defaults":
+    def updated(self, *, home=None, **values) -> "Defaults":
         """A checked copy with `values` changed: style, size ('WxH'|'native'), steps, seed (int|None), rounds,
         candidates, raw, lora, control. Raises InvalidInput for a value that does not work; self is untouched."""
         d = copy.deepcopy(self)
@@ -58,7 +58,7 @@ class Defaults:
                 else:
                     from agent.expand import get_style
 
-                    d.style = get_style(str(value)).name
+                    d.style = get_style(str(value), home=home).name  # home: the settings' (user presets)
             elif key == "size":
                 text = str(value).strip().lower()
                 if text in {"native", "default", "auto"}:

@@ -16,9 +16,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from agent.config import load_settings
     from agent.expand import load_styles
 
-    styles = load_styles()
+    styles = load_styles(load_settings().home)
     if args.json:
         print(json.dumps([vars(s) for s in styles.values()]))
         return 0

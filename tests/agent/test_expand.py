@@ -90,7 +90,7 @@ def test_guess_family(tmp_path):
 
 
 def test_styles_are_data_and_user_overridable(imagent_home):
-    styles = load_styles()
+    styles = load_styles(imagent_home)
     assert len(styles) >= 20
     assert all("{prompt}" in s.positive and s.description and s.negative for s in styles.values())
     folder = imagent_home / "prompts" / "styles"
@@ -100,7 +100,8 @@ def test_styles_are_data_and_user_overridable(imagent_home):
     assert expand_idea("a cat", sd_settings(), style="MINE").positive.startswith("a cat, clay")
     (folder / "broken.json").write_text("{not json")
     with pytest.raises(ConfigError, match="broken.json"):
-        load_styles()
+        load_styles(imagent_home)
+    assert "mine" not in load_styles(), "home=None reads the packaged presets only"
 
 
 # -- bad input ---------------------------------------------------------------------------------------

@@ -83,9 +83,11 @@ def test_blocklist_override_in_imagent_home(imagent_home):
     folder.mkdir(parents=True)
     (folder / "blocklist.json").write_text(json.dumps(
         {"categories": {"custom": {"standard": ["purple triangle*"], "strict": []}}}))
-    checker = build_checker("standard", sd_checker=False)
+    checker = build_checker("standard", sd_checker=False, home=imagent_home)
     v = checker.check_prompt("three purple triangles")
     assert not v.allowed and v.category == "custom"
+    assert build_checker("standard", sd_checker=False).check_prompt("three purple triangles").allowed, \
+        "home=None reads the packaged lists only"
 
 
 def test_shipped_classifier_weights_are_what_training_gives():

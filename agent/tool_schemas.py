@@ -10,7 +10,7 @@ Images are referred to either by `image_id` (an id from `list_images` or a previ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,18 +22,37 @@ from tools.upscale import DEFAULT_METHOD
 GRAMMAR_SAFE_LENGTH = 400  # llama.cpp compiles a tool's schema into a grammar; maxLength 4000 fails there
 
 
-def grammar_safe(schema: dict) -> None:
+def grammar_safe(schema: dict, model: type[BaseModel] | None = None) -> None:
     """json_schema_extra of every input model: a maxLength above GRAMMAR_SAFE_LENGTH leaves the
-    published schema (MCP, LangChain tools) and is said in the description instead; the model
-    still enforces it when the arguments are validated."""
-    for prop in (schema.get("properties") or {}).values():
+    published schema (MCP, LangChain tools; a `Text` field's own metadata already drops it) and
+    is said in the description instead; the model still enforces it when the arguments are validated."""
+    fields = model.model_fields if model is not None else {}
+    for name, prop in (schema.get("properties") or {}).items():
+        limits = [getattr(m, "max_length", None) for m in getattr(fields.get(name), "metadata", ())]
         for node in (prop, *prop.get("anyOf", ()), prop.get("items") or {}):
             limit = node.get("maxLength") if isinstance(node, dict) else None
             if isinstance(limit, int) and limit > GRAMMAR_SAFE_LENGTH:
                 del node["maxLength"]
-                note = f"At most {limit} characters."
-                if note not in prop.get("description", ""):
-                    prop["description"] = (prop.get("description", "") + " " + note).strip()
+                limits.append(limit)
+        limit = max((x for x in limits if isinstance(x, int)), default=0)
+        note = f"At most {limit} characters."
+        if limit > GRAMMAR_SAFE_LENGTH and note not in prop.get("description", ""):
+            prop["description"] = (prop.get("description", "") + " " + note).strip()
+
+
+class _NoLongLimit:
+    """Annotated metadata of a long text field: its JSON schema leaves out a maxLength over
+    GRAMMAR_SAFE_LENGTH (validation keeps it). Unlike the model's json_schema_extra it survives
+    LangChain's tool schema, a subset model that keeps each field's metadata but not the config."""
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        schema = handler(core_schema)
+        if isinstance(schema.get("maxLength"), int) and schema["maxLength"] > GRAMMAR_SAFE_LENGTH:
+            del schema["maxLength"]
+        return schema
+
+
+Text = Annotated[str, _NoLongLimit()]  # a prompt, an idea or a path: long limits stay out of schemas
 
 
 class _Input(BaseModel):
@@ -85,7 +104,7 @@ class _Adapters(_Input):
 
 
 class _Sampling(_Adapters):
-    negative_prompt: str = Field("", max_length=PROMPT_CHARS,
+    negative_prompt: Text = Field("", max_length=PROMPT_CHARS,
                                  description="What to keep out of the image (negative prompt). Empty for none.")
     steps: int | None = Field(None, **bounds("steps"),
                               description="Denoising steps; more is slower and usually finer. Default: the "
@@ -129,7 +148,7 @@ class _Post(_Input):
 class _ImageRef(_Input):
     image_id: int | None = Field(None, ge=1, description="Id of an image in the gallery (from list_images or a "
                                                          "previous result). Give this or `image`.")
-    image: str | None = Field(None, min_length=1, max_length=PATH_CHARS,
+    image: Text | None = Field(None, min_length=1, max_length=PATH_CHARS,
                               description="Path of an image file (PNG, JPEG or WebP). Relative paths are read "
                                           "from the server's input folder. Give this or `image_id`.")
 
@@ -144,7 +163,7 @@ class _ImageRef(_Input):
 class RunInput(_Size, _Sampling, _Post):
     """Turn a rough idea into the best image the critique loop can make."""
 
-    idea: str = Field(..., min_length=1, max_length=IDEA_CHARS,
+    idea: Text = Field(..., min_length=1, max_length=IDEA_CHARS,
                       description="The rough idea in plain words, e.g. 'two red circles on a blue background'.")
     rounds: int = Field(3, **bounds("rounds"), description="Most rounds of generate -> score -> revise (1 = no revision).")
     candidates: int = Field(2, **bounds("candidates"), description="Images generated per round (different seeds); the best "
@@ -164,7 +183,7 @@ class RunInput(_Size, _Sampling, _Post):
 class GenerateInput(_Size, _Sampling, _Post):
     """Generate images from a prompt (text-to-image), in one shot, without the critique loop."""
 
-    prompt: str = Field(..., min_length=1, max_length=PROMPT_CHARS,
+    prompt: Text = Field(..., min_length=1, max_length=PROMPT_CHARS,
                         description="What to draw. Used as written unless `expand` or `style` is set.")
     expand: bool = Field(False, description="Treat `prompt` as a rough idea: expand it into a structured prompt "
                                             "first (as `imagent generate --idea`).")
@@ -176,8 +195,8 @@ class GenerateInput(_Size, _Sampling, _Post):
 class EditInput(_ImageRef, _Sampling, _Post):
     """Change an existing image: img2img, or inpainting where a mask is white."""
 
-    prompt: str = Field(..., min_length=1, max_length=PROMPT_CHARS, description="What the edited image should show.")
-    mask: str | None = Field(None, min_length=1, max_length=PATH_CHARS,
+    prompt: Text = Field(..., min_length=1, max_length=PROMPT_CHARS, description="What the edited image should show.")
+    mask: Text | None = Field(None, min_length=1, max_length=PATH_CHARS,
                              description="Path of a mask image of the same size: white = repaint, black = keep. "
                                          "Default: none (the whole image is reworked).")
     strength: float = Field(0.75, **bounds("strength"),
@@ -192,27 +211,27 @@ class UpscaleInput(_ImageRef):
     method: str = Field(DEFAULT_METHOD, max_length=32,
                         description="realesrgan (photos), realesrgan-anime (flat colours, fast), "
                                     "realesrgan-anime-hq, lanczos (no model), sd-x4, hires-fix.")
-    prompt: str | None = Field(None, max_length=PROMPT_CHARS,
+    prompt: Text | None = Field(None, max_length=PROMPT_CHARS,
                                description="Prompt for sd-x4 / hires-fix. Default: the image's recorded prompt.")
 
 
 class ExpandInput(_Input):
     """Expand a rough idea into a structured prompt and show it, without generating anything."""
 
-    idea: str = Field(..., min_length=1, max_length=IDEA_CHARS, description="The rough idea, e.g. 'a cat coding at night'.")
+    idea: Text = Field(..., min_length=1, max_length=IDEA_CHARS, description="The rough idea, e.g. 'a cat coding at night'.")
     style: str | None = Field(None, max_length=64, description="Style preset name. Default: none.")
     family: str | None = Field(None, max_length=16,
                                description="Render for this model family: demo, sd, sdxl, flux or openai. "
                                            "Default: guessed from the session's model.")
-    negative: str = Field("", max_length=PROMPT_CHARS, description="Extra negatives to add, comma-separated.")
+    negative: Text = Field("", max_length=PROMPT_CHARS, description="Extra negatives to add, comma-separated.")
 
 
 class CheckSafetyInput(_Input):
     """Check a prompt and/or an image against the session's safety policy, without generating."""
 
-    prompt: str | None = Field(None, min_length=1, max_length=PROMPT_CHARS, description="Prompt text to check.")
+    prompt: Text | None = Field(None, min_length=1, max_length=PROMPT_CHARS, description="Prompt text to check.")
     image_id: int | None = Field(None, ge=1, description="Gallery id of an image to check.")
-    image: str | None = Field(None, min_length=1, max_length=PATH_CHARS, description="Path of an image file to check.")
+    image: Text | None = Field(None, min_length=1, max_length=PATH_CHARS, description="Path of an image file to check.")
 
     @model_validator(mode="after")
     def _something(self):
@@ -226,7 +245,7 @@ class CheckSafetyInput(_Input):
 class ScoreInput(_ImageRef):
     """Score how well an image matches a text with CLIP (higher is better)."""
 
-    text: str | None = Field(None, min_length=1, max_length=PROMPT_CHARS,
+    text: Text | None = Field(None, min_length=1, max_length=PROMPT_CHARS,
                              description="Text to score against. Default: the image's recorded idea or prompt.")
 
 
@@ -288,3 +307,22 @@ def help_of(model: type[BaseModel], name: str) -> str:
 
     text = model.model_fields[name].description or ""
     return text + (f" Range: {LIMITS[name].text()}." if name in LIMITS else "")
+
+
+# the parameters other front doors (the chat agent's tools) share with the catalogue, and the input
+# model that defines each: same meaning, type and range ("image" and "seed" differ there, so not shared)
+SHARED_FIELDS = {"idea": RunInput, "style": RunInput, "rounds": RunInput, "candidates": RunInput,
+                 "steps": GenerateInput, "strength": EditInput, "scale": UpscaleInput, "method": UpscaleInput}
+
+
+def shared_field(name: str, default):
+    """(type metadata, Field) for a parameter the catalogue defines (SHARED_FIELDS): its description
+    and limits with the caller's default, the field's own metadata (lengths, grammar safety)
+    kept; None for others."""
+    model = SHARED_FIELDS.get(name)
+    if model is None:
+        return None
+    info = model.model_fields[name]
+    field = Field(default, description=info.description)
+    field.metadata = list(info.metadata)
+    return field

@@ -212,15 +212,21 @@ _GENERAL = ("expand", "check_safety", "score", "get_image")
 
 
 def _schema(fn):
-    """A pydantic model of fn's keyword arguments (for StructuredTool)."""
+    """A pydantic model of fn's keyword arguments (for StructuredTool); a parameter the action
+    catalogue defines (steps, rounds, candidates, strength, scale, method, idea, style) takes its
+    description and limits from there (agent.tool_schemas.shared_field)."""
     import inspect
     import typing
 
-    from pydantic import create_model
+    from pydantic import ConfigDict, create_model
+
+    from agent.tool_schemas import grammar_safe, shared_field
 
     hints = typing.get_type_hints(fn)
     params = {}
     for name, p in inspect.signature(fn).parameters.items():
         default = ... if p.default is inspect.Parameter.empty else p.default
-        params[name] = (hints.get(name, str), default)
-    return create_model(f"{fn.__name__.strip('_')}_args", **params)
+        shared = shared_field(name, default)
+        params[name] = (hints.get(name, str), shared if shared is not None else default)
+    return create_model(f"{fn.__name__.strip('_')}_args", __config__=ConfigDict(json_schema_extra=grammar_safe),
+                        **params)

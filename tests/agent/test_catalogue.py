@@ -68,3 +68,39 @@ def test_cli_help_is_the_catalogues(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert " ".join(help_of(RunInput, "candidates").split()) in out
     assert json.dumps(LIMITS["candidates"].high) in out
+
+
+def test_the_chat_agents_tools_take_the_catalogues_fields_and_stay_grammar_safe(session):
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from agent.tool_schemas import GRAMMAR_SAFE_LENGTH, UpscaleInput
+    from loopback_llm import _max_length
+
+    tools = {t.name: t for t in ChatController(session).tool_agent.tools()}
+    defaults = tools["set_defaults"].args_schema.model_json_schema()["properties"]
+    steps = defaults["steps"]["anyOf"][0]
+    assert (steps["minimum"], steps["maximum"]) == (LIMITS["steps"].low, LIMITS["steps"].high)
+    assert defaults["candidates"]["description"] == RunInput.model_fields["candidates"].description
+    upscale = tools["upscale_image"].args_schema.model_json_schema()["properties"]
+    assert upscale["method"]["description"] == UpscaleInput.model_fields["method"].description
+    with pytest.raises(ValidationError):  # the catalogue's limit holds for the chat agent too
+        tools["set_defaults"].args_schema.model_validate({"steps": 600})
+    for tool in tools.values():
+        assert _max_length(convert_to_openai_tool(tool)) <= GRAMMAR_SAFE_LENGTH, tool.name
+
+
+def test_langchain_tools_stay_grammar_safe_as_langchain_converts_them(session):
+    """LangChain binds a tool through a subset model that drops the input model's config: the long
+    text limits must stay out of that schema too (llama.cpp fails to compile maxLength 4000)."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from agent.lc_tools import make_tools
+    from agent.tool_schemas import GRAMMAR_SAFE_LENGTH
+    from loopback_llm import _max_length
+
+    tools = make_tools(session)
+    assert {t.name for t in tools} >= {"run", "generate", "edit", "check_safety", "score"}
+    for tool in tools:
+        assert _max_length(convert_to_openai_tool(tool)) <= GRAMMAR_SAFE_LENGTH, tool.name
+    with pytest.raises(ValidationError):  # still enforced when the call is validated
+        tools[0].args_schema.model_validate({"idea": "x" * 2001})

@@ -233,6 +233,15 @@ class LLMExpander:
                     self.warnings.append(f"The LLM's {', '.join(sorted(fields))} left out ("
                                          f"{'; '.join(t for _, t in found)}).")
                     return without_fields(spec, fields)
+                if attempt == 1 and family != "demo":
+                    # the subject still drops the idea's words after the repair (small models cut long
+                    # ideas short): the idea's own words are the subject, as the prompt asks, and the
+                    # model's other fields stay where they passed; with none left, the template
+                    kept = without_fields(spec, fields).model_copy(update={"subject": " ".join(idea.split())})
+                    if kept.style or kept.lighting or kept.composition:
+                        self.warnings.append(f"The LLM's subject was replaced by the idea's own words "
+                                             f"({'; '.join(t for _, t in found)}).")
+                        return kept
                 spec, problem = None, "; ".join(t for _, t in found)
             messages = messages + [
                 AIMessage(raw_text[:2000] or "(no usable answer)"),

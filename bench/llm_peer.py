@@ -102,7 +102,7 @@ def bench_expansion(settings, sample: list[str]) -> dict:
     from agent.expand import expand_idea
     from agent.spec_checks import spec_problems
 
-    kept = fallbacks = 0
+    kept = fallbacks = restored = 0
     seconds, why = [], collections.Counter()
     for idea in sample:
         t0 = time.perf_counter()
@@ -111,11 +111,14 @@ def bench_expansion(settings, sample: list[str]) -> dict:
         if e.expander == "template":
             fallbacks += 1
             why[(e.warnings[0] if e.warnings else "?")[:240]] += 1
+        elif any("subject was replaced" in w for w in e.warnings):  # not the model's own subject: not counted
+            restored += 1
         elif not spec_problems(e.spec, idea):  # the checks the expansion ran: nouns kept, no junk
             kept += 1
         print(f"  {seconds[-1]:5.1f} s  {e.expander:<14} {idea[:50]!r} -> {e.spec.subject[:50]!r}", flush=True)
     n = len(sample)
     return {"n": n, "valid_keeps_subject": round(kept / n, 3), "template_fallbacks": round(fallbacks / n, 3),
+            "subject_restored_from_idea": round(restored / n, 3),
             "seconds_per_idea_mean": round(statistics.fmean(seconds), 2),
             "seconds_per_idea_median": round(statistics.median(seconds), 2), "fallback_reasons": dict(why)}
 
@@ -196,7 +199,8 @@ def main() -> int:
         exp = bench_expansion(settings, ideas(args.n))
         print(f"   valid and keeps the subject {exp['valid_keeps_subject']:.2f} (goal >= 0.90), template "
               f"fallbacks {exp['template_fallbacks']:.2f} (goal <= 0.05), {exp['seconds_per_idea_mean']:.2f} s "
-              f"per idea (median {exp['seconds_per_idea_median']:.2f}; goal <= 3)")
+              f"per idea (median {exp['seconds_per_idea_median']:.2f}; goal <= 3); the model's subject replaced "
+              f"by the idea's words (the other fields its own) {exp['subject_restored_from_idea']:.2f}")
         for reason, count in exp["fallback_reasons"].items():
             print(f"   fallback x{count}: {reason}")
         print("3. chat requests:", flush=True)

@@ -260,17 +260,29 @@ def test_the_schemas_sent_for_expansion_and_requirements_are_small_and_bounded()
     assert cl.source == "parser" and "Field required" in warnings[0], "GOOD is no checklist: the rules, and why" 
 
 
-# -- 3. semantic checks on every family: repaired once, then the template, with a warning saying why ------------------
+# -- 3. semantic checks on every family: repaired once, then the idea's own words or the template, saying why -------
 LOST = {**GOOD, "subject": "1.x", "style": "Stable Diffusion"}
+LOST_ALL = {**LOST, "style": "<code>", "lighting": "...", "composition": "<pre>"}
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl", "flux", "openai"])
-def test_a_subject_that_lost_the_idea_is_repaired_once_then_the_template_says_why(family):
+def test_a_subject_that_lost_the_idea_is_repaired_once_then_the_ideas_words_say_why(family):
     with LoopbackLLM([LOST], llama_cpp=True) as server:
         e = expand_idea("two red circles", settings_for(server, llm_method="function_calling", llm_fallback="template"),
                         family=family)
     assert len(server.requests) == 2, "one repair"
     assert "lost the idea's 'circle'" in server.requests[1]["messages"][-1]["content"]
+    # the model's fields that passed stay; its subject is replaced by the idea's own words, and it says so
+    assert e.expander == "llm:local-model" and e.spec.subject == "two red circles"
+    assert e.spec.lighting == GOOD["lighting"] and e.spec.composition == GOOD["composition"]
+    assert "replaced by the idea's own words" in e.warnings[0] and "lost the idea's 'circle'" in e.warnings[0]
+
+
+def test_with_nothing_else_usable_the_template_takes_it_and_says_why():
+    with LoopbackLLM([LOST_ALL], llama_cpp=True) as server:
+        e = expand_idea("two red circles", settings_for(server, llm_method="function_calling", llm_fallback="template"),
+                        family="sd")
+    assert len(server.requests) == 2, "one repair"
     assert e.expander == "template" and e.spec.subject == "two red circles"
     assert "lost the idea's 'circle'" in e.warnings[0] and "template" in e.warnings[0]
 
@@ -296,7 +308,7 @@ def test_the_checks_hold_for_scripted_models_too_and_junk_list_items_are_dropped
     llm = scripted(AIMessage(content=json.dumps(answer)))
     e = expand_idea("a cat typing on a laptop", load_settings(model="runwayml/stable-diffusion-v1-5"), chat_model=llm)
     assert e.spec.negatives == ["blurry"] and e.spec.quality == ["sharp focus"] and len(llm.seen) == 1
-    lost = scripted(AIMessage(content=json.dumps(LOST)), AIMessage(content=json.dumps(LOST)))
+    lost = scripted(AIMessage(content=json.dumps(LOST_ALL)), AIMessage(content=json.dumps(LOST_ALL)))
     e = expand_idea("two red circles", load_settings(model="runwayml/stable-diffusion-v1-5"), chat_model=lost)
     assert e.expander == "template" and "lost the idea" in e.warnings[0]
 

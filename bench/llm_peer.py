@@ -18,14 +18,22 @@ interpreter given by --server-python, which needs `llama-cpp-python[server]`) wi
    "upscale it": the share for which the chat's mode (agent: the first tool call; routed: the
    JSON choice) picks the right action (goal >= 0.9). Nothing is generated.
 
-Measured on the 2-core development machine (llama-cpp-python 0.3.36, n_ctx 2048, 2 threads; another
-job sharing the CPU part of the time), 50 ideas each:
+Measured on the 2-core development machine (llama-cpp-python 0.3.36, n_ctx 2048, 2 threads), 50 ideas each.
+Session 5 (a native build, another job sharing the CPU part of the time):
 | model | method chosen | valid, keeps subject | template fallbacks | s per idea (median) | chat right (by the model) |
 |---|---|---|---|---|---|
 | SmolLM2-135M-Instruct Q4_1 | json_object_schema | 0.92 | 0.08 | 2.23 (1.89) | 1.00 (0.67) |
 | Gemma-3-270M Q4_K_M | json_object_schema | 0.70 | 0.30 | 9.41 (8.54) | 0.44 (0.00) |
-Gemma copies the worked example and, in the repair round, the repair message; its routing picks
-open_image for almost everything. Neither model calls a tool with tool_choice "auto" on this server.
+Session 6, with the idea's own words as the subject when the repaired one still drops them (a separate
+column; not counted as valid), on a build with GGML_NATIVE=OFF and AVX2 (the native build crashed in
+libggml-cpu with a general protection fault on this VM's AVX-512/AMX CPU), so slower per token:
+| model | valid, keeps subject | subject from the idea | template fallbacks | s per idea (median) | chat right (by the model) |
+|---|---|---|---|---|---|
+| SmolLM2-135M-Instruct Q4_1 | 0.94 | 0.06 | 0.00 | 3.40 (3.12) | 1.00 (0.67) |
+| Gemma-3-270M Q4_K_M | 0.74 | 0.12 | 0.14 | 15.29 (14.73) | 0.33 (0.00) |
+Gemma copies the worked example and, in the repair round, the repair message into the subject; its
+routing picks list_images or open_image for almost everything. Neither model calls a tool with
+tool_choice "auto" on this server.
 """
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def run(session, idea: str, *, rounds: int = 3, candidates: int = 2, threshold: 
 
     out_dir = session.out_dir(out_dir)  # before any round runs
     with session.recorded("run", idea=idea, spec=spec_json, chat_id=chat_id,
-                        params=dict(base.params(), rounds=rounds, candidates=candidates)) as run_id:
+                          params=dict(base.params(), rounds=rounds, candidates=candidates)) as run_id:
         threshold_info = loop.calibrate(options, idea, scorer, (lambda intent: _reference_images(session, intent)))
         result = loop.run_loop(intent=idea, first=loop.Attempt(spec, positive, neg, base.cfg), base=base,
                                options=options, backend=backend, safety=checker, scorer=scorer,
@@ -88,7 +88,7 @@ def run(session, idea: str, *, rounds: int = 3, candidates: int = 2, threshold: 
                                checklist=checklist, verifier=verifier, planner=planner, composer=composer,
                                call=call.with_sink(record_rounds), first_checked=True)
         best = _save_best(session, run_id, result, base, backend, idea, out_dir, checklist, chosen.name,
-                               scorer.formula, verifier, post, extra)
+                          scorer.formula, verifier, post, extra)
     call.emit(Phase("done"))
     outcome = RunOutcome(run_id=run_id, best=best, score=round(result.best.score, 4),
                          spec=best.record.get("spec", spec_json), rounds=[r.to_json() for r in result.rounds],
@@ -100,6 +100,7 @@ def run(session, idea: str, *, rounds: int = 3, candidates: int = 2, threshold: 
                          images=result.images)
     session.gallery.finish_run(run_id, "done", result=outcome.to_json())
     return outcome
+
 
 def _first_prompt(session, idea, spec, raw, style, negative, family, chat_model):
     """(spec, positive, negative, warnings) for the first round: an edited spec, the raw idea,
@@ -116,6 +117,7 @@ def _first_prompt(session, idea, spec, raw, style, negative, family, chat_model)
     expansion = session.expand(idea, style=style, negative=negative, chat_model=chat_model)
     return expansion.spec, expansion.positive, expansion.negative, list(expansion.warnings)
 
+
 def _renderer(family):
     from agent.render import render
 
@@ -123,6 +125,7 @@ def _renderer(family):
         out = render(s, family)
         return out.positive, out.negative
     return render_spec
+
 
 def reviser_for(session, reviser: str, chat_model, render_spec, family):
     from agent.revise import LLMReviser, RuleReviser
@@ -143,6 +146,7 @@ def reviser_for(session, reviser: str, chat_model, render_spec, family):
         return rules
     return LLMReviser(model, render_spec, rules, name=f"llm:{session.settings.llm_model or 'chat'}", method=method,
                       home=session.settings.home)
+
 
 def derive_checklist(session, idea: str, subject: str | None = None, *, chat_model=None):
     """The requirements of an idea (agent.requirements) and what this session's verifier
@@ -174,6 +178,7 @@ def derive_checklist(session, idea: str, subject: str | None = None, *, chat_mod
         warnings.append(f"The detector cannot check: {', '.join(cl.unsupported)}.")
     return cl, warnings
 
+
 def _checklist(session, idea, spec, checklist, chat_model):
     from tools.requirements import Checklist
 
@@ -197,6 +202,7 @@ def locator(verifier):
         return boxes[0] if boxes else None
     return locate
 
+
 def _save_best(session, run_id, result, base, backend, idea, out_dir, checklist, reviser_name, formula, verifier,
                post: PostProcess | None = None, more: dict | None = None):
     # the base request (size, steps, scheduler, LoRAs, conditions, speed options) with the best's words
@@ -217,11 +223,12 @@ def _save_best(session, run_id, result, base, backend, idea, out_dir, checklist,
         extra["recipe"] = result.best.recipe
         params_update = {"mode": "compose"}
     saved = save_images(session, run_id, best_req, generated, idea=idea, spec=result.best_attempt.spec.model_dump(),
-                       out_dir=out_dir, inputs=None, extra=extra, verdicts=[result.best.verdict],
-                       params_update=params_update, post=post)
+                        out_dir=out_dir, inputs=None, extra=extra, verdicts=[result.best.verdict],
+                        params_update=params_update, post=post)
     best = saved.images[0]
     session.gallery.set_image_score(best.image_id, result.best.score, result.best_round)
     return best
+
 
 def _reference_images(session, intent: str) -> list:
     """Known-good images of the intent, for calibrating relative thresholds: with the demo CLIP,

@@ -280,8 +280,8 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
                 emit(Revised(r, attempt.positive, attempt.change))
     if best is None:
         raise SafetyBlocked("Every candidate image was blocked by the safety policy.",
-                           rounds[-1].blocked[0]["category"] if rounds and rounds[-1].blocked else "unsafe",
-                           "Change the idea, or try again with other seeds.")
+                            rounds[-1].blocked[0]["category"] if rounds and rounds[-1].blocked else "unsafe",
+                            "Change the idea, or try again with other seeds.")
     warnings = loop_warnings + list(getattr(reviser, "warnings", []))
     if not best.all_pass:
         failed = [v.text for v in best.failed]

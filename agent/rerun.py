@@ -27,7 +27,6 @@ def check_rerunnable(record: dict | None, path) -> dict:
     return record
 
 
-
 def rerun(session, png_path: str | Path, *, out_dir: str | Path | None = None,
           call: Call | None = None, same_model: bool = True) -> GenerationOutcome:
     """Reproduce an image from its metadata (same params, seed and post-processing; with
@@ -45,15 +44,16 @@ def rerun(session, png_path: str | Path, *, out_dir: str | Path | None = None,
         return _rerun_composed(session, record, png_path, out_dir, same_model, post, call_of(call))
     if p.get("mode") in {"img2img", "inpaint"}:
         req, inputs = session.edit_request(p["prompt"], inputs["init_image"], mask_path=inputs.get("mask"),
-                                        strength=p["strength"],
-                                        **{k: v for k, v in fields_.items() if k not in {"prompt", "width", "height"}})
+                                           strength=p["strength"],
+                                           **{k: v for k, v in fields_.items() if k not in {"prompt", "width", "height"}})
     else:
         req = GenerateRequest(**fields_)
     if same_model:
         _check_same_model(session, record)
     return session.generate(req, idea=record.get("idea"), spec=record.get("spec"), out_dir=out_dir,
-                         call=call, kind="rerun", inputs=inputs or None,
-                         extra={"rerun_of": str(png_path)}, post=post)
+                            call=call, kind="rerun", inputs=inputs or None,
+                            extra={"rerun_of": str(png_path)}, post=post)
+
 
 def _rerun_composed(session, record: dict, png_path, out_dir, same_model: bool,
                     post: PostProcess, call: Call) -> GenerationOutcome:
@@ -69,8 +69,8 @@ def _rerun_composed(session, record: dict, png_path, out_dir, same_model: bool,
                   scheduler=record.get("scheduler"))
     with session.recorded("rerun", idea=record.get("idea"), spec=record.get("spec"), params=req.params()) as run_id:
         outcome = save_images(session, run_id, req, result, idea=record.get("idea"), spec=record.get("spec"),
-                             out_dir=out_dir, inputs=None, params_update={"mode": "compose"},
-                             extra={"recipe": record["recipe"], "rerun_of": str(png_path)}, post=post)
+                              out_dir=out_dir, inputs=None, params_update={"mode": "compose"},
+                              extra={"recipe": record["recipe"], "rerun_of": str(png_path)}, post=post)
     session.gallery.finish_run(run_id, "done", result=outcome.to_json())
     return outcome
 
@@ -93,6 +93,7 @@ def replay(session, recipe: dict, *, call: Call | None = None):
     plan = ComposePlan.from_json(recipe["plan"])
     base = replay(session, recipe["base"], call=call) if plan.use_base else None
     return session.backend().compose(plan, locator(verifier), base, cancel=call.cancel).image
+
 
 def _check_same_model(session, record: dict) -> None:
     backend = session.backend()

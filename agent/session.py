@@ -152,7 +152,7 @@ class Session:
             call.check("Generation cancelled.")
             result = backend.generate(req, progress=call.steps(), cancel=call.cancel)
             outcome = save_images(self, run_id, req, Made.of(result), idea=idea, spec=spec, out_dir=out_dir,
-                                 inputs=inputs, extra=extra, post=post)
+                                  inputs=inputs, extra=extra, post=post)
         self.gallery.finish_run(run_id, "done", result=outcome.to_json())
         return outcome
 
@@ -297,7 +297,7 @@ class Session:
         label = f"upscale x{scale} ({method})"
         out_dir = self.out_dir(out_dir)  # before the upscale runs
         with self.recorded("upscale", params={"source": str(source), "scale": scale, "method": method,
-                                                           **({"prompt": prompt} if prompt else {})}) as run_id:
+                           **({"prompt": prompt} if prompt else {})}) as run_id:
             result = self.upscaler().upscale(image, scale, method, backend=backend, prompt=prompt,
                                              strength=strength, seed=seed, tile=tile, steps=steps, progress=call.steps(label),
                                              cancel=call.cancel)

@@ -32,7 +32,6 @@ from tui.widgets import ChatUpdate, JobDone, LogLine, PromptInput, SlashSuggeste
 KEYS = "Keys: Esc cancels a running generation, Ctrl+P opens the command palette."
 
 
-
 class ImagentApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "imagent"

@@ -56,6 +56,8 @@ def _route_examples(home=None) -> list[dict]:
         return []
     return [d for d in data if isinstance(d, dict) and {"state", "message", "answer"} <= set(d)] \
         if isinstance(data, list) else []
+
+
 _DRAW = re.compile(r"^(?:please\s+)?(?:draw|make|create|paint|generate|render|show)(?:\s+me)?\s+"
                    r"(?:(?:an?\s+)?(?:image|picture|photo|drawing|painting)\s+of\s+)?", re.I)
 _UPSCALE = re.compile(r"\b(?:upscale|enlarge|bigger|higher resolution|x[234]|larger)\b", re.I)

@@ -136,7 +136,6 @@ class ChatState:
         return cls(defaults=defaults, **{k: v for k, v in data.items() if k in known})
 
 
-
 def _int(value, name: str) -> int:
     """A whole number within tools.limits' range for `name` (the same message as every front door)."""
     try:

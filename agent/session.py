@@ -289,10 +289,6 @@ class Session:
             prompt = (source_record.get("params") or {}).get("prompt")
         if prompt:
             self.check_prompt(prompt)
-        if method in {"hires-fix", "sd-x4"} and seed is None:
-            from tools.generate import draw_seed
-
-            seed = draw_seed()
         backend = self.backend() if method == "hires-fix" else None
         label = f"upscale x{scale} ({method})"
         out_dir = self.out_dir(out_dir)  # before the upscale runs

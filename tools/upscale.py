@@ -151,6 +151,10 @@ class Upscaler:
             if not 0.0 < strength <= 1.0:
                 raise InvalidInput(f"strength {strength} is out of range.", "Use above 0 to 1; a low value such as 0.3.",
                                    param="strength")
+        if method in {"hires-fix", "sd-x4"} and seed is None:  # drawn here, once, and recorded in the details
+            from tools.generate import draw_seed
+
+            seed = draw_seed()
         t0 = time.perf_counter()
         src = image
         alpha = image.getchannel("A") if "A" in image.getbands() else None

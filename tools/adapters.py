@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from tools.errors import InvalidInput, ModelNotFound
-from tools.limits import MAX_CONTROLS, MAX_LORAS  # noqa: F401  (re-exported: the adapters' limits)
+from tools.limits import MAX_LORAS
 
 LORA_WEIGHT_RANGE = (-4.0, 4.0)
 CONTROL_SCALE_RANGE = (0.0, 4.0)

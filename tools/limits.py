@@ -47,13 +47,13 @@ def _number(x) -> str:
 
 LIMITS: dict[str, Limit] = {
     "steps": Limit(1, 500, "steps"),
-    "cfg": Limit(0, 50, "(guidance scale; 7 is typical)"),
+    "cfg": Limit(0.0, 50.0, "(guidance scale; 7 is typical)"),
     "count": Limit(1, 64, "images"),
     "width": Limit(16, 4096, "pixels"),
     "height": Limit(16, 4096, "pixels"),
     "seed": Limit(0, SEED_LIMIT - 1, "(or -1 for a random seed)"),
-    "strength": Limit(0, 1, "(0.3 keeps most of the image, 1 replaces it)", low_open=True),
-    "refiner_switch": Limit(0, 1, "(0.8: the base model makes 80% of the steps)", low_open=True, high_open=True),
+    "strength": Limit(0.0, 1.0, "(0.3 keeps most of the image, 1 replaces it)", low_open=True),
+    "refiner_switch": Limit(0.0, 1.0, "(0.8: the base model makes 80% of the steps)", low_open=True, high_open=True),
     "rounds": Limit(1, 10, "rounds"),
     "candidates": Limit(1, 8, "images per round"),
     "scale": Limit(2, 4, "times"),
@@ -73,10 +73,6 @@ def check_range(name: str, value):
 
 
 def bounds(name: str) -> dict:
-    """LIMITS[name] as pydantic Field keywords (ge/le, or gt/lt for open ends), integers kept integral."""
+    """LIMITS[name] as pydantic Field keywords (ge/le, or gt/lt for open ends)."""
     limit = LIMITS[name]
-
-    def num(x):
-        return int(x) if float(x).is_integer() and name not in {"cfg", "strength", "refiner_switch"} else float(x)
-
-    return {("gt" if limit.low_open else "ge"): num(limit.low), ("lt" if limit.high_open else "le"): num(limit.high)}
+    return {("gt" if limit.low_open else "ge"): limit.low, ("lt" if limit.high_open else "le"): limit.high}

@@ -4,6 +4,7 @@
 
     s = open_session()                                    # settings from $IMAGENT_HOME and the environment
     best = s.run("two red circles", rounds=3, candidates=2).best
+    s.run("two red circles", RunOptions(rounds=3, style="watercolor", request_fields={"steps": 20}))
     print(best.path, best.seed)                           # the PNG carries the full metadata
 
     out = s.generate(GenerateRequest(prompt="a blue square", seed=7, steps=20))
@@ -30,12 +31,13 @@ from agent.capabilities import Capabilities, PathPolicy
 from agent.config import Settings, load_settings
 from agent.errors import BackendError, Cancelled, ImagentError, InvalidInput, ModelNotFound, SafetyBlocked
 from agent.events import Call, Step
+from agent.requests import RunOptions
 from agent.session import GenerationOutcome, RunOutcome, SavedImage, Session, UpscaleOutcome
 from tools.generate import GenerateRequest
 from tools.postprocess import PostProcess
 
 __all__ = [
-    "open_session", "Session", "Settings", "GenerateRequest", "PostProcess", "GenerationOutcome", "RunOutcome", "UpscaleOutcome",
+    "open_session", "Session", "Settings", "RunOptions", "GenerateRequest", "PostProcess", "GenerationOutcome", "RunOutcome", "UpscaleOutcome",
     "SavedImage", "Call", "Step", "Capabilities", "PathPolicy", "ImagentError", "InvalidInput", "SafetyBlocked",
     "ModelNotFound", "BackendError", "Cancelled",
 ]

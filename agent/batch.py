@@ -45,7 +45,7 @@ from agent.batch_records import (MANIFEST, RECORDS, BatchOptions, RecordLog, _no
                                  open_batch)
 from agent.capabilities import error_payload, range_error
 from agent.errors import Cancelled, ConfigError, InvalidInput, ModelNotFound
-from agent.requests import expand_for_generate, sampling_fields
+from agent.requests import RunOptions, expand_for_generate, sampling_fields
 from agent.session import Session
 from tools.adapters import controls_from_specs
 from tools.generate import GenerateRequest, parse_size
@@ -92,11 +92,11 @@ def run_item(session: Session, item: Item, options: BatchOptions, images_dir: Pa
     tag = {"key": item.key, "line": item.line.number}  # in the image's record: found again after a kill
     if options.loop:
         raw = p.prompt is not None
-        outcome = session.run(text, rounds=p.rounds or options.rounds, candidates=p.candidates or options.candidates,
-                              threshold=p.threshold if p.threshold is not None else options.threshold,
-                              threshold_mode=options.threshold_mode,
-                              style=None if raw else style, raw=raw, request_fields=fields, out_dir=images_dir,
-                              extra={"batch": tag})
+        run = RunOptions(rounds=p.rounds or options.rounds, candidates=p.candidates or options.candidates,
+                         threshold=p.threshold if p.threshold is not None else options.threshold,
+                         threshold_mode=options.threshold_mode, style=None if raw else style, raw=raw,
+                         request_fields=fields, extra={"batch": tag})
+        outcome = session.run(text, run, out_dir=images_dir)
         best = outcome.best
         best.path = settle_image(session, best.path, best.image_id, images_dir / image_name(item.key))
         params = best.record.get("params", {})

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent.errors import ImagentError, InvalidInput
 from agent.events import Call
-from agent.requests import expand_for_generate, sampling_fields
+from agent.requests import RunOptions, expand_for_generate, sampling_fields
 from agent.session import SavedImage, Session
 from agent.tool_schemas import (TOOL_BY_NAME, CheckSafetyInput, EditInput, ExpandInput, GenerateInput, GetImageInput,
                                 ListImagesInput, RunInput, ScoreInput, UpscaleInput)
@@ -237,10 +237,10 @@ class Capabilities:
     # -- the tools -------------------------------------------------------------------------------
     def run(self, inp: RunInput, *, call: Call | None = None) -> dict:
         fields, post = self._fields(inp), self._post(inp)
-        outcome = self.session.run(inp.idea, rounds=inp.rounds, candidates=inp.candidates, threshold=inp.threshold,
-                                   threshold_mode=inp.threshold_mode, style=inp.style, raw=inp.raw,
-                                   request_fields=fields, out_dir=self.paths.out_dir(), call=call,
-                                   post=post)
+        options = RunOptions(rounds=inp.rounds, candidates=inp.candidates, threshold=inp.threshold,
+                             threshold_mode=inp.threshold_mode, style=inp.style, raw=inp.raw,
+                             request_fields=fields, post=post)
+        outcome = self.session.run(inp.idea, options, out_dir=self.paths.out_dir(), call=call)
         return {**outcome.to_json(), "images": [_saved(outcome.best)]}
 
     def generate(self, inp: GenerateInput, *, call: Call | None = None) -> dict:

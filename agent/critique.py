@@ -13,54 +13,48 @@ from agent.config import DEMO
 from agent.errors import InvalidInput
 from agent.events import Call, Phase, RoundFinished, call_of
 from agent.outcomes import RunOutcome
+from agent.requests import RunOptions
 from agent.saving import Made, check_post, save_images
 from tools.adapters import merge_loras, split_prompt_loras
 from tools.generate import GenerateRequest, check_request
 from tools.postprocess import PostProcess
 
 
-def run(session, idea: str, *, rounds: int = 3, candidates: int = 2, threshold: float | None = None,
-        threshold_mode: str = "relative", style: str | None = None, raw: bool = False,
-        request_fields: dict | None = None, out_dir: str | Path | None = None,
-        call: Call | None = None, chat_id: str | None = None,
-        reviser: str = "auto", chat_model=None, spec=None, checklist=None,
-        post: PostProcess | None = None, extra: dict | None = None) -> RunOutcome:
+def run(session, idea: str, options: RunOptions | None = None, *, call: Call | None = None,
+        out_dir: str | Path | None = None, chat_id: str | None = None, chat_model=None) -> RunOutcome:
     """The critique loop (agent.loop): expand the idea and derive its checklist, then per
     round generate candidates, safety-check them, score them against the idea, verify every
     requirement, keep the best, and repair what failed until every requirement holds or
     `rounds` are spent. Every round is recorded in the gallery as it ends; the best image is
     saved with the round table and its recipe in its metadata.
-    `reviser`: rules | llm | auto (llm when one is configured or passed, else rules).
-    `spec`: a structured prompt (dict or PromptSpec) to start from instead of expanding the
-    idea (an edited prompt); the candidates are still scored against the idea.
-    `checklist`: requirements (tools.requirements.Checklist or its JSON) instead of deriving them.
-    `post`: post-processing of the best image as it is saved (tools.postprocess); candidates are
-    scored and verified as generated.
-    `extra`: more entries for the best image's record (a batch tags it with its item key).
+    `options` (agent.requests.RunOptions): the budget, the first prompt, the fields, the reviser
+    (rules | llm | auto: llm when one is configured or passed), the post-processing (of the best
+    image as it is saved; candidates are scored and verified as generated).
     `call` (agent.events.Call): cancel it to stop at the next step; its sink gets every round
-    event and the steps."""
+    event and the steps. `chat_model`: a LangChain chat model for expansion, requirements and
+    revision instead of the configured one."""
+    o = options or RunOptions()
     call = call_of(call)
-    post = check_post(post)
+    post = check_post(o.post)
     from agent import loop
     from agent.render import guess_family
 
-    options = loop.LoopOptions(rounds=rounds, candidates=candidates, threshold=threshold,
-                               threshold_mode=threshold_mode).check()
-    fields_ = dict(request_fields or {})
+    options = o.loop_options()
+    fields_ = dict(o.request_fields or {})
     negative = fields_.pop("negative_prompt", "") or ""
     idea, tagged = split_prompt_loras(idea)  # <lora:NAME:W> in the idea: an adapter, not words to expand
     if tagged:
         fields_["loras"] = merge_loras([*fields_.get("loras", ()), *tagged])
     family = guess_family(session.settings.model, session.settings.backends[0])
-    spec, positive, neg, warnings = _first_prompt(session, idea, spec, raw, style, negative, family, chat_model)
+    spec, positive, neg, warnings = _first_prompt(session, idea, o.spec, o.raw, o.style, negative, family, chat_model)
     base = check_request(session.with_defaults(GenerateRequest(prompt=positive, negative_prompt=neg, **fields_)))
     session.check_prompt(idea)
     session.check_prompt(positive)
     backend, checker, scorer = session.backend(), session.safety(), session.scorer()
-    checklist, verifier, more = _checklist(session, idea, spec, checklist, chat_model)
+    checklist, verifier, more = _checklist(session, idea, spec, o.checklist, chat_model)
     warnings += more
     render_spec = _renderer(family)
-    chosen = reviser_for(session, reviser, chat_model, render_spec, family)
+    chosen = reviser_for(session, o.reviser, chat_model, render_spec, family)
     planner = composer = None
     if verifier is not None and "compose" in getattr(backend, "capabilities", ()):
         from agent.layout import RunPlanner
@@ -80,7 +74,7 @@ def run(session, idea: str, *, rounds: int = 3, candidates: int = 2, threshold: 
 
     out_dir = session.out_dir(out_dir)  # before any round runs
     with session.recorded("run", idea=idea, spec=spec_json, chat_id=chat_id,
-                          params=dict(base.params(), rounds=rounds, candidates=candidates)) as run_id:
+                          params=dict(base.params(), rounds=o.rounds, candidates=o.candidates)) as run_id:
         threshold_info = loop.calibrate(options, idea, scorer, (lambda intent: _reference_images(session, intent)))
         result = loop.run_loop(intent=idea, first=loop.Attempt(spec, positive, neg, base.cfg), base=base,
                                options=options, backend=backend, safety=checker, scorer=scorer,
@@ -88,7 +82,7 @@ def run(session, idea: str, *, rounds: int = 3, candidates: int = 2, threshold: 
                                checklist=checklist, verifier=verifier, planner=planner, composer=composer,
                                call=call.with_sink(record_rounds), first_checked=True)
         best = _save_best(session, run_id, result, base, backend, idea, out_dir, checklist, chosen.name,
-                          scorer.formula, verifier, post, extra)
+                          scorer.formula, verifier, post, o.extra)
     call.emit(Phase("done"))
     outcome = RunOutcome(run_id=run_id, best=best, score=round(result.best.score, 4),
                          spec=best.record.get("spec", spec_json), rounds=[r.to_json() for r in result.rounds],

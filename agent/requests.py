@@ -1,5 +1,8 @@
 """Building requests the same way at every front door: sampling fields from plain values, and an idea expanded into the prompt a generation takes.
 
+`RunOptions` is what a critique-loop run is asked for beside its idea, built by each front door
+and taken whole by Session.run / agent.critique.run.
+
 The CLI (agent.commands.common.request_fields), the tools (agent.capabilities), batch lines
 (agent.batch) and the chat all turn their own input (flags, an input model, a line, the chat's
 defaults) into these calls, so the field names, the parsing of LoRAs and sizes and the
@@ -8,7 +11,8 @@ scheduler default live here once. Limits are checked where every request goes th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from tools.adapters import merge_loras, parse_lora
 from tools.generate import SPEED_OPTIONS, parse_size
@@ -48,3 +52,31 @@ def expand_for_generate(session, idea: str, *, style: str | None = None, negativ
     exp = session.expand(idea, style=style, negative=negative, **options)
     return Expanded(prompt=exp.positive, negative=exp.negative, idea=exp.idea, spec=exp.spec.model_dump(mode="json"),
                     extra={"expansion": exp.record()}, expansion=exp)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One critique-loop run's request beside the idea (Session.run, agent.critique.run): the loop's
+    budget and target, the first prompt (expanded, `raw` words, or an edited `spec`), the
+    generation fields, the requirements, the reviser and the post-processing of the best image.
+    Per-call control (the Call, the output folder, the chat id, a chat model) is passed beside it."""
+
+    rounds: int = 3
+    candidates: int = 2
+    threshold: float | None = None          # None: the loop's default relative target
+    threshold_mode: str = "relative"        # relative | absolute
+    style: str | None = None                # a style preset for the expansion
+    raw: bool = False                       # the idea's words are the prompt (no expansion)
+    request_fields: dict = field(default_factory=dict)  # GenerateRequest fields (sampling_fields)
+    spec: Any = None                        # a structured prompt (dict or PromptSpec) instead of expanding
+    checklist: Any = None                   # requirements (Checklist or its JSON) instead of deriving them
+    reviser: str = "auto"                   # rules | llm | auto
+    post: Any = None                        # tools.postprocess.PostProcess for the best image
+    extra: dict | None = None               # more entries for the best image's record
+
+    def loop_options(self):
+        """The loop's part (agent.loop.LoopOptions), checked: rounds, candidates and the target."""
+        from agent.loop import LoopOptions
+
+        return LoopOptions(rounds=self.rounds, candidates=self.candidates, threshold=self.threshold,
+                           threshold_mode=self.threshold_mode).check()

@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 
 from agent.errors import InvalidInput
 from agent.jobs import Job
+from agent.requests import RunOptions
 from agent.server_models import (EditBody, GenerationBody, OpenAIError, RunBody, _images_response, _job_json,
                                  _json_safe, _saved_json, from_validation, loop_event_json)
 from agent.server_service import ImagentService
@@ -167,9 +168,10 @@ def add_routes(app: FastAPI, svc: ImagentService) -> None:
             return call.with_sink(sink)
 
         def work(call):
-            outcome = session.run(body.idea, rounds=body.rounds, candidates=body.candidates,
-                                  threshold=body.threshold, threshold_mode=body.threshold_mode, style=body.style,
-                                  raw=body.raw, request_fields=fields, call=streamed(call))
+            options = RunOptions(rounds=body.rounds, candidates=body.candidates, threshold=body.threshold,
+                                 threshold_mode=body.threshold_mode, style=body.style, raw=body.raw,
+                                 request_fields=fields)
+            outcome = session.run(body.idea, options, call=streamed(call))
             metrics.images.labels(kind="run").inc()
             best = outcome.best
             image = svc.image_json(best.image_id, best.path, best.record, base_url, "url")

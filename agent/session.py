@@ -17,6 +17,7 @@ from agent.config import DEMO, Settings
 from agent.errors import Cancelled, ImagentError, InvalidInput, SafetyBlocked
 from agent.events import Call, call_of
 from agent.outcomes import GenerationOutcome, RunOutcome, SavedImage, UpscaleOutcome  # noqa: F401  (re-exported)
+from agent.requests import RunOptions
 from agent.rerun import check_rerunnable, recorded_options  # noqa: F401  (re-exported)
 from agent.saving import VERSION, Made, check_post, save_images, save_upscale  # noqa: F401  (VERSION re-exported)
 from agent.store import Gallery
@@ -196,12 +197,17 @@ class Session:
 
     # -- metadata -----------------------------------------------------------------------------
     # -- the critique loop and reruns (agent.critique, agent.rerun) ------------------------------
-    def run(self, idea: str, **options) -> RunOutcome:
-        """The critique loop on `idea`: agent.critique.run (rounds, candidates, threshold, style,
-        raw, request_fields, out_dir, call, spec, checklist, reviser, post, extra, ...)."""
+    def run(self, idea: str, options: RunOptions | None = None, *, call: Call | None = None,
+            out_dir: str | Path | None = None, chat_id: str | None = None, chat_model=None,
+            **fields) -> RunOutcome:
+        """The critique loop on `idea` (agent.critique.run). `options` is an agent.requests.RunOptions;
+        its fields may also be given by name (`s.run(idea, rounds=3, candidates=2)`), over `options`."""
+        from dataclasses import replace
+
         from agent import critique
 
-        return critique.run(self, idea, **options)
+        options = replace(options or RunOptions(), **fields)
+        return critique.run(self, idea, options, call=call, out_dir=out_dir, chat_id=chat_id, chat_model=chat_model)
 
     def checklist(self, idea: str, subject: str | None = None, *, chat_model=None):
         """The requirements of an idea and what this session's verifier cannot check:

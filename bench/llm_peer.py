@@ -142,7 +142,7 @@ def bench_chat(settings) -> dict:
         t0 = time.perf_counter()
         if chat.mode == "agent":
             got = agent_choice(chat, text)
-        elif chat.mode == "routed":
+        elif chat.mode in {"routed", "keywords"}:
             choice, who = chat.router.route(text)
             got = chat.router.action_for(choice) + ("" if who == "model" else f" ({who})")
         else:

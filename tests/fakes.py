@@ -47,7 +47,7 @@ def blocking_run(session, *, started: threading.Event | None = None, step: int =
     from agent.errors import Cancelled
     from agent.events import RoundFinished, RoundStarted, Step
 
-    def run(idea, *, call, **kwargs):
+    def run(idea, options=None, *, call, **kwargs):
         call.emit(RoundStarted(1, 3, idea, "initial prompt", "initial"))
         call.emit(RoundFinished(1, 3, {"round": 1, "change": "initial prompt", "scores": [0.61, 0.58],
                                        "best_score": 0.61, "seeds": [7, 8]}))

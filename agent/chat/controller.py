@@ -26,6 +26,8 @@ from agent.chat.slash import SlashCommands, _image_id
 from agent.chat.state import ChatState, Defaults
 from agent.errors import Cancelled, ImagentError, InvalidInput
 from agent.events import (Call, ChatCleared, Event, ImageSaved, Message, ModeChanged, StateChanged)
+from agent.requests import RunOptions
+from tools.limits import check_range
 from tools.upscale import DEFAULT_METHOD
 
 Listener = Callable[[Event], None]
@@ -116,7 +118,7 @@ class ChatController:
             return self._turn(text, lambda: self.slash.run(text))
         if self.mode == "agent":
             return self._turn(text, lambda: self.tool_agent.turn(text))
-        if self.mode == "routed":
+        if self.mode in {"routed", "keywords"}:
             return self._turn(text, lambda: self.router.turn(text))
         return self._turn(text, lambda: self.create(text))
 
@@ -213,9 +215,7 @@ class ChatController:
             size = load_image(path).size
             mask_path = str(atomic_save_png(rect_mask(size, rect), unique_path(self.settings.home / "masks", "rect")))
         d = self.state.defaults
-        if not 0 < strength <= 1:
-            raise InvalidInput(f"strength={strength} is outside 0..1.",
-                               "Use a value above 0 and at most 1 (0.3 keeps most of the image, 1 replaces it).")
+        check_range("strength", strength)  # the front doors checked it (agent.chat.actions); 1/strength below
         steps = d.steps or self.session.model_defaults()["steps"]
         # img2img runs steps x strength steps: at least one
         fields_ = {"strength": strength, "steps": max(steps, math.ceil(1 / strength - 1e-9))}
@@ -332,8 +332,9 @@ class ChatController:
         fields = d.request_fields(self.settings)
         if seed is not None:
             fields["seed"] = seed
-        outcome = self.session.run(idea, rounds=d.rounds, candidates=d.candidates, style=d.style, raw=d.raw,
-                                   request_fields=fields, call=self._call, chat_id=self.chat_id, spec=spec)
+        options = RunOptions(rounds=d.rounds, candidates=d.candidates, style=d.style, raw=d.raw,
+                             request_fields=fields, spec=spec)
+        outcome = self.session.run(idea, options, call=self._call, chat_id=self.chat_id)
         best = outcome.best
         self.state.idea = idea
         self.state.spec = outcome.spec

@@ -1,4 +1,4 @@
-"""Which mode a chat runs in (agent, routed or router), and the line that says why, from its model and settings.
+"""Which mode a chat runs in (agent, routed, keywords or router), and the line that says why, from its model and settings.
 
 Agent mode is announced only after the server was seen calling a tool and taking its result back
 (agent.llm_probe.tool_support, probed once per server and model and cached)."""
@@ -9,7 +9,8 @@ from agent.errors import LLMError
 
 def pick_mode(settings, chat_model=None, offline: bool = False) -> tuple[str, str]:
     """(mode, the line that says why): "agent" (a model that calls tools), "routed" (a configured model
-    that does not, on its server) or "router" (no model, or offline)."""
+    that does not, on its server, but chooses actions right), "keywords" (one that does neither: the
+    offline router chooses, the model writes the prompts) or "router" (no model, or offline)."""
     if offline:
         return "router", "offline mode (switched off the model)"
     if chat_model is not None:
@@ -39,8 +40,19 @@ def _configured_mode(settings) -> tuple[str, str]:
                           "tries the model again.")
     if ok:
         return "agent", f"agent mode: tool-calling model {name} (tool calls checked on {where})"
-    return "routed", (f"routed mode: {name} does not call tools on {where} ({why}); each message is one "
-                      "JSON choice of action")
+    from agent.chat.routing import route_support
+
+    try:
+        routes, how = route_support(settings)
+    except LLMError as exc:
+        return "router", (f"offline mode: {exc.message} A plain message is an idea to draw; /mode agent "
+                          "tries the model again.")
+    if routes:
+        return "routed", (f"routed mode: {name} does not call tools on {where} ({why}); each message is one "
+                          "JSON choice of action")
+    return "keywords", (f"keyword mode: {name} neither calls tools on {where} ({why}) nor chooses actions "
+                        f"reliably ({how}); the offline router picks each action by its words, and {name} "
+                        "still writes the prompts")
 
 
 def _can_call_tools(model) -> bool:

@@ -1,5 +1,6 @@
 """Routed mode: a message becomes one constrained JSON choice of action (RouteChoice) from the model, or from
-the offline keyword router when that call fails, and the choice runs as one of the controller's actions.
+the offline keyword router when that call fails (or in keyword mode: a model that failed the routing probe),
+and the choice runs as one of the controller's actions.
 
 A message that names its action by a word no other action uses (upscale, open image 3, list the images)
 is routed by that word without a model call (`explicit_route`)."""
@@ -8,11 +9,12 @@ from __future__ import annotations
 import json
 import re
 
+from agent.chat.actions import ACTIONS, parse, run_action
 from agent.chat.agent_mode import cancellable
 from agent.errors import Cancelled
 
-ROUTE_ACTIONS = ("create_image", "refine_last", "edit_image", "upscale_image", "open_image", "list_images",
-                 "show_defaults", "explain_scores", "reply")
+# every chat action but set_defaults (a slash command's job), and a reply in words
+ROUTE_ACTIONS = tuple(a.name for a in ACTIONS if a.name != "set_defaults") + ("reply",)
 
 
 def _route_choice():
@@ -62,7 +64,8 @@ _DRAW = re.compile(r"^(?:please\s+)?(?:draw|make|create|paint|generate|render|sh
                    r"(?:(?:an?\s+)?(?:image|picture|photo|drawing|painting)\s+of\s+)?", re.I)
 _UPSCALE = re.compile(r"\b(?:upscale|enlarge|bigger|higher resolution|x[234]|larger)\b", re.I)
 _REFINE = re.compile(r"^(?:make it|now|more|less|fewer|add|without|remove|no |with |change|warmer|cooler|"
-                     r"brighter|darker)", re.I)
+                     r"brighter|darker)|\b(?:make|turn|change|give)\b.*\b(?:it|the (?:colou?rs?|image|picture|"
+                     r"light(?:ing)?|background|sky))\b", re.I)
 
 
 def idea_of(message: str, chosen: str = "") -> str:
@@ -112,8 +115,86 @@ def offline_route(text: str, has_image: bool) -> RouteChoice:
     return RouteChoice(action="create_image", text=idea_of(text))
 
 
+def effective_action(choice: RouteChoice, has_image: bool) -> str:
+    """The action a choice runs: a change asked for with no image yet is a new image (the message is
+    the idea), an open_image with no number lists the images."""
+    if choice.action in {"refine_last", "edit_image", "upscale_image", "explain_scores"} and not has_image:
+        return "create_image"
+    if choice.action == "open_image" and not choice.image:
+        return "list_images"
+    return choice.action
+
+
+def route_messages(where: str, text: str, home=None) -> list:
+    """The routing call's messages: the system prompt, the worked exchanges, then the state and the message."""
+    import prompts
+
+    messages = [("system", prompts.read_text("route_system.md", home))]
+    for shot in _route_examples(home):  # worked exchanges: small models copy the form
+        messages += [("human", f"{shot['state']}\nMessage: {shot['message']}"), ("ai", json.dumps(shot["answer"]))]
+    messages.append(("human", f"{where}\nMessage: {text}"))
+    return messages
+
+
+def model_choice(settings, chat_model, where: str, text: str):
+    """(the model's RouteChoice or None, what was wrong, the raw answer): one constrained call, at
+    temperature 0 (the same message, the same choice)."""
+    from agent.llm import bind_structured, build_chat_model, structured_call
+    from agent.llm_probe import resolve_method
+
+    model = chat_model if chat_model is not None else build_chat_model(settings, temperature=0)
+    method = resolve_method(settings) if chat_model is None else None  # may probe (once)
+    return structured_call(bind_structured(model, RouteChoice, method), RouteChoice,
+                           route_messages(where, text, settings.home))
+
+
+# messages whose action is plain (none of them a worked exchange): a model that routes one of them
+# wrongly would route worse than the keyword router, so the chat does not let it choose
+NO_IMAGE = "There is no image yet."
+ROUTE_PROBES = ((NO_IMAGE, "draw a green square", "create_image"),
+                ("The current image is #1 (a green square).", "make it darker", "refine_last"),
+                ("The current image is #1 (a green square).", "a yellow boat on the sea", "create_image"))
+
+
+def probe_routing(settings) -> dict:
+    """{"ok": every probe message routed right, "right": "k/n", "note", "seconds"}: the routed mode's
+    call on ROUTE_PROBES. LLMError when the server cannot be reached."""
+    import time
+
+    from agent.llm import llm_error
+
+    t0, right, wrong = time.perf_counter(), 0, []
+    for where, text, want in ROUTE_PROBES:
+        try:
+            choice, problem, _ = model_choice(settings, None, where, text)
+        except Exception as exc:
+            choice, problem = None, llm_error(exc, settings).message
+        got = (effective_action(choice, where != NO_IMAGE) if choice is not None
+               else f"no choice ({problem[:60]})")
+        right += got == want
+        if got != want:
+            wrong.append(f"{text!r}: {got}, not {want}")
+    n = len(ROUTE_PROBES)
+    return {"ok": right == n, "right": f"{right}/{n}", "seconds": round(time.perf_counter() - t0, 2),
+            "note": "routes the test messages right" if right == n else "; ".join(wrong)}
+
+
+def route_support(settings) -> tuple[bool, str]:
+    """(whether the model routes the probe messages right, why not), probed once and cached with the
+    server's other findings (agent.llm_probe)."""
+    from agent.llm import describe_server
+    from agent.llm_probe import cached, save
+
+    found = (cached(settings) or {}).get("routing")
+    if not isinstance(found, dict):
+        found = probe_routing(settings)
+        save(settings, {"server": describe_server(settings), "model": settings.llm_model, "routing": found})
+    return bool(found.get("ok")), f"{found.get('right', '?')} test messages routed right: {found.get('note', '')}"
+
+
 class Router:
-    """Routed mode for one ChatController: chooses the action for a message and runs it on the controller."""
+    """Routed mode for one ChatController: chooses the action for a message and runs it on the controller.
+    In keyword mode (a model that routed the probe messages wrongly) the offline router chooses."""
 
     def __init__(self, chat):
         self.chat = chat
@@ -121,32 +202,21 @@ class Router:
     def route(self, text: str) -> tuple[RouteChoice, str]:
         """(the action for a message, who chose it: "rule", "model" or "offline router"): a message that
         names its action (upscale, enlarge, open image 3, list the images) is routed by that word; any
-        other by the model's constrained choice; by the offline keyword router when that call fails
-        (the reason is said in the conversation)."""
-        from agent.llm import bind_structured, build_chat_model, llm_error, structured_call
-        from agent.llm_probe import resolve_method
-
-        import prompts
+        other by the model's constrained choice; by the offline keyword router in keyword mode or when
+        that call fails (the reason is said in the conversation)."""
+        from agent.llm import llm_error
 
         chat, state = self.chat, self.chat.state
         explicit = explicit_route(text, state.image_id is not None)
         if explicit is not None:  # the message names the action itself: no model call needed
             return explicit, "rule"
+        if chat.mode == "keywords":
+            return offline_route(text, state.image_id is not None), "offline router"
         where = (f"The current image is #{state.image_id} ({state.idea or 'no idea recorded'})."
-                 if state.image_id else "There is no image yet.")
-        messages = [("system", prompts.read_text("route_system.md", self.chat.settings.home))]
-        for shot in _route_examples(chat.settings.home):  # worked exchanges: small models copy the form
-            messages += [("human", f"{shot['state']}\nMessage: {shot['message']}"), ("ai", json.dumps(shot["answer"]))]
-        messages.append(("human", f"{where}\nMessage: {text}"))
-
-        def choose():  # temperature 0: the same message, the same choice
-            model = (chat._chat_model if chat._chat_model is not None else
-                     build_chat_model(chat.settings, temperature=0))
-            method = resolve_method(chat.settings) if chat._chat_model is None else None  # may probe (once)
-            return structured_call(bind_structured(model, RouteChoice, method), RouteChoice, messages)
-
+                 if state.image_id else NO_IMAGE)
         try:
-            choice, problem, _ = cancellable(chat._call, choose)
+            choice, problem, _ = cancellable(chat._call, lambda: model_choice(chat.settings, chat._chat_model,
+                                                                              where, text))
         except Cancelled:
             raise
         except Exception as exc:  # the call failed: the offline router still acts
@@ -158,32 +228,18 @@ class Router:
         return choice, "model"
 
     def action_for(self, choice: RouteChoice) -> str:
-        """The action a routed choice runs: a change asked for with no image yet is a new image."""
-        if choice.action in {"refine_last", "edit_image", "upscale_image", "explain_scores"} \
-                and self.chat.state.image_id is None:
-            return "create_image"  # nothing to change yet: the message is the idea
-        if choice.action == "open_image" and not choice.image:
-            return "list_images"
-        return choice.action
+        """The action a routed choice runs (effective_action with this chat's current image)."""
+        return effective_action(choice, self.chat.state.image_id is not None)
 
     def turn(self, text: str) -> str:
         """One message of routed mode: route it, run the action, return the reply."""
         choice, _ = self.route(text)
         action, arg = self.action_for(choice), (choice.text or "").strip()
-        if action == "create_image":
-            return self.chat.create(idea_of(text, arg))
-        if action == "refine_last":
-            return self.chat.refine(change_of(text, arg))
-        if action == "edit_image":
-            return self.chat.edit(change_of(text, arg), image=choice.image)
-        if action == "upscale_image":
-            return self.chat.upscale(image=choice.image, scale=choice.scale or 2)
-        if action == "open_image":
-            return self.chat.open_image(choice.image)
-        if action == "list_images":
-            return self.chat.list_images()
-        if action == "show_defaults":
-            return self.chat.defaults_text()
-        if action == "explain_scores":
-            return self.chat.explain_scores()
-        return arg or "I can draw, refine, edit or upscale images: describe one, or type /help."
+        if action == "reply":
+            return arg or "I can draw, refine, edit or upscale images: describe one, or type /help."
+        values = {"create_image": lambda: {"idea": idea_of(text, arg)},
+                  "refine_last": lambda: {"instruction": change_of(text, arg)},
+                  "edit_image": lambda: {"instruction": change_of(text, arg), "image": choice.image},
+                  "upscale_image": lambda: {"image": choice.image, "scale": choice.scale or 2},
+                  "open_image": lambda: {"image": choice.image}}.get(action, dict)()
+        return run_action(self.chat, action, parse(action, **values))

@@ -6,36 +6,47 @@ import re
 import shlex
 
 from agent.chat import replies
+from agent.chat.actions import ACTION, SetDefaults, field_help, parse, run_action
 from agent.chat.state import _int
 from agent.errors import InvalidInput
-from tools.upscale import DEFAULT_METHOD
 
+
+def _action(name: str) -> str:
+    return ACTION[name].help
+
+
+def _setting(name: str, more: str = "") -> str:
+    return (field_help(SetDefaults, name) + (" " + more if more else "")).strip()
+
+
+# the commands, their argument syntax and their help: an action's help and a setting's description
+# are agent.chat.actions' (the agent's tools show the same words)
 COMMAND_HELP = {
-    "help": ("", "this list"),
-    "style": ("[NAME|off]", "style preset for new images (no name: list them)"),
-    "seed": ("[N|random]", "fixed seed for new images, or a new one each time"),
-    "steps": ("[N]", "denoising steps"),
-    "size": ("[WxH|native]", "image size, multiples of 8"),
-    "rounds": ("[N]", "critique rounds per image (1 = no retry)"),
-    "candidates": ("[N]", "images per round"),
-    "raw": ("[on|off]", "use your words as the prompt, no expansion"),
-    "lora": ("[NAME[:W] ...|off]", "LoRA adapters for new images, e.g. /lora demo-tall:0.8 (off: none)"),
+    "help": ("", "This list."),
+    "style": ("[NAME|off]", _setting("style", "No name: list the presets.")),
+    "seed": ("[N|random]", _setting("seed").replace("-1", "random")),
+    "steps": ("[N]", _setting("steps")),
+    "size": ("[WxH|native]", _setting("size")),
+    "rounds": ("[N]", _setting("rounds")),
+    "candidates": ("[N]", _setting("candidates")),
+    "raw": ("[on|off]", _setting("raw")),
+    "lora": ("[NAME[:W] ...|off]", _setting("lora", "E.g. /lora demo-tall:0.8.")),
     "control": ("[KIND:IMAGE[:S] [KIND=MODEL] ...|off]",
-                "ControlNet conditions for new images, e.g. /control canny:photo.png:0.8 canny=ORG/CONTROLNET"),
-    "defaults": ("", "show the current defaults"),
-    "refine": ("WORDS", "change the last result in words, e.g. /refine warmer light, less clutter"),
-    "run": ("", "run the current structured prompt again (after editing it)"),
-    "edit": ("[#ID] WORDS [mask=PATH|rect=X,Y,W,H] [strength=S]", "img2img, or inpaint a region"),
-    "upscale": ("[#ID] [x2|x3|x4] [method=NAME]", "upscale the current (or given) image"),
-    "images": ("", "list the images of this chat"),
-    "open": ("#ID", "reopen an earlier image (it becomes the current one)"),
-    "scores": ("", "explain the scores of the last run"),
-    "prompt": ("", "show the current structured prompt"),
-    "save": ("PATH", "copy the current image to PATH"),
-    "undo": ("", "undo the last change (defaults, prompt, current image)"),
-    "new": ("", "start a new conversation"),
-    "mode": ("[agent|offline]", "show or switch the mode"),
-    "quit": ("", "leave"),
+                _setting("control", "E.g. /control canny:photo.png:0.8 canny=ORG/CONTROLNET.")),
+    "defaults": ("", _action("show_defaults")),
+    "refine": ("WORDS", _action("refine_last")),
+    "run": ("", "Run the current structured prompt again (after editing it); /run WORDS: a new idea."),
+    "edit": ("[#ID] WORDS [mask=PATH|rect=X,Y,W,H] [strength=S]", _action("edit_image")),
+    "upscale": ("[#ID] [x2|x3|x4] [method=NAME]", _action("upscale_image")),
+    "images": ("", _action("list_images")),
+    "open": ("#ID", _action("open_image")),
+    "scores": ("", _action("explain_scores")),
+    "prompt": ("", "Show the current structured prompt."),
+    "save": ("PATH", "Copy the current image to PATH."),
+    "undo": ("", "Undo the last change (defaults, prompt, current image)."),
+    "new": ("", "Start a new conversation."),
+    "mode": ("[agent|offline]", "Show or switch the mode."),
+    "quit": ("", "Leave."),
 }
 COMMANDS = tuple(COMMAND_HELP)
 
@@ -102,7 +113,7 @@ class SlashCommands:
         return self.chat.defaults_text()
 
     def _cmd_refine(self, rest: str) -> str:
-        return self.chat.refine(rest)
+        return run_action(self.chat, "refine_last", parse("refine_last", instruction=rest))
 
     def _cmd_run(self, rest: str) -> str:
         if rest:
@@ -114,9 +125,9 @@ class SlashCommands:
         image = opts.get("image")
         if words and re.fullmatch(r"#\d+", words[0]):
             image = words.pop(0)
-        strength = float(opts["strength"]) if "strength" in opts else 0.6
-        return self.chat.edit(" ".join(words), image=image, mask=opts.get("mask"), rect=opts.get("rect"),
-                              strength=strength)
+        inp = parse("edit_image", instruction=" ".join(words), image=_image_id(image) if image else None,
+                    mask=opts.get("mask"), rect=opts.get("rect"), strength=_float(opts.get("strength"), "strength"))
+        return run_action(self.chat, "edit_image", inp)
 
     def _cmd_upscale(self, rest: str) -> str:
         words, opts = _options(rest, {"method", "scale", "image"})
@@ -128,8 +139,9 @@ class SlashCommands:
                 scale = w.lower().lstrip("x")
             else:
                 raise InvalidInput(f"/upscale does not understand '{w}'.", "Try /upscale x2, /upscale #12 x4 method=lanczos.")
-        return self.chat.upscale(image=image, scale=_int(scale, "scale"),
-                                 method=opts.get("method", DEFAULT_METHOD))
+        inp = parse("upscale_image", image=_image_id(image) if image else None, scale=_int(scale, "scale"),
+                    method=opts.get("method"))
+        return run_action(self.chat, "upscale_image", inp)
 
     def _cmd_images(self, rest: str) -> str:
         return self.chat.list_images()
@@ -137,7 +149,7 @@ class SlashCommands:
     def _cmd_open(self, rest: str) -> str:
         if not rest:
             raise InvalidInput("Which image?", "Give its number, e.g. /open #3 (/images lists them).")
-        return self.chat.open_image(rest)
+        return run_action(self.chat, "open_image", parse("open_image", image=_image_id(rest)))
 
     def _cmd_scores(self, rest: str) -> str:
         return self.chat.explain_scores()
@@ -176,9 +188,17 @@ def _options(rest: str, known: set[str]) -> tuple[list[str], dict]:
     return words, opts
 
 
+def _float(value, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidInput(f"{name} '{value}' is not a number.", f"Use e.g. {name}=0.6.", param=name) from None
+
+
 def _image_id(value) -> int:
     text = str(value).strip().lstrip("#")
     if not text.isdigit():
         raise InvalidInput(f"'{value}' is not an image number.", "Use e.g. /open #3 (/images lists them).")
     return int(text)
-

@@ -155,4 +155,3 @@ def _bool(value) -> bool:
     if text in {"off", "no", "false", "0"}:
         return False
     raise InvalidInput(f"'{value}' is not on or off.", "Use /raw on or /raw off.")
-

@@ -6,7 +6,8 @@
 
 Each structured-output method (json_schema, json_object_schema, function_calling, json_mode,
 plain) gets one tiny request (64 tokens, no retries); then a tool call with tool_choice "auto" and
-its result sent back, as the chat agent does. The findings are cached in
+its result sent back, as the chat agent does; where that fails, three plain messages routed as the
+chat's routed mode does (a model that routes one wrongly gets keyword mode). The findings are cached in
 $IMAGENT_HOME/llm_capabilities.json per server and model: with IMAGENT_LLM_METHOD unset (auto),
 expansion, requirements and revision use the best method found, and the chat uses agent mode only
 where tools work.
@@ -23,11 +24,15 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from agent.llm_probe import cache_path, check
+    from agent.chat.routing import probe_routing
+    from agent.llm_probe import cache_path, check, save
 
     overrides = {"llm_model": args.llm} if args.llm else {}
     settings = settings_from(args, **overrides)
     found = check(settings)
+    if not found["tools"]["ok"]:  # the chat's routed mode: does the model choose actions right?
+        found["routing"] = probe_routing(settings)
+        save(settings, {"routing": found["routing"]})
     lines = [f"server:  {found['server']}", f"model:   {found['model']}", "structured output:"]
     for method, result in found["methods"].items():
         mark = "ok  " if result["ok"] else ("part" if result["accepted"] else "no  ")
@@ -38,7 +43,13 @@ def run(args) -> int:
     chosen = settings.llm_method if settings.llm_method != "auto" else found["best"]
     lines.append(f"method:  {chosen}" + (" (IMAGENT_LLM_METHOD)" if settings.llm_method != "auto" else
                                          " (the best that works; set IMAGENT_LLM_METHOD to override)"))
-    lines.append(f"chat:    {'agent mode (tool calls)' if tools['ok'] else 'routed mode (a JSON choice of action)'}")
+    routing = found.get("routing") or {}
+    if routing:
+        lines.append(f"routing: {'ok' if routing['ok'] else 'no'} ({routing['right']} test messages routed right"
+                     + ("" if routing["ok"] else f": {routing['note']}") + ")")
+    lines.append("chat:    " + ("agent mode (tool calls)" if tools["ok"] else
+                                "routed mode (a JSON choice of action)" if routing.get("ok") else
+                                "keyword mode (the offline router chooses the action; the model writes the prompts)"))
     lines.append(f"cached in {cache_path(settings)}")
     emit(args, {**found, "method": chosen, "cache": str(cache_path(settings))}, lines)
     if not any(r["ok"] for r in found["methods"].values()):

@@ -20,6 +20,7 @@ import sys
 from agent.commands.common import (add_generation_options, flag_help, add_model_options, add_output_options, emit,
                                    post_from, progress_bar, request_fields, say, session_from, warn)
 from agent.outcomes import RoundRow
+from agent.requests import RunOptions
 from agent.tool_schemas import RunInput
 from tools.generate import printable
 
@@ -54,10 +55,10 @@ def run(args) -> int:
         warn(["-n is ignored by `run`; use --candidates for images per round"])
     fields.pop("count")
     with progress_bar(args) as call:
-        outcome = session.run(args.idea, rounds=args.rounds, candidates=args.candidates, threshold=args.threshold,
-                              threshold_mode=args.threshold_mode, style=args.style, raw=args.raw,
-                              request_fields=fields, out_dir=args.out, call=call, reviser=args.reviser,
-                              post=post)
+        options = RunOptions(rounds=args.rounds, candidates=args.candidates, threshold=args.threshold,
+                             threshold_mode=args.threshold_mode, style=args.style, raw=args.raw,
+                             request_fields=fields, reviser=args.reviser, post=post)
+        outcome = session.run(args.idea, options, out_dir=args.out, call=call)
     warn(outcome.warnings)
     if args.json:
         emit(args, outcome.to_json(), [])

@@ -104,3 +104,34 @@ def test_langchain_tools_stay_grammar_safe_as_langchain_converts_them(session):
         assert _max_length(convert_to_openai_tool(tool)) <= GRAMMAR_SAFE_LENGTH, tool.name
     with pytest.raises(ValidationError):  # still enforced when the call is validated
         tools[0].args_schema.model_validate({"idea": "x" * 2001})
+
+
+def test_the_chats_actions_are_one_list_its_slash_commands_tools_and_routes_are_views_of(session, tiny_sd_path):
+    """agent.chat.actions: /edit ... strength=2 and an edit_image tool call with strength 2 fail with the
+    catalogue's words; the tool's description is the slash command's help; every routed choice is an action."""
+    from agent.chat.actions import ACTION, ACTIONS
+    from agent.chat.routing import ROUTE_ACTIONS
+    from agent.chat.slash import COMMAND_HELP
+
+    chat = ChatController(session)
+    chat.handle("/steps 1")
+    chat.handle("/rounds 1")
+    chat.handle("/candidates 1")
+    chat.handle("two red circles")
+    made = len(chat.state.images)
+    with pytest.raises(InvalidInput) as info:
+        chat.handle("/edit a blue square strength=2")
+    assert (info.value.message, info.value.param) == ("strength 2.0 is out of range.", "strength")
+    tools = {t.name: t for t in chat.tool_agent.tools()}
+    for said in (tools["edit_image"].invoke({"instruction": "a blue square", "strength": 2}),  # LangChain checks
+                 tools["edit_image"].func(instruction="a blue square", strength=2)):  # the action checks
+        assert said.startswith("Error: strength 2") and "is out of range." in said, said  # the model reads it
+        assert LIMITS["strength"].text() in said
+    assert len(chat.state.images) == made, "nothing was generated"
+
+    assert tools["refine_last"].description == ACTION["refine_last"].help == COMMAND_HELP["refine"][1]
+    assert tools["edit_image"].args_schema is ACTION["edit_image"].input
+    assert {a.name for a in ACTIONS} <= set(tools)
+    assert set(ROUTE_ACTIONS) - {"reply"} <= set(ACTION)
+    with pytest.raises(InvalidInput, match="image"):
+        chat.handle("/open #x")

@@ -96,7 +96,8 @@ def test_llm_check_command(capsys, monkeypatch):
         assert main(["llm", "check"]) == 0
         out = capsys.readouterr().out
         assert "no   json_schema" in out and "ok   json_object_schema" in out
-        assert "method:  json_object_schema (the best" in out and "routed mode" in out
+        assert "method:  json_object_schema (the best" in out and "routing: no (0/3 test messages" in out
+        assert "keyword mode" in out, "a model that does not route the test messages right"
         assert main(["llm", "check", "--json"]) == 0
         data = json.loads(capsys.readouterr().out)
     assert data["best"] == "json_object_schema" and data["tools"]["ok"] is False

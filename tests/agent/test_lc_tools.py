@@ -66,3 +66,16 @@ def test_unknown_tool_name_is_rejected(session):
 
     with pytest.raises(ImagentError, match="Unknown tool"):
         make_tools(session, names=["generate", "paint"])
+
+
+def test_tool_sets_over_one_session_can_share_one_queue(session):
+    from agent.jobs import JobQueue
+
+    queue = JobQueue()
+    first, second = ({t.name: t for t in make_tools(session, queue=queue)} for _ in range(2))
+    first["generate"].invoke({"prompt": "two red circles", "steps": 1, "seed": 1})
+    second["generate"].invoke({"prompt": "a blue square", "steps": 1, "seed": 2})
+    assert [j.arguments["prompt"] for j in queue.jobs()] == ["two red circles", "a blue square"]
+    alone = {t.name: t for t in make_tools(session)}  # no queue given: a new one, not this one
+    alone["generate"].invoke({"prompt": "a cat", "steps": 1, "seed": 3})
+    assert len(queue.jobs()) == 2

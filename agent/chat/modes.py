@@ -26,7 +26,9 @@ def pick_mode(settings, chat_model=None, offline: bool = False) -> tuple[str, st
 
 
 def _configured_mode(settings) -> tuple[str, str]:
-    """agent mode where the server was seen handling tools, else routed mode, else offline."""
+    """agent mode where the server was seen handling tools, else routed mode where the model routes the
+    probe messages right, else keyword mode; offline when the server cannot be reached."""
+    from agent.chat.routing import route_support
     from agent.llm import describe_server
     from agent.llm_probe import tool_support
 
@@ -35,15 +37,9 @@ def _configured_mode(settings) -> tuple[str, str]:
         return "agent", f"agent mode: tool-calling model {name}"
     try:
         ok, why = tool_support(settings)
-    except LLMError as exc:
-        return "router", (f"offline mode: {exc.message} A plain message is an idea to draw; /mode agent "
-                          "tries the model again.")
-    if ok:
-        return "agent", f"agent mode: tool-calling model {name} (tool calls checked on {where})"
-    from agent.chat.routing import route_support
-
-    try:
-        routes, how = route_support(settings)
+        if ok:
+            return "agent", f"agent mode: tool-calling model {name} (tool calls checked on {where})"
+        routes, how = route_support(settings)  # probed only for a model that does not call tools
     except LLMError as exc:
         return "router", (f"offline mode: {exc.message} A plain message is an idea to draw; /mode agent "
                           "tries the model again.")

@@ -11,7 +11,7 @@ import re
 
 from agent.chat.actions import ACTIONS, parse, run_action
 from agent.chat.agent_mode import cancellable
-from agent.errors import Cancelled
+from agent.errors import Cancelled, LLMError
 
 # every chat action but set_defaults (a slash command's job), and a reply in words
 ROUTE_ACTIONS = tuple(a.name for a in ACTIONS if a.name != "set_defaults") + ("reply",)
@@ -158,7 +158,8 @@ ROUTE_PROBES = ((NO_IMAGE, "draw a green square", "create_image"),
 
 def probe_routing(settings) -> dict:
     """{"ok": every probe message routed right, "right": "k/n", "note", "seconds"}: the routed mode's
-    call on ROUTE_PROBES. LLMError when the server cannot be reached."""
+    call on ROUTE_PROBES. LLMError when the server cannot be reached or does not answer in time
+    (nothing is cached then)."""
     import time
 
     from agent.llm import llm_error
@@ -168,6 +169,10 @@ def probe_routing(settings) -> dict:
         try:
             choice, problem, _ = model_choice(settings, None, where, text)
         except Exception as exc:
+            import openai
+
+            if isinstance(exc, (openai.APIConnectionError, LLMError)):  # unreachable or too slow: not a finding
+                raise exc if isinstance(exc, LLMError) else llm_error(exc, settings) from None
             choice, problem = None, llm_error(exc, settings).message
         got = (effective_action(choice, where != NO_IMAGE) if choice is not None
                else f"no choice ({problem[:60]})")

@@ -107,6 +107,25 @@ def test_a_model_that_routes_the_probe_messages_wrongly_gets_keyword_mode(llm_se
     assert again.mode == "keywords" and len(server.requests) == len(sent) + probes
 
 
+def test_a_routing_probe_that_times_out_is_not_a_finding(llm_session):
+    import time
+
+    model = small_model()
+
+    def slow_routes(body):  # the routing calls take longer than the client waits
+        if "You choose what imagent does" in body["messages"][0]["content"]:
+            time.sleep(1.0)
+        return model(body)
+
+    with LoopbackLLM([slow_routes], llama_cpp=True) as server:
+        session = llm_session(server)
+        session.settings = session.settings.with_overrides(llm_timeout=0.3, llm_max_retries=0)
+        chat = ChatController(session)
+        assert chat.mode == "router" and "offline mode" in chat.mode_line()
+        server.replies = [model]
+        assert ChatController(session).mode == "routed", "probed again, not a cached failure"
+
+
 def test_agent_mode_on_a_server_that_calls_tools_sends_content_it_accepts(llm_session):
     with LoopbackLLM([small_model(tools=True)], llama_cpp=True) as server:
         chat = ChatController(llm_session(server))

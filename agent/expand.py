@@ -29,7 +29,6 @@ from tools.limits import IDEA_CHARS, IDEA_WORDS
 
 SYSTEM_PROMPT_FILE = "expand_system.md"
 EXAMPLE_FILE = "expand_example.json"  # one worked example, sent as a prior exchange (small models follow it)
-EXPANSION_MAX_ITEMS = 4  # each list of an LLM's answer (the grammar's bound): every item costs a small model time
 # how to write the fields for each family (worded so that a small model copying it does no harm)
 FAMILY_HINTS = {
     "demo": "the idea's exact words as the subject (a tiny demo model reads only captions like 'two red circles')",
@@ -214,7 +213,7 @@ class LLMExpander:
 
         self.warnings = []
         if self._runnable is None:  # built once per expander (schema conversion costs a few ms)
-            self._runnable = bind_structured(self.chat_model, PromptSpec, self.method, max_items=EXPANSION_MAX_ITEMS)
+            self._runnable = bind_structured(self.chat_model, PromptSpec, self.method)
         messages = self.messages(idea, style, family)
         problem = ""
         for attempt in range(2):

@@ -127,9 +127,9 @@ ANSWER_MAX_LENGTH = 120  # each string of a structured answer, as the grammar bo
 ANSWER_MAX_ITEMS = 6     # each list: a small model in a loop repeats items until max_tokens cuts the JSON
 
 
-def llm_schema(model_cls, max_items: int = ANSWER_MAX_ITEMS) -> dict:
+def llm_schema(model_cls) -> dict:
     """The JSON schema of a pydantic model as sent to an LLM: $refs inlined, no titles; every string
-    at most ANSWER_MAX_LENGTH and every list at most `max_items` long, whatever the model allows
+    at most ANSWER_MAX_LENGTH and every list at most ANSWER_MAX_ITEMS long, whatever the model allows
     (a large maxLength does not compile into a llama.cpp grammar; no bound at all lets a small model
     ramble until max_tokens cuts its JSON). The pydantic model still checks the parsed answer."""
     schema = model_cls.model_json_schema() if hasattr(model_cls, "model_json_schema") else copy.deepcopy(model_cls)
@@ -143,7 +143,7 @@ def llm_schema(model_cls, max_items: int = ANSWER_MAX_ITEMS) -> dict:
             if out.get("type") == "string" and "enum" not in out:
                 out["maxLength"] = min(node.get("maxLength", ANSWER_MAX_LENGTH), ANSWER_MAX_LENGTH)
             if out.get("type") == "array":
-                out["maxItems"] = min(node.get("maxItems", max_items), max_items)
+                out["maxItems"] = min(node.get("maxItems", ANSWER_MAX_ITEMS), ANSWER_MAX_ITEMS)
             return out
         if isinstance(node, list):
             return [walk(v) for v in node]
@@ -152,10 +152,10 @@ def llm_schema(model_cls, max_items: int = ANSWER_MAX_ITEMS) -> dict:
     return walk(schema)
 
 
-def bind_structured(chat_model, model_cls, method: str | None, *, max_items: int = ANSWER_MAX_ITEMS):
+def bind_structured(chat_model, model_cls, method: str | None):
     """`chat_model` set up to answer in `model_cls`'s shape by `method` (None: a forced tool when
-    the model can bind tools, else plain); the grammar lets each list hold at most `max_items`."""
-    schema, name = llm_schema(model_cls, max_items), model_cls.__name__
+    the model can bind tools, else plain)."""
+    schema, name = llm_schema(model_cls), model_cls.__name__
     if method == "json_schema":
         return chat_model.bind(response_format={"type": "json_schema", "json_schema": {"name": name, "schema": schema}})
     if method == "json_object_schema":

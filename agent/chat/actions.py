@@ -53,11 +53,9 @@ def _build() -> tuple[ChatAction, ...]:
     class _ChatInput(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra=grammar_safe)
 
-
     class CreateImage(_ChatInput):
         idea: Text = shared_field("idea", ...)
         style: str | None = shared_field("style", None)
-
 
     class RefineLast(_ChatInput):
         instruction: Text = Field(..., max_length=IDEA_CHARS,  # empty: the controller asks what to change
@@ -69,7 +67,6 @@ def _build() -> tuple[ChatAction, ...]:
         add_details: list[str] | None = Field(None, max_length=8, description="Details to add.")
         avoid: list[str] | None = Field(None, max_length=8, description="Things to keep out of the image.")
 
-
     class EditImage(_ChatInput):
         instruction: Text = Field("", max_length=IDEA_CHARS,
                                   description="What the edit should show (default: the image's own prompt).")
@@ -80,16 +77,13 @@ def _build() -> tuple[ChatAction, ...]:
                                                                   "fractions of the image.")
         strength: float = shared_field("strength", EDIT_STRENGTH)
 
-
     class UpscaleImage(_ChatInput):
         image: int | None = Field(None, ge=1, description="The image's number. Default: the current image.")
         scale: int = shared_field("scale", 2)
         method: str = shared_field("method", DEFAULT_METHOD)
 
-
     class OpenImage(_ChatInput):
         image: int = Field(..., ge=1, description="The image's number (list_images shows them).")
-
 
     class SetDefaults(_ChatInput):
         style: str | None = Field(None, max_length=64, description="Style preset for new images ('off': none).")
@@ -105,10 +99,8 @@ def _build() -> tuple[ChatAction, ...]:
         control: str | None = Field(None, max_length=400, description="ControlNet conditions for new "
                                                                       "images ('KIND:IMAGE[:SCALE] ...'), or 'off'.")
 
-
     class NoInput(_ChatInput):
         pass
-
 
     def _set_defaults(chat, a: SetDefaults) -> str:
         values = a.model_dump(exclude_none=True)
@@ -118,11 +110,9 @@ def _build() -> tuple[ChatAction, ...]:
             return chat.defaults_text()
         return chat.set_defaults(**values)
 
-
     def _refine(chat, a: RefineLast) -> str:
         changes = a.model_dump(exclude={"instruction"}, exclude_none=True)
         return chat.refine(a.instruction, changes={k: v for k, v in changes.items() if v} or None)
-
 
     return (
         ChatAction("create_image", CreateImage, "Make an image from a new idea (runs generate, safety, CLIP scoring "

@@ -33,6 +33,7 @@ from agent.errors import ConfigError
 from tools.demo import DEMO  # the model id meaning the demo world's shipped models
 
 BACKENDS = ("diffusers", "openai")
+LLM_EXAMPLES = ("auto", "compact", "default")  # agent.expand.EXAMPLE_FORMS
 LLM_METHODS = ("auto", "json_schema", "json_object_schema", "function_calling", "json_mode", "plain")
 
 
@@ -59,6 +60,7 @@ class Settings:
     llm_fallback: str = "template"    # when the LLM fails: "template" (warn, expand offline) or "error"
     llm_method: str = "auto"          # structured output: auto | json_schema | json_object_schema |
                                       # function_calling | json_mode | plain (agent.llm.METHODS)
+    llm_example: str = "auto"         # expansion's worked example: auto (probed on local servers) | compact | default
     llm_max_tokens: int = 512         # max_tokens on every LLM call (a runaway answer fills a small context)
     llm_temperature: float | None = None  # None: 0.3 with a base URL (local servers), the API's default on OpenAI
     openai_api_key: str | None = field(default=None, repr=False)
@@ -96,8 +98,8 @@ _ENV = {
     "style": "IMAGENT_STYLE", "llm_model": "IMAGENT_LLM_MODEL", "llm_base_url": "IMAGENT_LLM_BASE_URL",
     "llm_api_key": "IMAGENT_LLM_API_KEY", "llm_timeout": "IMAGENT_LLM_TIMEOUT",
     "llm_max_retries": "IMAGENT_LLM_MAX_RETRIES", "llm_fallback": "IMAGENT_LLM_FALLBACK",
-    "llm_method": "IMAGENT_LLM_METHOD", "llm_max_tokens": "IMAGENT_LLM_MAX_TOKENS",
-    "llm_temperature": "IMAGENT_LLM_TEMPERATURE",
+    "llm_method": "IMAGENT_LLM_METHOD", "llm_example": "IMAGENT_LLM_EXAMPLE",
+    "llm_max_tokens": "IMAGENT_LLM_MAX_TOKENS", "llm_temperature": "IMAGENT_LLM_TEMPERATURE",
     "openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL",
     "openai_image_model": "IMAGENT_OPENAI_IMAGE_MODEL",
 }
@@ -258,4 +260,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
         raise ConfigError(f"Unknown llm_method '{settings.llm_method}'.",
                           f"Use {', '.join(LLM_METHODS[:-1])} or {LLM_METHODS[-1]} (`imagent llm check` "
                           "says which work on your server).")
+    if settings.llm_example not in LLM_EXAMPLES:
+        raise ConfigError(f"Unknown llm_example '{settings.llm_example}'.",
+                          "Use auto (probed on a local server), compact or default.")
     return settings

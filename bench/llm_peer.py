@@ -45,6 +45,24 @@ llama-cpp-python's grammar sampling):
 SmolLM2 routed "a yellow boat on the sea" (with a current image) as a change of it, Gemma every probe
 message as list_images. A prompt asking for shorter lists (at most 4 items in the grammar) was tried
 and measured slower (4.05 s per idea, 0.90 valid, 0.02 fallbacks), so it was not kept.
+Session 8, on a native build (AVX-512, AMX) with llama.cpp's extra buffer types off (the AMX/repack
+buffers crash this VM's CPU on a prompt of 200 tokens; the server was started by hand with
+`use_extra_bufts=False` and measured with --base-url). Each row is one run of 50 ideas (sampling at
+temperature 0.3 is not seeded: the same code measured 0.92 and 0.86 valid in two runs):
+| SmolLM2-135M-Instruct Q4_1 | valid, keeps subject | subject from the idea | template fallbacks | s per idea (median) |
+|---|---|---|---|---|
+| the default example (the code before this session), run 1 | 0.92 | 0.08 | 0.00 | 3.24 (2.97) |
+| the default example, run 2 | 0.86 | 0.10 | 0.04 | 3.03 (2.55) |
+| the default example sent without spaces | 0.86 / 0.86 | 0.12 / 0.14 | 0.02 / 0.00 | 2.44 / 1.76 |
+| the compact example (a long idea, no spaces), set | 0.90 / 0.92 | 0.08 / 0.08 | 0.02 / 0.00 | 2.45 (1.84) / 2.49 (1.94) |
+| --example auto: the probe chose compact (6.4 s, once) | 0.88 | 0.12 | 0.00 | 2.18 (1.40) |
+| temperature 0, the default example | 0.92 | 0.08 | 0.00 | 3.87 (3.48) |
+Gemma-3-270M Q4_K_M, 12 ideas each: the default example 0.83 valid, 0.17 fallbacks, 14.36 s; the compact
+example set 0.17 / 0.83 / 13.52 s (it copies the example's style and lighting, then the repair message);
+the default example without spaces 0.50, the long idea with spaces 0.50; --example auto: the probe chose
+the default (15.5 s, once: the compact example's style and lighting were copied on the second test
+idea) and measured 0.83 valid, 0.17 fallbacks, 14.85 s (median 14.29). Chat: 1.00 right for both, in
+keyword mode (SmolLM2 routed 2 of 3 probe messages right).
 """
 from __future__ import annotations
 
@@ -186,6 +204,7 @@ def main() -> int:
     p.add_argument("--base-url", help="use a server that is already running instead of starting one")
     p.add_argument("--llm", default="smollm2", help="model name (the server's alias)")
     p.add_argument("--method", default="auto", help="IMAGENT_LLM_METHOD (default auto)")
+    p.add_argument("--example", default="auto", help="IMAGENT_LLM_EXAMPLE: auto (probed), compact or default")
     p.add_argument("--n", type=int, default=50, help="PartiPrompts ideas (default 50; 0: the chat requests only)")
     p.add_argument("--n-ctx", type=int, default=2048, help="the server's context (llama-cpp-python's default 2048)")
     p.add_argument("--threads", type=int, default=2)
@@ -206,14 +225,25 @@ def main() -> int:
         proc, url = start_server(args.server_python, gguf, args.llm, args.n_ctx, args.threads, home / "server.log")
     try:
         settings = load_settings(env={"IMAGENT_HOME": str(home)}, llm_model=args.llm, llm_base_url=url,
-                                 llm_method=args.method, llm_timeout=args.timeout, llm_max_retries=0,
-                                 llm_fallback="template")
+                                 llm_method=args.method, llm_example=args.example, llm_timeout=args.timeout,
+                                 llm_max_retries=0, llm_fallback="template")
         t0 = time.perf_counter()
         found = check(settings)
         print(f"1. llm check ({time.perf_counter() - t0:.1f} s): best {found['best']}, tools "
               f"{'ok' if found['tools']['ok'] else 'no'}, context {found['context']}")
         for m, r in found["methods"].items():
             print(f"   {m:<19} {'ok' if r['ok'] else 'no'}  {r['seconds']:5.2f} s  {r['note'][:100]}")
+        if args.n:  # the worked example's form, probed (and cached) before the ideas are timed
+            from agent.expand import example_form
+            from agent.llm import build_chat_model
+            from agent.llm_probe import cached
+
+            t0 = time.perf_counter()
+            best = args.method if args.method != "auto" else found["best"]
+            form = example_form(settings, build_chat_model(settings), best, "sd")
+            found["example"] = (cached(settings) or {}).get("example")
+            print(f"   example form {form} ({time.perf_counter() - t0:.1f} s): "
+                  f"{((found['example'] or {}).get('note') or 'set by --example')[:160]}")
         print(f"2. expansion of {args.n} PartiPrompts ideas (method {args.method}):", flush=True)
         exp = bench_expansion(settings, ideas(args.n)) if args.n else {}
         if exp:

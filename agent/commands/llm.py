@@ -7,7 +7,9 @@
 Each structured-output method (json_schema, json_object_schema, function_calling, json_mode,
 plain) gets one tiny request (64 tokens, no retries); then a tool call with tool_choice "auto" and
 its result sent back, as the chat agent does; where that fails, three plain messages routed as the
-chat's routed mode does (a model that routes one wrongly gets keyword mode). The findings are cached in
+chat's routed mode does (a model that routes one wrongly gets keyword mode); on a local server, two test
+ideas expanded with the compact worked example (a model that answers both cleanly gets it: fewer tokens
+per expansion; else the default example). The findings are cached in
 $IMAGENT_HOME/llm_capabilities.json per server and model: with IMAGENT_LLM_METHOD unset (auto),
 expansion, requirements and revision use the best method found, and the chat uses agent mode only
 where tools work.
@@ -30,6 +32,17 @@ def run(args) -> int:
     overrides = {"llm_model": args.llm} if args.llm else {}
     settings = settings_from(args, **overrides)
     found = check(settings)
+    best = settings.llm_method if settings.llm_method != "auto" else found["best"]
+    if settings.llm_base_url and any(r["ok"] for r in found["methods"].values()):
+        from agent.expand import probe_example_form
+        from agent.llm import build_chat_model, llm_error
+
+        try:
+            found["example"] = probe_example_form(settings, build_chat_model(settings), best)
+            save(settings, {"example": found["example"]})
+        except Exception as exc:  # not a finding about the model: nothing cached, probed again on first use
+            found["example"] = {"form": "default", "seconds": 0.0,
+                                "note": f"not probed: {llm_error(exc, settings).message}"}
     if not found["tools"]["ok"]:  # the chat's routed mode: does the model choose actions right?
         found["routing"] = probe_routing(settings)
         save(settings, {"routing": found["routing"]})
@@ -40,9 +53,11 @@ def run(args) -> int:
     tools = found["tools"]
     lines.append(f"tools:   {'ok' if tools['ok'] else 'no'} ({tools['note']})")
     lines.append(f"context: {found['context'] or 'not reported by the server'}")
-    chosen = settings.llm_method if settings.llm_method != "auto" else found["best"]
-    lines.append(f"method:  {chosen}" + (" (IMAGENT_LLM_METHOD)" if settings.llm_method != "auto" else
-                                         " (the best that works; set IMAGENT_LLM_METHOD to override)"))
+    lines.append(f"method:  {best}" + (" (IMAGENT_LLM_METHOD)" if settings.llm_method != "auto" else
+                                       " (the best that works; set IMAGENT_LLM_METHOD to override)"))
+    example = found.get("example") or {}
+    if example:
+        lines.append(f"example: {example['form']} ({example['note']}; {example['seconds']:.1f} s)")
     routing = found.get("routing") or {}
     if routing:
         lines.append(f"routing: {'ok' if routing['ok'] else 'no'} ({routing['right']} test messages routed right"
@@ -51,7 +66,7 @@ def run(args) -> int:
                                 "routed mode (a JSON choice of action)" if routing.get("ok") else
                                 "keyword mode (the offline router chooses the action; the model writes the prompts)"))
     lines.append(f"cached in {cache_path(settings)}")
-    emit(args, {**found, "method": chosen, "cache": str(cache_path(settings))}, lines)
+    emit(args, {**found, "method": best, "cache": str(cache_path(settings))}, lines)
     if not any(r["ok"] for r in found["methods"].values()):
         note("imagent: no structured-output method gave a usable answer: expansion will fall back to the template. "
              "Try a larger model, or check the server's log.")

@@ -180,6 +180,7 @@ def http_settings(server, **kw):
     kw.setdefault("llm_fallback", "error")
     kw.setdefault("llm_timeout", 5.0)
     kw.setdefault("llm_method", "json_schema")  # scripted replies: no capability probe first
+    kw.setdefault("llm_example", "default")
     return sd_settings(llm_model="local-model", llm_base_url=server.base_url, **kw)
 
 

@@ -26,6 +26,7 @@ def model_like(body):
 def settings_for(server, **kw):
     kw.setdefault("llm_fallback", "error")
     kw.setdefault("llm_timeout", 5.0)
+    kw.setdefault("llm_example", "default")  # the example-form probe has its own tests
     return load_settings(model="runwayml/stable-diffusion-v1-5", llm_model="local-model",
                          llm_base_url=server.base_url, **kw)
 
@@ -98,6 +99,7 @@ def test_llm_check_command(capsys, monkeypatch):
         assert "no   json_schema" in out and "ok   json_object_schema" in out
         assert "method:  json_object_schema (the best" in out and "routing: no (0/3 test messages" in out
         assert "keyword mode" in out, "a model that does not route the test messages right"
+        assert "example: default (compact: 'three green apples" in out, "its subject drops the test idea"
         assert main(["llm", "check", "--json"]) == 0
         data = json.loads(capsys.readouterr().out)
     assert data["best"] == "json_object_schema" and data["tools"]["ok"] is False

@@ -13,7 +13,7 @@ from loopback_llm import LoopbackLLM, Status, ToolCall
 
 from agent.config import load_settings
 from agent.errors import LLMError
-from agent.expand import expand_idea
+from agent.expand import EXAMPLE_PROBES, expand_idea
 from agent.spec_checks import drop_conflicts
 from agent.schemas import PromptSpec
 
@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def settings_for(server, **kw):
     kw.setdefault("llm_fallback", "error")
     kw.setdefault("llm_timeout", 5.0)
+    kw.setdefault("llm_example", "default")  # the example-form probe has its own tests
     return load_settings(model="runwayml/stable-diffusion-v1-5", llm_model="local-model",
                          llm_base_url=server.base_url, **kw)
 
@@ -376,7 +377,7 @@ def test_local_servers_get_a_low_temperature_unless_set(monkeypatch):
         expand_idea("a cat", settings_for(server, llm_method="json_schema"))
         monkeypatch.setenv("IMAGENT_LLM_TEMPERATURE", "0.9")
         expand_idea("a cat", load_settings(llm_model="m", llm_base_url=server.base_url, llm_method="json_schema",
-                                           llm_fallback="error"))
+                                           llm_example="default", llm_fallback="error"))
     assert [b["temperature"] for b in server.requests] == [0.3, 0.9]
     from agent.llm import build_chat_model
 
@@ -391,3 +392,61 @@ def test_fields_still_wrong_after_the_repair_are_left_out_when_the_subject_holds
     assert len(server.requests) == 2 and e.expander == "llm:local-model"
     assert (e.spec.style, e.spec.lighting, e.spec.composition) == ("", "", GOOD["composition"])
     assert "lighting, style left out" in e.warnings[0] and "is not a description" in e.warnings[0]
+
+
+# -- the worked example's form, probed per server and model ---------------------------------------
+def _example(name):
+    return json.loads((ROOT / "prompts" / name).read_text())
+
+
+def _idea_of(body) -> str:
+    return body["messages"][-1]["content"].splitlines()[0].removeprefix("Idea: ")
+
+
+def test_a_model_that_answers_the_test_ideas_cleanly_gets_the_compact_example_once():
+    from agent.llm_probe import cached
+
+    def model(body):  # keeps each idea whole, its own words elsewhere
+        return {**GOOD, "subject": _idea_of(body), "style": "oil painting", "lighting": "warm lamp light"}
+
+    with LoopbackLLM([model]) as server:
+        settings = settings_for(server, llm_method="json_schema", llm_example="auto")
+        e = expand_idea("a cat typing on a laptop", settings)
+        expand_idea("a dog asleep on a sofa", settings)
+    compact = _example("expand_example_compact.json")
+    ideas = [_idea_of(b) for b in server.requests]
+    assert ideas == [*EXAMPLE_PROBES, "a cat typing on a laptop", "a dog asleep on a sofa"], "probed once, cached"
+    shot = server.requests[2]["messages"][2]["content"]
+    assert shot == json.dumps(compact["answer"], separators=(",", ":")) and ", " not in shot.split('"subject"')[0]
+    assert cached(settings)["example"]["form"] == "compact" and e.spec.style == "oil painting"
+
+
+def test_a_model_that_copies_the_compact_example_keeps_the_default_one():
+    compact, default = _example("expand_example_compact.json"), _example("expand_example.json")
+
+    def model(body):  # copies the example it was shown
+        shown = json.loads(body["messages"][2]["content"])
+        return {**GOOD, "subject": _idea_of(body), **{k: shown[k] for k in ("style", "lighting", "composition")}} \
+            if shown == compact["answer"] else {**GOOD, "subject": _idea_of(body)}
+
+    with LoopbackLLM([model]) as server:
+        settings = settings_for(server, llm_method="json_schema", llm_example="auto")
+        e = expand_idea("a cat typing on a laptop", settings)
+    assert len(server.requests) == 2, "the probe stops at the first unclean answer"
+    assert server.requests[1]["messages"][2]["content"] == json.dumps(default["answer"])
+    assert e.spec.style == GOOD["style"] and not e.warnings
+    from agent.llm_probe import cached
+
+    found = cached(settings)["example"]
+    assert found["form"] == "default" and "copy the example" in found["note"]
+
+
+def test_the_example_form_can_be_set_and_a_wrong_one_is_refused():
+    from agent.errors import ConfigError
+
+    with LoopbackLLM([GOOD]) as server:
+        expand_idea("a cat typing on a laptop", settings_for(server, llm_method="json_schema", llm_example="compact"))
+    assert len(server.requests) == 1, "no probe when the form is set"
+    assert json.loads(server.requests[0]["messages"][2]["content"]) == _example("expand_example_compact.json")["answer"]
+    with pytest.raises(ConfigError, match="llm_example"):
+        load_settings(llm_example="short")

@@ -309,14 +309,11 @@ def example_form(settings: Settings, chat_model, method: str | None, family: str
         return settings.llm_example
     if not settings.llm_base_url:
         return "default"
-    from agent.llm import describe_server
-    from agent.llm_probe import cached, save
+    from agent.llm_probe import finding
 
-    found = (cached(settings) or {}).get("example")
-    if not isinstance(found, dict) or found.get("form") not in EXAMPLE_FORMS:
-        found = probe_example_form(settings, chat_model, method, family if family != "demo" else "sd")
-        save(settings, {"server": describe_server(settings), "model": settings.llm_model, "example": found})
-    return found["form"]
+    found = finding(settings, "example",
+                    lambda: probe_example_form(settings, chat_model, method, family if family != "demo" else "sd"))
+    return found["form"] if found.get("form") in EXAMPLE_FORMS else "default"
 
 
 def _dedupe(items: list[str]) -> list[str]:

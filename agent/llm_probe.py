@@ -73,6 +73,16 @@ def save(settings: Settings, entry: dict) -> None:
         pass
 
 
+def finding(settings: Settings, key: str, probe) -> dict:
+    """The cached finding `key` (tools, routing, example) for this server and model; else `probe()`'s,
+    cached. A probe that raises (the server unreachable, too slow) caches nothing."""
+    found = (cached(settings) or {}).get(key)
+    if not isinstance(found, dict):
+        found = probe()
+        save(settings, {"server": describe_server(settings), "model": settings.llm_model, key: found})
+    return found
+
+
 def forget(settings: Settings) -> None:
     """Drop this server and model from the cache (its method stopped working: probe again)."""
     data = load_cache(settings)
@@ -234,9 +244,5 @@ def resolve_method(settings: Settings) -> str:
 
 def tool_support(settings: Settings) -> tuple[bool, str]:
     """(whether the model calls tools on this server, why not), probed once and cached."""
-    entry = cached(settings) or {}
-    found = entry.get("tools")
-    if not isinstance(found, dict):
-        found = probe_tools(settings)
-        save(settings, {"server": describe_server(settings), "model": settings.llm_model, "tools": found})
+    found = finding(settings, "tools", lambda: probe_tools(settings))
     return bool(found.get("ok")), str(found.get("note") or "")

@@ -187,13 +187,9 @@ def probe_routing(settings) -> dict:
 def route_support(settings) -> tuple[bool, str]:
     """(whether the model routes the probe messages right, why not), probed once and cached with the
     server's other findings (agent.llm_probe)."""
-    from agent.llm import describe_server
-    from agent.llm_probe import cached, save
+    from agent.llm_probe import finding
 
-    found = (cached(settings) or {}).get("routing")
-    if not isinstance(found, dict):
-        found = probe_routing(settings)
-        save(settings, {"server": describe_server(settings), "model": settings.llm_model, "routing": found})
+    found = finding(settings, "routing", lambda: probe_routing(settings))
     return bool(found.get("ok")), f"{found.get('right', '?')} test messages routed right: {found.get('note', '')}"
 
 

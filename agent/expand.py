@@ -214,19 +214,27 @@ class LLMExpander:
             self._runnable = bind_structured(self.chat_model, PromptSpec, self.method)
         return self._runnable
 
-    def first_answer_problem(self, idea: str, family: str | None = None) -> str:
-        """What is wrong with the model's first answer for `idea`, "" when nothing: one call, no repair,
-        the subject always checked. Client errors propagate."""
+    def answer(self, messages, idea: str, family: str | None, *, check_subject: bool = True):
+        """One call: (the spec without junk items, or None; its problems [(fields, phrase)]; what was wrong
+        when there is no spec; the raw answer). Client errors (HTTP, timeouts) propagate."""
         from agent.llm import short_error, structured_call
 
         try:
-            spec, problem, _ = structured_call(self.runnable(), PromptSpec, self.messages(idea, None, family))
+            spec, problem, raw_text = structured_call(self.runnable(), PromptSpec, messages)
         except (ValueError, TypeError) as exc:  # malformed JSON / schema mismatch raised by the client
-            return short_error(exc)
+            return None, [], short_error(exc), ""
         if spec is None:
-            return problem
-        found = problem_fields(drop_junk_items(spec), idea, self.instructions(family), example=self.example())
-        return "; ".join(text for _, text in found)
+            return None, [], problem, raw_text
+        spec = drop_junk_items(spec)
+        found = problem_fields(spec, idea, self.instructions(family), check_subject=check_subject,
+                               example=self.example())
+        return spec, found, "", raw_text
+
+    def first_answer_problem(self, idea: str, family: str | None = None) -> str:
+        """What is wrong with the model's first answer for `idea`, "" when nothing: one call, no repair,
+        the subject always checked. Client errors propagate."""
+        spec, found, problem, _ = self.answer(self.messages(idea, None, family), idea, family)
+        return problem if spec is None else "; ".join(text for _, text in found)
 
     def instructions(self, family: str | None) -> str:
         """The text of the request that is not the idea, the style preset or a quoted example (a
@@ -240,20 +248,12 @@ class LLMExpander:
         Client errors (timeouts, HTTP) propagate unchanged; `agent.llm.llm_error` explains them."""
         from langchain_core.messages import AIMessage, HumanMessage
 
-        from agent.llm import short_error, structured_call
-
         self.warnings = []
         messages = self.messages(idea, style, family)
         problem = ""
         for attempt in range(2):
-            try:
-                spec, problem, raw_text = structured_call(self.runnable(), PromptSpec, messages)
-            except (ValueError, TypeError) as exc:  # malformed JSON / schema mismatch raised by the client
-                spec, problem, raw_text = None, short_error(exc), ""
+            spec, found, problem, raw_text = self.answer(messages, idea, family, check_subject=family != "demo")
             if spec is not None:
-                spec = drop_junk_items(spec)
-                found = problem_fields(spec, idea, self.instructions(family), check_subject=family != "demo",
-                                       example=self.example())
                 if not found:
                     return spec
                 fields = {f for names, _ in found for f in names}

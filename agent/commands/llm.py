@@ -57,7 +57,8 @@ def run(args) -> int:
                                        " (the best that works; set IMAGENT_LLM_METHOD to override)"))
     example = found.get("example") or {}
     if example:
-        lines.append(f"example: {example['form']} ({example['note']}; {example['seconds']:.1f} s)")
+        lines.append(f"example: {example['form']} ({example['note']}; {example['seconds']:.1f} s)"
+                     + (f"; IMAGENT_LLM_EXAMPLE sets {settings.llm_example}" if settings.llm_example != "auto" else ""))
     routing = found.get("routing") or {}
     if routing:
         lines.append(f"routing: {'ok' if routing['ok'] else 'no'} ({routing['right']} test messages routed right"

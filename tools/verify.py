@@ -6,13 +6,21 @@ requirement other than the holistic one, each with pass/fail (or None: cannot be
 cannot check (a closed-vocabulary detector and a word it never saw).
 
 `DetectorVerifier` reads objects, counts and boxes with an open-vocabulary detector
-(tools.detect: OWL-ViT / OWLv2), relations from the boxes' centres, attributes by the detector's
+(tools.detect: OWL-ViT / OWLv2), relations from the boxes by GenEval's rule (below), attributes by the detector's
 own per-box phrase scores ("red circle" vs "blue circle" on the same box), and the background
 with CLIP (tools.score); the holistic score is the loop's own (its scorer). The same code serves real models and the demo
 world's learned detector; the demo oracle is never used here.
+
+Relations ("left of", "right of", "above", "below") follow GenEval's `relative_position`: the
+offset of A's box centre from B's, each axis shrunk by 0.1 x the two boxes' sizes on it, divided
+by the offset's length, gives two components; "A left of B" needs the x component below -0.5
+(within about 60 degrees of the axis, less once the shrink is taken). A verdict must clear the
+cut by RELATION_MARGIN: a pair that passes only by a hair is "uncertain" and fails, so the loop
+repairs it instead of reporting it met.
 """
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 from PIL import Image
@@ -23,7 +31,10 @@ from tools.requirements import Box, Checklist, Requirement, RequirementVerdict
 BASIC_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
                  "gray")
 BACKGROUNDS = ("white", "black", "gray", "blue", "green", "red", "yellow")
-RELATION_MARGIN = 2 / 64     # share of the image side a centre must clear to count as left/right/...
+GENEVAL_SHRINK = 0.1       # GenEval's POSITION_THRESHOLD: the offset shrinks by this x the boxes' sizes
+RELATION_CUT = 0.5         # GenEval's cut on the normalised component
+RELATION_MARGIN = 0.1      # a relation passes when its component clears the cut by this much
+NEXT_TO = 0.6              # "next to": centres at most this share of the image side apart
 
 
 class Verifier(Protocol):
@@ -34,11 +45,32 @@ class Verifier(Protocol):
     def unsupported(self, checklist: Checklist) -> list[str]: ...
 
 
-def relation_holds(relation: str, a: Box, b: Box, side: float) -> bool:
-    dx, dy, m = b.cx - a.cx, b.cy - a.cy, RELATION_MARGIN * side
+def relation_components(a: Box, b: Box) -> tuple[float, float]:
+    """A's offset from B as GenEval normalises it: (x, y), each in -1..1; y grows downward."""
+    ox, oy = a.cx - b.cx, a.cy - b.cy
+    norm = math.hypot(ox, oy)
+    if norm == 0:
+        return 0.0, 0.0
+    sx = max(abs(ox) - GENEVAL_SHRINK * ((a.x1 - a.x0) + (b.x1 - b.x0)), 0.0)
+    sy = max(abs(oy) - GENEVAL_SHRINK * ((a.y1 - a.y0) + (b.y1 - b.y0)), 0.0)
+    return math.copysign(sx, ox) / norm, math.copysign(sy, oy) / norm
+
+
+def relation_excess(relation: str, a: Box, b: Box, side: float) -> float:
+    """How far "A <relation> B" clears its cut (negative: it fails). For left/right/above/below
+    the named component past GenEval's 0.5; for "next to" the share of the side left under NEXT_TO."""
     if relation == "next to":
-        return (dx * dx + dy * dy) ** 0.5 <= 0.6 * side
-    return {"left of": dx > m, "right of": -dx > m, "above": dy > m, "below": -dy > m}[relation]
+        return NEXT_TO - math.hypot(a.cx - b.cx, a.cy - b.cy) / side
+    x, y = relation_components(a, b)
+    return {"left of": -x, "right of": x, "above": -y, "below": y}[relation] - RELATION_CUT
+
+
+def describe_relation(relation: str, x: float, y: float) -> str:
+    """The components in words: 'x -0.31, y -0.88: mostly above; "left of" needs x < -0.6'."""
+    axis, sign = {"left of": ("x", -1), "right of": ("x", 1), "above": ("y", -1), "below": ("y", 1)}[relation]
+    mostly = ("left of" if x < 0 else "right of") if abs(x) >= abs(y) else ("above" if y < 0 else "below")
+    need = f"{axis} {'<' if sign < 0 else '>'} {sign * (RELATION_CUT + RELATION_MARGIN):g}"
+    return f"x {x:+.2f}, y {y:+.2f}: mostly {mostly}; \"{relation}\" needs {need}"
 
 
 class DetectorVerifier:
@@ -137,12 +169,15 @@ class DetectorVerifier:
             missing = [x for x, boxes in ((r.subject, a), (r.object, b)) if not boxes]
             return RequirementVerdict(r.id, r.kind, False, 0.9, {"missing": missing}, r.text)
         sa, sb = max(a, key=lambda x: x.score), max(b, key=lambda x: x.score)
-        ok = relation_holds(r.relation, sa, sb, side)
-        dx, dy = sb.cx - sa.cx, sb.cy - sa.cy
-        margin = abs(dx if r.relation in ("left of", "right of") else dy) / side
-        return RequirementVerdict(r.id, r.kind, ok, min(1.0, 0.5 + margin),
-                                  {"subject": sa.to_json(), "object": sb.to_json(),
-                                   "dx": round(-dx, 1), "dy": round(-dy, 1)}, r.text)
+        excess = relation_excess(r.relation, sa, sb, side)
+        ok = excess > RELATION_MARGIN
+        evidence = {"subject": sa.to_json(), "object": sb.to_json()}
+        if r.relation != "next to":
+            x, y = relation_components(sa, sb)
+            evidence.update(x=round(x, 3), y=round(y, 3), why=describe_relation(r.relation, x, y))
+        if 0 <= excess <= RELATION_MARGIN:
+            evidence["uncertain"] = True   # true by the rule, but only by a hair: repaired, not met
+        return RequirementVerdict(r.id, r.kind, ok, min(1.0, 0.5 + abs(excess - RELATION_MARGIN)), evidence, r.text)
 
     def _exclusive(self, r, det, objects, all_nouns, found) -> RequirementVerdict:
         if any(o.count is None for o in objects):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from tools.demo import world as W
-from tools.demo.oracle import REL_MARGIN, relation_holds
+from tools.demo.oracle import relation_holds
 from training import demo_models as M
 from training.demo_common import Checkpointer, batch, images_to_tensor, log, lr_at
 
@@ -77,16 +77,14 @@ def near_miss(scene, lay, rng: random.Random, relation_share: float):
     the scene's image `lay` under the oracle's rule, and drawn so that the scene's own relation is
     false in the near-miss image. perturb picks among six kinds of change, so without this,
     relations (the critique loop's hardest call) would be rare and only ever reversed."""
-    # layout centres are box centres; the oracle measures mass centroids (a triangle's sits lower)
-    margin = REL_MARGIN - 5.0
     if scene.relation and rng.random() < relation_share:
         a, b = lay.objects[0], lay.objects[1]
         false_here = [r for r in W.RELATIONS
-                      if r != scene.relation and not relation_holds(r, a, b, margin)]
+                      if r != scene.relation and not relation_holds(r, a, b)]
         miss = W.Scene(scene.groups, rng.choice(false_here), scene.background, scene.background_explicit)
         for _ in range(50):
             img, mlay = W.render(miss, rng)
-            if not relation_holds(scene.relation, mlay.objects[0], mlay.objects[1], margin):
+            if not relation_holds(scene.relation, mlay.objects[0], mlay.objects[1]):
                 break
         return miss, img
     miss = W.perturb(scene, rng)

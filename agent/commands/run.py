@@ -105,7 +105,9 @@ def _evidence(check: dict) -> str:
         reads = ", ".join(f"{b.get('attribute', '')} {b.get('noun', '')}".strip() for b in e.get("found", []))
         return f"found {e.get('count')} of {e.get('wanted')}" + (f" (read: {reads})" if reads else "")
     if check.get("kind") == "relation":
-        return f"missing {', '.join(e['missing'])}" if "missing" in e else f"dx {e.get('dx')}, dy {e.get('dy')}"
+        if "missing" in e:
+            return f"missing {', '.join(e['missing'])}"
+        return (e.get("why") or "") + (" (uncertain: true by a hair)" if e.get("uncertain") else "")
     if check.get("kind") == "background":
         return f"read {e.get('read')}" if "read" in e else e.get("why", "")
     if check.get("kind") == "exclusive":

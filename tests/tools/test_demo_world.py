@@ -117,6 +117,26 @@ def test_oracle_reads_blank_and_relation():
     assert not O.check(img, "a blue square left of a red circle").correct
 
 
+def _found(cx, cy, side=10.0):
+    return O.Found("red", "circle", cx, cy, 80, 0.8, 1.0, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+
+
+def test_oracle_relations_are_genevals_relative_position():
+    b = _found(32, 32)
+    # 24 px away, boxes 10 px: at 30 degrees off the x axis: x = -(20.78 - 2) / 24 = -0.78, y = -(12 - 2) / 24
+    assert O.relative_position(_found(32 - 20.78, 32 - 12), b) == {"left of"}
+    # at 45 degrees both parts are (16.97 - 2) / 24 = 0.62: left of and above at once, as in GenEval
+    assert O.relative_position(_found(32 - 16.97, 32 - 16.97), b) == {"left of", "above"}
+    # the diagonal miss: 13 px right and 24 px up is "above", never "right of"
+    assert O.relative_position(_found(33, 17, 12), _found(20, 41, 12)) == {"above"}
+    # centres closer than the shrink: no relation at all
+    assert O.relative_position(_found(31, 32), b) == set()
+    img, _ = W.render("a red circle left of a blue square", seed=1)
+    objs = {o.colour: o for o in O.read(img).objects}
+    assert O.relation_holds("left of", objs["red"], objs["blue"])
+    assert objs["red"].box[0] < objs["red"].cx < objs["red"].box[2]
+
+
 # ----------------------------------------------------------------------------- shipped models
 
 def test_missing_weights_raise_model_not_found(monkeypatch, tmp_path):

@@ -71,7 +71,104 @@ def test_counts_colours_relation_exclusive_and_background_each_get_a_verdict():
     swapped = [("purple", "circle", (4, 20, 20, 36)), ("orange", "square", (40, 20, 56, 36))]
     v = verdicts(swapped, "a purple circle right of an orange square")
     assert v["o1"].passed and v["o2"].passed and v["r1"].passed is False
-    assert v["r1"].evidence["dx"] < 0
+    assert v["r1"].evidence["x"] < 0 and "mostly left of" in v["r1"].evidence["why"]
+
+
+# GenEval's rule, worked out by hand for A at distance 24 from B, both boxes 10 x 10 (so each
+# axis shrinks by 0.1 x (10 + 10) = 2): at angle t from the named axis the named component is
+# (24 cos t - 2) / 24 and the cross one (24 sin t - 2) / 24.
+ANGLES = [  # (degrees from the named axis, named component, cross component, verdict)
+    (0, 0.917, 0.0, True),
+    (30, 0.783, 0.417, True),
+    (45, 0.624, 0.624, True),      # past 0.5 + the 0.1 margin
+    (50, 0.559, 0.683, False),     # true by GenEval's 0.5, but only by a hair: uncertain, fails
+    (60, 0.417, 0.783, False),
+    (75, 0.175, 0.883, False),
+]
+AXES = {"left of": (-1, 0), "right of": (1, 0), "above": (0, -1), "below": (0, 1)}
+
+
+def _placed(relation, degrees, distance=24.0, side=10.0):
+    """Boxes for A and B with A `distance` from B's centre (32, 32), `degrees` off the named axis."""
+    import math
+
+    ax, ay = AXES[relation]
+    t = math.radians(degrees)
+    # the cross direction: a quarter turn from the axis
+    ox = distance * (ax * math.cos(t) - ay * math.sin(t))
+    oy = distance * (ay * math.cos(t) + ax * math.sin(t))
+    h = side / 2
+    return (32 + ox - h, 32 + oy - h, 32 + ox + h, 32 + oy + h), (32 - h, 32 - h, 32 + h, 32 + h)
+
+
+@pytest.mark.parametrize("relation", list(AXES))
+@pytest.mark.parametrize("degrees,named,cross,expected", ANGLES)
+def test_relations_follow_genevals_rule_at_each_angle(relation, degrees, named, cross, expected):
+    a, b = _placed(relation, degrees)
+    v = verdicts([("red", "circle", a), ("blue", "square", b)], f"a red circle {relation} a blue square")
+    r = v["r1"]
+    assert r.passed is expected, (relation, degrees, r.evidence)
+    ax, ay = AXES[relation]
+    got_named = r.evidence["x"] * ax + r.evidence["y"] * ay
+    got_cross = abs(r.evidence["y"] if ax else r.evidence["x"])
+    assert got_named == pytest.approx(named, abs=2e-3) and got_cross == pytest.approx(cross, abs=2e-3)
+    assert r.evidence.get("uncertain", False) is (degrees == 50)
+    # and the other three relations: each holds only where its own component clears the cut
+    for other, (ox, oy) in AXES.items():
+        if other != relation:
+            w = verdicts([("red", "circle", a), ("blue", "square", b)], f"a red circle {other} a blue square")
+            comp = w["r1"].evidence["x"] * ox + w["r1"].evidence["y"] * oy
+            assert w["r1"].passed is (comp > 0.6), (relation, degrees, other, comp)
+
+
+def test_a_diagonal_pair_is_not_met_and_the_evidence_says_why():
+    # the issue's miss: purple centre (33, 17), blue (20, 41): 13 px right and 24 px up
+    purple, blue = (27, 11, 39, 23), (14, 35, 26, 47)
+    v = verdicts([("purple", "triangle", purple), ("blue", "triangle", blue)],
+                 "a purple triangle right of a blue triangle")
+    assert v["o1"].passed and v["o2"].passed and v["r1"].passed is False
+    assert "mostly above" in v["r1"].evidence["why"] and "x > 0.6" in v["r1"].evidence["why"]
+    v = verdicts([("purple", "triangle", purple), ("blue", "triangle", blue)],
+                 "a purple triangle above a blue triangle")
+    assert v["r1"].passed is True
+
+
+def test_near_touching_boxes_are_judged_by_the_same_rule():
+    # side by side, touching: offset 20, shrink 0.1 x 40 = 4, so x = -16 / 20 = -0.8
+    v = verdicts([("red", "circle", (10, 22, 30, 42)), ("blue", "square", (30, 22, 50, 42))],
+                 "a red circle left of a blue square")
+    assert v["r1"].passed and v["r1"].evidence["x"] == pytest.approx(-0.8)
+    # overlapping by half: offset 10, shrink 4 -> -0.6, on the margin: uncertain, not met
+    v = verdicts([("red", "circle", (10, 22, 30, 42)), ("blue", "square", (20, 22, 40, 42))],
+                 "a red circle left of a blue square")
+    assert v["r1"].passed is False and v["r1"].evidence["uncertain"]
+    # centres 2 px apart (the old rule's margin) with the boxes' sizes: the shrink leaves nothing
+    v = verdicts([("red", "circle", (10, 22, 30, 42)), ("blue", "square", (12, 22, 32, 42))],
+                 "a red circle left of a blue square")
+    assert v["r1"].passed is False and v["r1"].evidence["x"] == 0
+
+
+def test_the_verifier_and_the_oracle_implement_genevals_rule_apart_and_agree():
+    """Two implementations (the verifier's over detector boxes, the oracle's as GenEval writes it)
+    give the same components on random boxes: neither is the other's copy, so a slip in one shows."""
+    import random
+
+    from tools.demo.oracle import relation_components
+    from tools.requirements import Box
+    from tools.verify import relation_components as verifier_components
+
+    rng = random.Random(5)
+    for _ in range(500):
+        def box():
+            x0, y0 = rng.uniform(0, 50), rng.uniform(0, 50)
+            return Box(x0, y0, x0 + rng.uniform(2, 20), y0 + rng.uniform(2, 20), 1.0)
+        a, b = box(), box()
+        mine = verifier_components(a, b)
+        theirs = relation_components(type("F", (), {"box": a.xyxy})(), type("F", (), {"box": b.xyxy})())
+        if theirs is None:
+            assert mine == pytest.approx((0.0, 0.0), abs=1e-3)
+        else:
+            assert mine == pytest.approx(theirs, abs=1e-9)
 
 
 def test_wrong_count_wrong_colour_and_extra_objects_fail_with_evidence():

@@ -22,6 +22,11 @@ class Placed:
     size: int
     group: int
 
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        h = self.size / 2
+        return self.cx - h, self.cy - h, self.cx + h, self.cy + h
+
 
 @dataclass
 class Layout:
@@ -34,6 +39,15 @@ def _size_range(n: int) -> tuple[int, int]:
 
 
 def _relation_ok(rel: str, a: Placed, b: Placed, margin: float = 8.0) -> bool:
+    """At least `margin` pixels apart on the named axis, within 45 degrees of it, and true by
+    GenEval's rule with room to spare (the named component of the oracle's normalised offset is
+    past 0.6, not just 0.5)."""
+    from tools.demo.oracle import relation_components
+
+    c = relation_components(a, b)
+    named = {"left of": -c[0], "right of": c[0], "above": -c[1], "below": c[1]}.get(rel, 0.0) if c else 0.0
+    if named < 0.6:
+        return False
     dx, dy = b.cx - a.cx, b.cy - a.cy
     if rel == "left of":
         return dx >= margin and abs(dy) <= dx

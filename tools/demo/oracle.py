@@ -10,8 +10,12 @@ How it reads an image:
   narrower its top is than its bottom (triangle, drawn point up), else circle;
 - an object's style is "tall" when its box is at least TALL_ASPECT times taller than wide (as
   the demo LoRA draws them), else "normal";
-- relations compare centroids: "A left of B" holds when A's centroid is more than
-  REL_MARGIN pixels left of B's (likewise right/above/below).
+- relations follow GenEval's `relative_position` (evaluation/evaluate_images.py) on the objects'
+  pixel boxes: the offset between the box centres, each axis shrunk by POSITION_THRESHOLD x the
+  sum of the two boxes' sizes on that axis (not below 0), divided by the offset's length; "A left
+  of B" when the x part is below -0.5, "right of" above 0.5, "above" when the y part is below
+  -0.5, "below" above 0.5 (y grows downward). Written here from GenEval's definition, apart from
+  the verifier's own rule (tools.verify), so that the judge does not share the judged code.
 
 Per-category correctness mirrors GenEval: single_object = one object of the right colour and
 shape; colors = one object of the right colour on the right background; counting = exactly N
@@ -33,7 +37,7 @@ from tools.errors import InvalidInput
 
 MIN_AREA = 20
 TALL_ASPECT = 1.25   # "tall" style objects are drawn 1/0.7 = 1.43 times taller than wide
-REL_MARGIN = 2.0
+POSITION_THRESHOLD = 0.1   # GenEval's shrink of the centre offset, per unit of the two boxes' sizes
 CORE_DIST = 60.0
 
 _OBJ_NAMES = list(COLOURS)
@@ -49,6 +53,7 @@ class Found:
     area: int
     fill: float
     aspect: float = 1.0     # height / width of the object's box
+    box: tuple[float, float, float, float] | None = None   # pixel box (x0, y0, x1, y1); None: a point at the centroid
 
     @property
     def style(self) -> str:
@@ -206,14 +211,43 @@ def read(image) -> Reading:
             ys, xs = np.nonzero(part)
             aspect = float(np.ptp(ys) + 1) / float(np.ptp(xs) + 1)
             objects.append(Found(_OBJ_NAMES[col - 1], shape, float(xs.mean()), float(ys.mean()),
-                                 a, fill, aspect))
+                                 a, fill, aspect, (float(xs.min()), float(ys.min()),
+                                                   float(xs.max()) + 1.0, float(ys.max()) + 1.0)))
     return Reading(bg_name, objects)
 
 
-def relation_holds(rel: str, a: Found, b: Found, margin: float = REL_MARGIN) -> bool:
-    dx, dy = b.cx - a.cx, b.cy - a.cy
-    return {"left of": dx > margin, "right of": -dx > margin,
-            "above": dy > margin, "below": -dy > margin}[rel]
+def _xyxy(o) -> np.ndarray:
+    box = getattr(o, "box", None)
+    return np.array(box if box is not None else (o.cx, o.cy, o.cx, o.cy), dtype=np.float64)
+
+
+def relation_components(a, b) -> tuple[float, float] | None:
+    """GenEval's normalised offset of A from B (x, y), or None when the shrunk offset vanishes.
+    `a` and `b` are anything with a pixel `box` (x0, y0, x1, y1), or a centre `cx`, `cy`."""
+    boxes = np.stack([_xyxy(a), _xyxy(b)]).reshape(2, 2, 2)
+    centre_a, centre_b = boxes.mean(axis=-2)
+    dim_a, dim_b = np.abs(np.diff(boxes, axis=-2))[..., 0, :]
+    offset = centre_a - centre_b
+    revised = np.maximum(np.abs(offset) - POSITION_THRESHOLD * (dim_a + dim_b), 0) * np.sign(offset)
+    if np.all(np.abs(revised) < 1e-3):
+        return None
+    dx, dy = revised / np.linalg.norm(offset)
+    return float(dx), float(dy)
+
+
+def relative_position(a, b) -> set[str]:
+    """GenEval's relations of A to B ("left of", "right of", "above", "below"; none, one or two)."""
+    c = relation_components(a, b)
+    if c is None:
+        return set()
+    dx, dy = c
+    return {name for name, holds in (("left of", dx < -0.5), ("right of", dx > 0.5),
+                                     ("above", dy < -0.5), ("below", dy > 0.5)) if holds}
+
+
+def relation_holds(rel: str, a, b) -> bool:
+    """Whether "A <rel> B" holds by GenEval's rule."""
+    return rel in relative_position(a, b)
 
 
 def _find(reading: Reading, colour: str | None, shape: str) -> list[Found]:

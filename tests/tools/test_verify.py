@@ -28,15 +28,14 @@ class BoxDetector:
     def scores(self, image, queries):
         probs = np.zeros((max(1, len(self.objects)), len(queries)), dtype=np.float32)
         boxes = np.zeros((max(1, len(self.objects)), 4), dtype=np.float32)
-        for i, (colour, shape, box) in enumerate(self.objects):
+        for i, (colour, shape, box, *reads) in enumerate(self.objects):
             boxes[i] = box
+            reads = reads[0] if reads else {colour: 0.8}   # colour phrase scores; others 0.1
             for j, q in enumerate(queries):
                 if q == shape:
                     probs[i, j] = 0.9
-                elif q == f"{colour} {shape}":
-                    probs[i, j] = 0.8
                 elif q.endswith(" " + shape):
-                    probs[i, j] = 0.1
+                    probs[i, j] = reads.get(q.split()[0], 0.1)
         return Detections(probs, boxes, list(queries))
 
     boxes_for = Detector.boxes_for
@@ -185,6 +184,20 @@ def test_wrong_count_wrong_colour_and_extra_objects_fail_with_evidence():
 
     v = verdicts([], "a red circle", "white")
     assert v["o1"].passed is False and v["o1"].evidence["count"] == 0
+
+
+def test_a_colour_read_too_close_to_call_is_uncertain_and_not_a_match():
+    # the detector reads orange at 0.54 and yellow at 0.24 (an in-between colour): under 3 x, unsure
+    amber = {"orange": 0.54, "yellow": 0.24}
+    scene = [("orange", "triangle", (2, 2, 16, 16), amber), ("orange", "triangle", (40, 2, 54, 16)),
+             ("blue", "square", (2, 40, 16, 54)), ("blue", "square", (40, 40, 54, 54))]
+    v = verdicts(scene, "two orange triangles and two blue squares")
+    assert v["o1"].passed is False and v["o1"].evidence["count"] == 1 and v["o1"].evidence["uncertain"]
+    assert [b.get("uncertain", False) for b in v["o1"].evidence["found"]] == [True, False]
+    assert v["o2"].passed
+    # a clear read (0.8 against 0.1) of the same colour passes
+    sure = [scene[0][:3], *scene[1:]]
+    assert verdicts(sure, "two orange triangles and two blue squares")["o1"].passed
 
 
 def test_words_outside_a_closed_vocabulary_cannot_be_checked():

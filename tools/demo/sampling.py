@@ -161,6 +161,44 @@ def prompt_set(category: str, n: int | None = None, seed: int = 0) -> list[str]:
     return seen
 
 
+COMPOSITIONAL = ("relation_background", "relation_same_shape", "relation_same_colour", "two_counted_groups")
+
+
+def compositional_prompt_set(category: str, n: int = 24, seed: int = 0) -> list[str]:
+    """`n` distinct prompts of one harder compositional category, sampled from the grammar:
+
+    - relation_background: a relation between two objects on a named background;
+    - relation_same_shape: "above" / "below" between two objects of one shape (colours differ);
+    - relation_same_colour: a relation between two objects of one colour (shapes differ);
+    - two_counted_groups: two groups of two ("two blue circles and two orange triangles").
+    """
+    if category not in COMPOSITIONAL:
+        raise InvalidInput(f"unknown category {category!r}", f"use one of {', '.join(COMPOSITIONAL)}")
+    rng = random.Random(f"compositional-{category}-{seed}")
+    colours, seen = list(COLOURS), []
+    for _ in range(10000):
+        if len(seen) >= n:
+            break
+        if category == "relation_background":
+            a, b = _pick_two_groups(rng, distinct_shapes=False)
+            scene = Scene((a, b), rng.choice(RELATIONS), rng.choice(list(BACKGROUNDS)), True)
+        elif category == "relation_same_shape":
+            shape = rng.choice(SHAPES)
+            ca, cb = rng.sample(colours, 2)
+            scene = Scene((Group(1, ca, shape), Group(1, cb, shape)), rng.choice(("above", "below")))
+        elif category == "relation_same_colour":
+            colour = rng.choice(colours)
+            sa, sb = rng.sample(SHAPES, 2)
+            scene = Scene((Group(1, colour, sa), Group(1, colour, sb)), rng.choice(RELATIONS))
+        else:
+            a, b = _pick_two_groups(rng, distinct_shapes=False)
+            scene = Scene((Group(2, a.colour, a.shape), Group(2, b.colour, b.shape)))
+        cap = scene.caption()
+        if cap not in seen:
+            seen.append(cap)
+    return seen
+
+
 def sample(rng: random.Random, category: str | None = None) -> tuple[Image.Image, str, Scene]:
     """One random training example: (image, caption, scene)."""
     scene = sample_scene(rng, category)

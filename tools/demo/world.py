@@ -12,9 +12,10 @@ from __future__ import annotations
 from tools.demo.drawing import Layout, Placed, apart, boxes_image, draw, free_spot, layout, layout_image, render
 from tools.demo.grammar import (BACKGROUNDS, CATEGORIES, COLOURS, MAX_OBJECTS, NUMBERS, RELATIONS, SHAPES, SIZE,
                                 STYLES, TALL_WIDTH, VOCAB_WORDS, WORD_TO_NUMBER, Group, Scene, parse, validate)
-from tools.demo.sampling import distractors, perturb, prompt_set, sample, sample_scene
+from tools.demo.sampling import (COMPOSITIONAL, compositional_prompt_set, distractors, perturb, prompt_set, sample,
+                                 sample_scene)
 
 __all__ = ["BACKGROUNDS", "CATEGORIES", "COLOURS", "MAX_OBJECTS", "NUMBERS", "RELATIONS", "SHAPES", "SIZE", "STYLES",
            "TALL_WIDTH", "VOCAB_WORDS", "WORD_TO_NUMBER", "Group", "Scene", "parse", "validate", "Layout", "Placed",
-           "apart", "boxes_image", "draw", "free_spot", "layout", "layout_image", "render", "distractors", "perturb",
-           "prompt_set", "sample", "sample_scene"]
+           "apart", "boxes_image", "draw", "free_spot", "layout", "layout_image", "render", "COMPOSITIONAL",
+           "compositional_prompt_set", "distractors", "perturb", "prompt_set", "sample", "sample_scene"]

@@ -85,7 +85,49 @@ def _flags(p: argparse.ArgumentParser) -> dict[str, str]:
     return out
 
 
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell sees from a command whose reader went away
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. Output to a pipe whose reader has gone (`imagent gallery |
+    head -1`) ends the command quietly with 141, as for other commands killed by SIGPIPE: the one
+    place BrokenPipeError is handled, for text and --json output alike."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # buffered output meets the closed pipe here, not at exit (where Python would complain)
+            try:
+                sys.stdout.flush()
+            except (AttributeError, ValueError):  # no stdout, or a closed one: nothing buffered to lose
+                pass
+    except BrokenPipeError:
+        _silence_closed_streams()
+        return EXIT_CLOSED_PIPE
+
+
+def _silence_closed_streams() -> None:
+    """Point stdout (and stderr, if its pipe is gone too) at the null device, so that nothing more
+    fails to be written, at exit either (the recipe in the docs of Python's signal module)."""
+    streams = [sys.stdout]
+    try:
+        sys.stderr.flush()
+    except BrokenPipeError:
+        streams.append(sys.stderr)
+    except (AttributeError, OSError, ValueError):
+        pass
+    for stream in streams:
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real file (captured by a test, closed, None)
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -106,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imagent: cancelled", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away: not a bug (main)
+        raise
     except Exception as exc:  # a bug: say so plainly, traceback only on request
         if os.environ.get("IMAGENT_DEBUG"):
             raise

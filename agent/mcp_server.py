@@ -358,7 +358,9 @@ def serve_http(app: ImagentMCP, host: str = "127.0.0.1", port: int = 8765, *, lo
     if host not in LOOPBACK:
         print(f"imagent: warning: serving on {host}, reachable from other machines, without authentication.",
               file=sys.stderr)
-    config = uvicorn.Config(http_app(app, host), host=host, port=port, log_level=log_level)
+    from agent.serving import log_config
+
+    config = uvicorn.Config(http_app(app, host), host=host, port=port, log_level=log_level, log_config=log_config())
     try:
         uvicorn.Server(config).run()
     finally:

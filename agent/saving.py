@@ -103,7 +103,7 @@ def save_upscale(session, run_id, result, source: Path, source_record: dict | No
     verdict = checker.check_image(result.image)
     if not verdict.allowed:
         raise SafetyBlocked(f"The upscaled image was blocked by the safety policy ({verdict.category}): "
-                            f"{verdict.reason}", verdict.category or "unsafe",
+                            f"{verdict.reason}.", verdict.category or "unsafe",
                             "Nothing was written. Use another image.")
     w, h = result.image.size
     record = {

@@ -169,7 +169,9 @@ def serving_in_thread(app: FastAPI, *, start_timeout: float = 10.0):
 
 
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info") -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted; uvicorn's messages and access log go to stderr."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    from agent.serving import log_config
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config())

@@ -7,6 +7,20 @@ import time
 from contextlib import contextmanager
 
 
+def log_config() -> dict:
+    """uvicorn's logging setup with its access log ("GET /healthz 200") on stderr beside its other
+    messages: uvicorn sends it to stdout, which holds only results in imagent."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for handler in config.get("handlers", {}).values():
+        if handler.get("stream") == "ext://sys.stdout":
+            handler["stream"] = "ext://sys.stderr"
+    return config
+
+
 @contextmanager
 def uvicorn_in_thread(asgi_app, *, start_timeout: float = 10.0, what: str = "the HTTP server"):
     """Yields the base URL (http://127.0.0.1:PORT) once uvicorn has started; stops it on exit."""
@@ -17,7 +31,8 @@ def uvicorn_in_thread(asgi_app, *, start_timeout: float = 10.0, what: str = "the
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="error",
+                                          log_config=log_config()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

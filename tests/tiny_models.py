@@ -119,9 +119,12 @@ def save_tiny_owlvit(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def save_tiny_lora(unet, path: Path, *, rank: int = 4, seed: int = 0, scale: float = 0.5) -> Path:
-    """A random LoRA for `unet` (attention projections) made with peft, saved as one
-    .safetensors file in diffusers format. `unet` is copied, never changed."""
+def save_tiny_lora(unet, path: Path, *, rank: int = 4, seed: int = 0, scale: float = 0.5,
+                   targets=("to_q", "to_k", "to_v", "to_out.0")) -> Path:
+    """A random LoRA for `unet` (attention projections, or `targets`) made with peft, saved as one
+    .safetensors file in diffusers format (convert_state_dict_to_diffusers renames only attention
+    keys, so other targets keep peft's layout: a file of mixed layouts, as the demo LoRAs are).
+    `unet` is copied, never changed."""
     import copy
 
     import torch
@@ -131,7 +134,7 @@ def save_tiny_lora(unet, path: Path, *, rank: int = 4, seed: int = 0, scale: flo
 
     u = copy.deepcopy(unet)
     u.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                             target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+                             target_modules=list(targets)))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in u.named_parameters():

@@ -2,7 +2,7 @@
 
 - `Lora(source, weight)`: a LoRA file (diffusers or kohya/A1111 `.safetensors`), a folder holding
   one, a name found in the LoRA folders (`$IMAGENT_HOME/loras/NAME.safetensors`), a shipped demo
-  adapter (`demo-tall`) or a hub id. Written `PATH_OR_ID[:WEIGHT]` on the command line and
+  adapter (`demo-tall`, `demo-lcm`) or a hub id. Written `PATH_OR_ID[:WEIGHT]` on the command line and
   `<lora:NAME:WEIGHT>` inside a prompt, as AUTOMATIC1111 users write it.
 - `Control(kind, image, scale, start, end, model)`: one ControlNet condition. `canny` takes any
   image and imagent computes its edge map (OpenCV); the other kinds take a ready condition image
@@ -266,7 +266,7 @@ def resolve_lora(source: str, search_dirs=()) -> tuple[str, str | None]:
     where = ", ".join(str(d) for d in search_dirs) or "no LoRA folder"
     raise ModelNotFound(f"No LoRA '{source}': not a file or folder, and not in {where}.",
                         "Pass the path of a .safetensors file, put it in the LoRA folder as NAME.safetensors, "
-                        "or use a shipped one (demo-tall).")
+                        f"or use a shipped one ({' or '.join(DEMO_LORAS)}).")
 
 
 def _in_folder(folder: Path, source: str) -> tuple[str, str | None]:

@@ -11,6 +11,7 @@ kept by `tools.diffusers_backend.DiffusersBackend` and set for every call:
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 
 from tools.diffusers_loading import _RESAVE_HINT, DEMO_MODEL, _require_hub, check_model_folder
@@ -62,6 +63,13 @@ class Loras:
             pipe.fuse_lora(components=["unet"], lora_scale=1.0, adapter_names=names)
             self.fused = self._key(loras)
 
+    def check(self, loras) -> None:
+        """ModelNotFound for a LoRA that is nowhere to be found: said before any model loads."""
+        from tools.adapters import resolve_lora
+
+        for lora in loras:
+            resolve_lora(lora.source, self.dirs)
+
     def _key(self, loras) -> tuple:
         from tools.adapters import resolve_lora
 
@@ -73,8 +81,16 @@ class Loras:
             raise InvalidInput(f"The model '{self.model}' ({type(pipe).__name__}) does not take LoRA adapters.",
                                "Drop the LoRAs, or use a Stable Diffusion / SDXL / FLUX model.", param="lora")
         kwargs = {"weight_name": weight_name} if weight_name else {}
+        shipped = _is_shipped_lora(folder)
         try:
-            pipe.load_lora_weights(folder, adapter_name=adapter, **kwargs)
+            mixed = None if shipped else mixed_layout_state_dict(folder, weight_name)
+            with warnings.catch_warnings():
+                if shipped:  # see _is_shipped_lora: peft would name the 56 modules it leaves at zero (4-8 KB)
+                    warnings.filterwarnings("ignore", message=_PEFT_INCONSISTENCY, category=RuntimeWarning)
+                if mixed is not None:
+                    pipe.load_lora_weights(mixed, adapter_name=adapter)
+                else:
+                    pipe.load_lora_weights(folder, adapter_name=adapter, **kwargs)
         except Exception as exc:  # noqa: BLE001  (diffusers/peft raise many types for a bad file)
             try:
                 pipe.delete_adapters(adapter)  # a half-loaded adapter must not stay in the UNet
@@ -98,6 +114,63 @@ class Loras:
                                "It was made for another kind of model (or its layer names are not ones diffusers "
                                "converts): use a LoRA made for this base model.")
         return adapter
+
+
+# diffusers' older layout of LoRA keys -> peft's (what diffusers.utils.convert_state_dict_to_diffusers renames)
+_OLD_TO_PEFT = ((".lora.down.", ".lora_A."), (".lora.up.", ".lora_B."),
+                (".lora_linear_layer.down.", ".lora_A."), (".lora_linear_layer.up.", ".lora_B."))
+
+
+_PEFT_INCONSISTENCY = "While injecting the PEFT adapters, an inconsistency was discovered"
+
+
+def _is_shipped_lora(folder) -> bool:
+    """Whether `folder` holds a shipped demo LoRA (demo-tall, demo-lcm). Those files are of mixed
+    layouts (see mixed_layout_state_dict): diffusers loads their 44 peft-layout modules and leaves
+    the 56 attention modules at zero. Their model card's figures and the shipped tests measure them
+    loaded that way (`pipe.load_lora_weights(folder)`), so imagent loads them as measured, without
+    peft's warning, until they are exported in one layout and measured again."""
+    from tools.adapters import DEMO_LORAS
+    from tools.demo import weights_path
+
+    try:
+        here = Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return False
+    return any(here == (weights_path() / name).resolve() for name in DEMO_LORAS.values())
+
+
+def mixed_layout_state_dict(folder, weight_name: str | None) -> dict | None:
+    """A LoRA file whose keys mix peft's layout (`proj_in.lora_A.weight`) and diffusers' older one
+    (`attn1.to_q.lora.down.weight`), as `convert_state_dict_to_diffusers` writes a peft LoRA that
+    targets more than attention (the shipped demo LoRAs): its state dict with every key in peft's
+    layout; None for any other file (loaded as it is). diffusers judges a file's layout by its
+    first key, so it would load only the peft-layout half and peft would warn about the rest (a
+    RuntimeWarning listing every module left at zero)."""
+    if not weight_name or not weight_name.endswith(".safetensors"):
+        return None
+    path = Path(folder) / weight_name
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            keys = list(f.keys())
+    except Exception:  # noqa: BLE001  (not readable as safetensors: diffusers says why)
+        return None
+    peft = any(".lora_A." in k or ".lora_B." in k for k in keys)
+    old = any(o in k for k in keys for o, _ in _OLD_TO_PEFT)
+    if not (peft and old) or any(k.endswith(".alpha") for k in keys):
+        return None
+    from safetensors.torch import load_file
+
+    out = {}
+    for key, tensor in load_file(str(path)).items():
+        for o, n in _OLD_TO_PEFT:
+            key = key.replace(o, n)
+        out[key] = tensor
+    return out
 
 
 def adapter_has_weights(pipe, adapter: str) -> bool:
@@ -129,17 +202,32 @@ class ControlNets:
         self._lock = threading.Lock()
 
     def model_for(self, control) -> str:
+        from tools.adapters import DEMO_CONTROLNETS
+
         source = control.model or self.defaults.get(control.kind)
         if source is None and self.model == DEMO_MODEL:
-            from tools.adapters import DEMO_CONTROLNETS
             from tools.demo import weights_path
 
             if control.kind in DEMO_CONTROLNETS:
                 source = str(weights_path() / DEMO_CONTROLNETS[control.kind])
         if source is None:
-            raise InvalidInput(f"No ControlNet is set for the control kind '{control.kind}'.",
-                               f"Name one as the control model {control.kind}=PATH_OR_ID.", param="control_model")
+            shipped = ", ".join(DEMO_CONTROLNETS)
+            if self.model == DEMO_MODEL:
+                hint = (f"The demo model ships a ControlNet for {shipped} only (--control layout:BOXES.png, boxes "
+                        f"filled in object colours); for {control.kind}, name one made for this model as the "
+                        f"control model {control.kind}=PATH_OR_ID.")
+            else:
+                hint = (f"Name one made for this base model as the control model {control.kind}=PATH_OR_ID "
+                        f"(e.g. canny=lllyasviel/sd-controlnet-canny for SD 1.5); imagent ships one only for the "
+                        f"demo model ({shipped}).")
+            raise InvalidInput(f"No ControlNet is set for the control kind '{control.kind}'.", hint,
+                               param="control_model")
         return source
+
+    def check(self, controls) -> None:
+        """InvalidInput for a condition with no ControlNet set: said before any model loads."""
+        for control in controls:
+            self.model_for(control)
 
     def has(self, kind: str) -> bool:
         """Whether a ControlNet is set (or shipped, for the demo model) for conditions of `kind`."""

@@ -82,9 +82,11 @@ class DiffusersBackend:
 
     def generate(self, request: GenerateRequest, *, progress: ProgressFn | None = None,
                  cancel: threading.Event | None = None) -> GenerateResult:
+        req = check_request(request)
+        self.controlnets.check(req.controls)  # what can be told without a model, before one loads
+        self.loras.check(req.loras)
         import torch
 
-        req = check_request(request)
         width, height = (req.init_image.size if req.init_image is not None else
                          (req.width or self.native_size()[0], req.height or self.native_size()[1]))
         pipe = (self.controlnets.pipeline(self.pipeline("txt2img"), req.mode, req.controls) if req.controls

@@ -155,10 +155,13 @@ def prepare_out_dir(directory: str | os.PathLike) -> Path:
 SAVE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 # Where the metadata goes in JPEG and WebP files, as AUTOMATIC1111 stores it (PNG uses text chunks):
-# the A1111 `parameters` text in EXIF UserComment, b"UNICODE\0" + UTF-16 big-endian (what A1111
-# writes through piexif, and civitai and A1111's PNG Info read; Pillow writes a new EXIF block
-# big-endian too), and imagent's JSON record in EXIF ImageDescription (IFD0, ASCII: the JSON
-# escapes anything else as \uXXXX). Only Pillow's Image.Exif is used, no piexif.
+# the A1111 `parameters` text in EXIF UserComment, type UNDEFINED, b"UNICODE\0" + UTF-16 big-endian
+# (what A1111 writes through piexif: piexif.helper.UserComment.dump(text, encoding="unicode"), and
+# civitai, A1111's PNG Info, sd-parsers and sd-prompt-reader read), and imagent's JSON record in
+# EXIF ImageDescription (IFD0, ASCII: the JSON escapes anything else as \uXXXX). The block is
+# written here (_exif_block), big-endian as piexif writes it: Pillow's Image.Exif stores bytes in
+# the Exif sub-IFD as type BYTE, which piexif (so sd-prompt-reader) reads as a tuple of numbers.
+# Reading uses Pillow, which gives bytes for either type, so older imagent files read as before.
 RECORD_KEY = "imagent"
 EXIF_IFD, USER_COMMENT, IMAGE_DESCRIPTION = 0x8769, 0x9286, 0x010E
 _UNICODE, _ASCII = b"UNICODE\0", b"ASCII\0\0\0"
@@ -218,22 +221,62 @@ def _save_options(path: Path, format: str, text: dict[str, str], quality: int) -
         for key, value in text.items():
             info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
         return {"format": "PNG", "pnginfo": info}
-    exif = Image.Exif()
+    comment = description = None
     for key, value in text.items():
         if key == "parameters":
-            exif.get_ifd(EXIF_IFD)[USER_COMMENT] = _UNICODE + value.encode("utf-16-be")
+            comment = _UNICODE + value.encode("utf-16-be")
         elif key == RECORD_KEY:
             if not value.isascii():
                 raise ValueError("the JSON record must be ASCII (json.dumps escapes the rest)")
-            exif[IMAGE_DESCRIPTION] = value
+            description = value
         else:
             raise ValueError(f"metadata {key!r} has no place in {format} files")
-    data = exif.tobytes()
+    data = _exif_block(description, comment)
     if format == "jpeg" and len(data) > _JPEG_MAX_EXIF:
         raise InvalidInput(f"The metadata of '{path}' ({len(data)} bytes) does not fit in a JPEG file (at most "
                            f"{_JPEG_MAX_EXIF} bytes of EXIF); nothing was written.",
                            "Use the webp or png format, which have no such limit.", param="format")
     return {"format": SAVE_FORMATS[format], "quality": quality, "exif": data}
+
+
+_ASCII_TYPE, _LONG_TYPE, _UNDEFINED_TYPE = 2, 4, 7  # TIFF field types
+
+
+def _exif_block(description: str | None, comment: bytes | None) -> bytes:
+    """An EXIF block (b"Exif\0\0" + a big-endian TIFF structure) with ImageDescription (ASCII) in
+    IFD0 and UserComment (UNDEFINED) in the Exif IFD, laid out as piexif.dump lays them out;
+    b"" when there is neither."""
+    if description is None and comment is None:
+        return b""
+    ifd0 = []
+    if description is not None:
+        ifd0.append((IMAGE_DESCRIPTION, _ASCII_TYPE, description.encode("ascii") + b"\0"))
+    if comment is not None:
+        ifd0.append((EXIF_IFD, _LONG_TYPE, b"\0\0\0\0"))  # the Exif IFD's offset, set below
+    first = _tiff_ifd(ifd0, 8)
+    if comment is not None:
+        exif_at = 8 + len(first)
+        ifd0[-1] = (EXIF_IFD, _LONG_TYPE, struct.pack(">L", exif_at))
+        first = _tiff_ifd(ifd0, 8) + _tiff_ifd([(USER_COMMENT, _UNDEFINED_TYPE, comment)], exif_at)
+    return b"Exif\0\0" + b"MM\0\x2a" + struct.pack(">L", 8) + first
+
+
+def _tiff_ifd(entries: list[tuple[int, int, bytes]], at: int) -> bytes:
+    """One TIFF IFD at offset `at` (from the TIFF header): its table of (tag, type, data) entries in
+    tag order (count = bytes for ASCII/UNDEFINED, values for LONG), no next IFD, then the data of
+    the entries longer than 4 bytes, each padded to an even length."""
+    entries = sorted(entries)
+    table = struct.pack(">H", len(entries))
+    extra = b""
+    data_at = at + 2 + 12 * len(entries) + 4
+    for tag, typ, data in entries:
+        count = len(data) // 4 if typ == _LONG_TYPE else len(data)
+        if len(data) <= 4:
+            table += struct.pack(">HHL", tag, typ, count) + data.ljust(4, b"\0")
+        else:
+            table += struct.pack(">HHLL", tag, typ, count, data_at + len(extra))
+            extra += data + b"\0" * (len(data) % 2)
+    return table + struct.pack(">L", 0) + extra
 
 
 def remove_stale_partials(directory: Path, max_age: float = STALE_PARTIAL_SECONDS) -> list[Path]:

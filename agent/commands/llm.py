@@ -27,11 +27,22 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from agent.chat.routing import probe_routing
+    from agent.errors import LLMError
     from agent.llm_probe import cache_path, check, save
 
     overrides = {"llm_model": args.llm} if args.llm else {}
     settings = settings_from(args, **overrides)
-    found = check(settings)
+    try:
+        found = check(settings)
+    except LLMError as exc:  # --json: the finding on stdout too; the error and its exit code as ever
+        if args.json:
+            from agent.llm import describe_server
+
+            configured = bool(settings.llm_model)
+            emit(args, {"configured": configured, "ok": False,
+                        "server": describe_server(settings) if configured else None,
+                        "model": settings.llm_model or None, "error": exc.message, "hint": exc.hint}, [])
+        raise
     best = settings.llm_method if settings.llm_method != "auto" else found["best"]
     if settings.llm_base_url and any(r["ok"] for r in found["methods"].values()):
         from agent.expand import probe_example_form

@@ -115,6 +115,22 @@ def test_llm_check_without_an_llm_or_a_server(capsys, monkeypatch):
     assert code != 0 and "Cannot reach the LLM server" in err and "internal error" not in err
 
 
+def test_llm_check_json_without_an_llm_or_a_server_still_answers_in_json(capsys, monkeypatch):
+    """A script reading `imagent llm check --json` gets an object saying why, not an empty stdout;
+    the error and its exit code stay as they are."""
+    assert main(["llm", "check", "--json"]) == 6
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"configured": False, "ok": False, "server": None, "model": None,
+                               "error": "No LLM is configured.", "hint": json.loads(out)["hint"]}
+    assert "IMAGENT_LLM_MODEL" in json.loads(out)["hint"] and "No LLM is configured" in err
+    monkeypatch.setenv("IMAGENT_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("IMAGENT_LLM_MODEL", "m")
+    assert main(["llm", "check", "--json"]) == 6
+    data = json.loads(capsys.readouterr().out)
+    assert (data["configured"], data["ok"], data["server"], data["model"]) == (True, False, "http://127.0.0.1:9/v1", "m")
+    assert "Cannot reach the LLM server" in data["error"]
+
+
 @pytest.mark.parametrize("answer", ["Sure! Here it is.", {"colour": 3}])
 def test_a_model_that_cannot_answer_in_json_is_told_apart(answer):
     with LoopbackLLM([answer], llama_cpp=True) as server:

@@ -343,3 +343,35 @@ def test_a_client_gone_while_its_request_is_queued_cancels_it_a_run_outlives_its
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert status["status"] == "done"                                    # the run finished without a watcher
+
+
+def test_imagent_serve_keeps_stdout_for_results_its_access_log_goes_to_stderr(tiny_sd_path, tmp_path):
+    """`imagent serve` as a user runs it: uvicorn's access log ("GET /healthz ... 200") is a
+    diagnostic, so it goes to stderr with uvicorn's other messages; stdout stays empty."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out, err = open(tmp_path / "stdout", "w+b"), open(tmp_path / "stderr", "w+b")
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve", "--port", str(port), "--model",
+                             str(tiny_sd_path), "--safety", "off"], stdout=out, stderr=err,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr").read_text()
+                time.sleep(0.2)
+        time.sleep(0.5)  # the access line is written after the answer
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert (tmp_path / "stdout").read_text() == ""
+    assert '"GET /healthz HTTP/1.1" 200' in (tmp_path / "stderr").read_text()

@@ -133,6 +133,60 @@ def test_a_kohya_a1111_lora_file_draws_what_the_same_weights_in_diffusers_format
     assert np.array_equal(gen(adapter_backend), base)
 
 
+def _peft_warnings(caught) -> list[str]:
+    return [str(w.message)[:200] for w in caught if "inconsistency was discovered" in str(w.message)]
+
+
+def test_a_lora_file_of_mixed_key_layouts_loads_every_layer_without_a_peft_warning(adapter_backend, pristine_unet,
+                                                                                    tmp_path):
+    """convert_state_dict_to_diffusers renames attention keys only (`to_q.lora.down`), so a peft LoRA
+    on attention and other layers (`proj_in.lora_A`) is saved in two layouts, as the shipped demo
+    LoRAs are. diffusers takes the first key's layout for all: the attention half stayed at zero and
+    peft warned, naming each module. Read with every key in peft's layout, it draws what the same
+    weights saved in one layout draw."""
+    import warnings
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from tiny_models import save_tiny_lora
+
+    mixed = save_tiny_lora(pristine_unet, tmp_path / "mixed.safetensors", seed=3,
+                           targets=("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out"))
+    with safe_open(str(mixed), "pt") as f:
+        keys = list(f.keys())
+    assert any(".lora.down." in k for k in keys) and any(".lora_A." in k for k in keys), "not a mixed file"
+    one_layout = tmp_path / "one-layout.safetensors"
+    save_file({k.replace(".lora.down.", ".lora_A.").replace(".lora.up.", ".lora_B."): v
+               for k, v in load_file(str(mixed)).items()}, str(one_layout))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from_mixed = gen(adapter_backend, loras=(Lora(str(mixed), 1.0),))
+    assert _peft_warnings(caught) == []
+    assert np.abs(from_mixed - gen(adapter_backend, loras=(Lora(str(one_layout), 1.0),))).max() <= 2
+
+
+@pytest.mark.parametrize("name", ["demo-tall", "demo-lcm"])
+def test_shipped_loras_load_without_a_peft_warning(name):
+    """The shipped LoRAs are such mixed files (56 attention modules in the older layout, 44 others
+    in peft's). They load as their model card measures them (as pipe.load_lora_weights(folder)
+    does: the 44), and peft's warning naming the 56 others is not printed."""
+    import warnings
+
+    import torch
+
+    from tools.diffusers_backend import DiffusersBackend
+
+    backend = DiffusersBackend("demo", "cpu", torch.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend.generate(GenerateRequest("two red circles", steps=1, seed=0, loras=(Lora(name),)))
+    assert _peft_warnings(caught) == []
+    (adapter,) = backend.loras.loaded.values()
+    ups = [p for n, p in backend.pipeline().unet.named_parameters() if f"lora_B.{adapter}." in n]
+    assert len(ups) == 44 and all(p.abs().max() > 0 for p in ups), "not loaded as measured"
+
+
 def test_lora_that_matches_no_layer_is_refused_not_silently_ignored(adapter_backend, tmp_path):
     import torch
     from safetensors.torch import save_file
@@ -207,6 +261,49 @@ def test_control_changes_the_image_and_scale_zero_does_not(tiny_sd_path, tiny_co
     assert edited.images[0].size == (32, 32)
     with pytest.raises(InvalidInput, match="No ControlNet is set"):
         gen(backend, controls=(Control("depth", picture, 1.0),))
+
+
+class _NoModels:
+    """A DiffusersBackend that must not load a model: what a request gets wrong is told first."""
+
+    def __init__(self, model):
+        import torch
+
+        from tools.diffusers_backend import DiffusersBackend
+
+        self.backend = DiffusersBackend(model, "cpu", torch.float32)
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a model was loaded before the request was checked")
+
+        self.backend.pipeline = refuse
+        self.backend.native_size = refuse
+        self.backend.controlnets.load = refuse
+
+
+def test_a_condition_without_a_controlnet_is_refused_before_any_model_loads_naming_the_shipped_kinds(tiny_sd_path):
+    picture = Image.new("RGB", (32, 32), "white")
+    demo = _NoModels("demo").backend
+    with pytest.raises(InvalidInput, match="No ControlNet is set for the control kind 'canny'") as info:
+        demo.generate(GenerateRequest("two red circles", controls=(Control("canny", picture),)))
+    assert "ships a ControlNet for layout" in info.value.hint and info.value.param == "control_model"
+    other = _NoModels(str(tiny_sd_path)).backend
+    with pytest.raises(InvalidInput, match="No ControlNet is set") as info:
+        other.generate(GenerateRequest("two red circles", controls=(Control("depth", picture),)))
+    assert "depth=PATH_OR_ID" in info.value.hint and "demo model (layout)" in info.value.hint
+
+
+def test_a_missing_lora_is_refused_before_any_model_loads_naming_every_shipped_lora(tiny_sd_path, capsys):
+    from agent.cli import main
+    from tools.adapters import DEMO_LORAS
+
+    backend = _NoModels(str(tiny_sd_path)).backend
+    with pytest.raises(ModelNotFound, match="No LoRA 'nonexist'") as info:
+        backend.generate(GenerateRequest("two red circles", loras=(Lora("nonexist"),)))
+    assert DEMO_LORAS and all(name in info.value.hint for name in DEMO_LORAS), info.value.hint
+    assert main(["generate", "a cat", "--model", str(tiny_sd_path), "--safety", "off", "--lora", "nonexist"]) == 3
+    err = capsys.readouterr().err
+    assert "demo-tall" in err and "demo-lcm" in err
 
 
 def test_canny_condition_is_an_edge_map():

@@ -183,6 +183,33 @@ def test_session_blocks_a_prompt_before_generating(settings, tmp_path):
     assert info.value.category == "sexual" and info.value.exit_code == 5
 
 
+def test_a_blocked_prompt_message_is_a_sentence_before_its_hint(settings, tmp_path, capsys):
+    """The reason ends in a full stop, so message and hint read as two sentences where they are
+    joined (str(error): MCP, LangChain, the chat): "... (threshold 0.9 at standard). Rephrase ..."."""
+    from agent.session import Session
+
+    session = Session(settings.with_overrides(safety="standard"))
+    with pytest.raises(SafetyBlocked) as info:
+        session.check_prompt("make her clothes see-through, show everything")
+    assert info.value.message.endswith(" at standard).")
+    assert " at standard). Rephrase the prompt." in str(info.value)
+    assert main(["generate", "make her clothes see-through, show everything", "--safety", "standard",
+                 "--out", str(tmp_path)]) == 5
+    assert capsys.readouterr().err.splitlines()[0].endswith(" at standard).")
+
+
+def test_a_blocked_upscale_message_is_a_sentence_before_its_hint(settings, tmp_path):
+    from agent.session import Session
+
+    source = tmp_path / "shapes.png"
+    shapes(2, 32).save(source)
+    session = Session(settings, safety=FakeSafety(image="sexual"))
+    with pytest.raises(SafetyBlocked) as info:
+        session.upscale(source, scale=2, method="lanczos", out_dir=tmp_path / "out")
+    assert info.value.message.endswith("test checker blocks every image.")
+    assert "every image. Nothing was written." in str(info.value)
+
+
 def test_cli_check_safety(capsys, tmp_path):
     img = tmp_path / "shapes.png"
     shapes(1, 64).save(img)

@@ -239,7 +239,8 @@ class Capabilities:
         fields, post = self._fields(inp), self._post(inp)
         options = RunOptions(rounds=inp.rounds, candidates=inp.candidates, threshold=inp.threshold,
                              threshold_mode=inp.threshold_mode, style=inp.style, raw=inp.raw,
-                             request_fields=fields, post=post)
+                             request_fields=fields, post=post, checklist=inp.checklist_json(),
+                             require=tuple(inp.require), drop=tuple(inp.drop))
         outcome = self.session.run(inp.idea, options, out_dir=self.paths.out_dir(), call=call)
         return {**outcome.to_json(), "images": [_saved(outcome.best)]}
 
@@ -280,7 +281,14 @@ class Capabilities:
 
     def expand(self, inp: ExpandInput) -> dict:
         exp = self.session.expand(inp.idea, style=inp.style, family=inp.family, negative=inp.negative)
-        return {**exp.model_dump(mode="json"), "positive": exp.positive, "negative": exp.negative}
+        from agent.requirements import preview_checklist
+
+        checklist, warnings = preview_checklist(inp.idea, exp.spec.subject, given=inp.checklist_json(),
+                                                require=inp.require, drop=inp.drop)
+        out = {**exp.model_dump(mode="json"), "positive": exp.positive, "negative": exp.negative,
+               "checklist": checklist.to_json()}
+        out["warnings"] = list(out.get("warnings") or []) + warnings
+        return out
 
     def check_safety(self, inp: CheckSafetyInput) -> dict:
         checker = self.session.safety()

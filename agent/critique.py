@@ -47,12 +47,13 @@ def run(session, idea: str, options: RunOptions | None = None, *, call: Call | N
         fields_["loras"] = merge_loras([*fields_.get("loras", ()), *tagged])
     family = guess_family(session.settings.model, session.settings.backends[0])
     spec, positive, neg, warnings = _first_prompt(session, idea, o.spec, o.raw, o.style, negative, family, chat_model)
+    checklist, verifier, more = _checklist(session, idea, spec, o, chat_model)  # a bad edit: before a model loads
+    warnings += more
+    positive, intent = drawn_edits(positive, idea, checklist, o.require, family)
     base = check_request(session.with_defaults(GenerateRequest(prompt=positive, negative_prompt=neg, **fields_)))
     session.check_prompt(idea)
     session.check_prompt(positive)
     backend, checker, scorer = session.backend(), session.safety(), session.scorer()
-    checklist, verifier, more = _checklist(session, idea, spec, o.checklist, chat_model)
-    warnings += more
     render_spec = _renderer(family)
     chosen = reviser_for(session, o.reviser, chat_model, render_spec, family)
     planner = composer = None
@@ -75,8 +76,8 @@ def run(session, idea: str, options: RunOptions | None = None, *, call: Call | N
     out_dir = session.out_dir(out_dir)  # before any round runs
     with session.recorded("run", idea=idea, spec=spec_json, chat_id=chat_id,
                           params=dict(base.params(), rounds=o.rounds, candidates=o.candidates)) as run_id:
-        threshold_info = loop.calibrate(options, idea, scorer, (lambda intent: _reference_images(session, intent)))
-        result = loop.run_loop(intent=idea, first=loop.Attempt(spec, positive, neg, base.cfg), base=base,
+        threshold_info = loop.calibrate(options, intent, scorer, (lambda text: _reference_images(session, text)))
+        result = loop.run_loop(intent=intent, first=loop.Attempt(spec, positive, neg, base.cfg), base=base,
                                options=options, backend=backend, safety=checker, scorer=scorer,
                                reviser=chosen, threshold=threshold_info, check_prompt=session.check_prompt,
                                checklist=checklist, verifier=verifier, planner=planner, composer=composer,
@@ -94,6 +95,22 @@ def run(session, idea: str, options: RunOptions | None = None, *, call: Call | N
                          images=result.images)
     session.gallery.finish_run(run_id, "done", result=outcome.to_json())
     return outcome
+
+
+def drawn_edits(positive: str, idea: str, checklist, require, family: str) -> tuple[str, str]:
+    """(prompt, intent) for a checklist the user corrected (--require, --drop, /require, /drop):
+    what is required must also be asked for, or the model never draws it. The demo model reads
+    only its grammar, so its prompt (and the intent scored) becomes the edited checklist as a
+    caption where the grammar can say it; other models get the added texts after their prompt."""
+    from agent.requirements import caption_of
+
+    if family == "demo" and checklist.source.endswith("+edited"):
+        caption = caption_of(checklist)
+        return (caption, caption) if caption else (positive, idea)
+    if not require:
+        return positive, idea
+    added = [t for t in require if t.lower() not in positive.lower()]
+    return (", ".join([positive, *added]) if added else positive), idea
 
 
 def _first_prompt(session, idea, spec, raw, style, negative, family, chat_model):
@@ -142,9 +159,26 @@ def reviser_for(session, reviser: str, chat_model, render_spec, family):
                       home=session.settings.home)
 
 
-def derive_checklist(session, idea: str, subject: str | None = None, *, chat_model=None):
-    """The requirements of an idea (agent.requirements) and what this session's verifier
-    cannot check: (Checklist, warnings)."""
+def derive_checklist(session, idea: str, subject: str | None = None, *, chat_model=None, given=None,
+                     require=(), drop=()):
+    """The requirements of a run and what this session's verifier cannot check: (Checklist,
+    warnings). Derived from the idea (agent.requirements.checklist_for), or `given` whole (a
+    Checklist, its JSON or a list of requirements: agent.requirements.checklist_from), then
+    corrected by the user's `require` texts and `drop` ids (agent.requirements.edit_checklist;
+    what the edit did beyond the obvious is in the warnings)."""
+    from agent.requirements import checklist_from, edit_checklist
+
+    if given is not None:
+        cl, warnings = checklist_from(given), []
+    else:
+        cl, warnings = _derived(session, idea, subject, chat_model)
+    if require or drop:
+        cl, notes = edit_checklist(cl, require, drop)
+        warnings += notes
+    return cl, warnings + _unsupported(session, cl)
+
+
+def _derived(session, idea: str, subject: str | None, chat_model):
     from agent.requirements import checklist_for
 
     method, early = None, []
@@ -160,31 +194,26 @@ def derive_checklist(session, idea: str, subject: str | None = None, *, chat_mod
             chat_model, early = None, [f"The LLM could not write the requirements ({exc.message}); "
                                        "used the rule parser."]
     cl, warnings = checklist_for(idea, subject, chat_model=chat_model, method=method)
-    warnings = (early if cl.source != "demo-grammar" else []) + warnings
+    return cl, (early if cl.source != "demo-grammar" else []) + warnings
+
+
+def _unsupported(session, cl) -> list[str]:
+    """Sets what the session's verifier cannot check on `cl`; the warnings that say so."""
     verifier = session.verifier()
-    if verifier is not None:
-        cl.unsupported = verifier.unsupported(cl)
+    cl.unsupported = verifier.unsupported(cl) if verifier is not None else []
     if cl.unsupported and session.settings.model == DEMO:
         from tools import demo
 
-        warnings.append(demo.cannot_draw(cl.unsupported))
-    elif cl.unsupported:
-        warnings.append(f"The detector cannot check: {', '.join(cl.unsupported)}.")
-    return cl, warnings
+        return [demo.cannot_draw(cl.unsupported)]
+    if cl.unsupported:
+        return [f"The detector cannot check: {', '.join(cl.unsupported)}."]
+    return []
 
 
-def _checklist(session, idea, spec, checklist, chat_model):
-    from tools.requirements import Checklist
-
-    if checklist is not None:
-        given = checklist if isinstance(checklist, Checklist) else Checklist.from_json(checklist)
-        verifier = session.verifier()
-        cl = Checklist(list(given.requirements), given.source,
-                       verifier.unsupported(given) if verifier is not None else [])
-        warnings = []
-    else:
-        cl, warnings = derive_checklist(session, idea, spec.subject, chat_model=chat_model)
-        verifier = session.verifier()
+def _checklist(session, idea, spec, options: RunOptions, chat_model):
+    cl, warnings = derive_checklist(session, idea, spec.subject, chat_model=chat_model, given=options.checklist,
+                                    require=tuple(options.require or ()), drop=tuple(options.drop or ()))
+    verifier = session.verifier()
     if verifier is None:
         warnings.append("No detector for this model: 'met' is judged by CLIP alone (set --detector).")
     return cl, verifier, warnings

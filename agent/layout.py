@@ -113,12 +113,15 @@ def _centre(b) -> tuple[float, float]:
 
 def plan_edit(checklist: Checklist, verdicts: list[RequirementVerdict], *, width: int, height: int, seed: int,
               prompt: str, negative: str = "", steps: int = 20, cfg: float = 5.0,
-              finish_strength: float = 0.3) -> ComposePlan | None:
-    """A local repair of the image the verdicts were read from; None when nothing can be kept."""
+              finish_strength: float = 0.3, layout_control: float | None = None) -> ComposePlan | None:
+    """A local repair of the image the verdicts were read from; None when nothing can be kept.
+    A wrong object is erased and its replacement drawn where it was (a recolour stays in place);
+    when only the background fails, the same boxes are laid out again on the asked background."""
     rng = random.Random(seed)
     by_id = {v.id: v for v in verdicts}
     keep: dict[str, list[tuple]] = {}
     erase: list[tuple] = []
+    freed: dict[str, list[tuple]] = {}   # noun -> centres of erased boxes, where a replacement goes
     for r in checklist.objects():
         v = by_id.get(r.id)
         if v is None or v.passed is None:
@@ -129,6 +132,11 @@ def plan_edit(checklist: Checklist, verdicts: list[RequirementVerdict], *, width
         n = r.count if r.count else max(1, len(good))
         keep[r.id] = good[:n]
         erase += good[n:] + bad
+        freed.setdefault(r.noun, []).extend(_centre(b) for b in bad)
+    failed = {v.kind for v in verdicts if v.passed is False} - {"holistic"}
+    if failed == {"background"}:
+        return _relayout(checklist, keep, width=width, height=height, seed=seed, prompt=prompt, negative=negative,
+                         steps=steps, cfg=cfg, finish_strength=finish_strength, layout_control=layout_control)
     only = by_id.get("only")
     if only is not None and only.passed is False:
         kept = [b for bs in keep.values() for b in bs]
@@ -154,8 +162,10 @@ def plan_edit(checklist: Checklist, verdicts: list[RequirementVerdict], *, width
             continue
         missing = (r.count or 1) - len(keep.get(r.id, []))
         for _ in range(max(0, missing)):
-            free = max(grid, key=lambda g: min(((g[0] - o[0]) ** 2 + (g[1] - o[1]) ** 2 for o in occupied),
-                                               default=1e9) + rng.random())
+            spots = [c for c in freed.get(r.noun, []) if c not in occupied]
+            free = spots[0] if spots else max(
+                grid, key=lambda g: min(((g[0] - o[0]) ** 2 + (g[1] - o[1]) ** 2 for o in occupied),
+                                        default=1e9) + rng.random())
             nearest = min(((free[0] - o[0]) ** 2 + (free[1] - o[1]) ** 2) ** 0.5 for o in occupied) \
                 if occupied else 0.6 * min(width, height)
             placements.append(Placement(label=r.phrase, target=free, prompt=object_prompt(r, checklist),
@@ -167,6 +177,27 @@ def plan_edit(checklist: Checklist, verdicts: list[RequirementVerdict], *, width
     return ComposePlan(width=width, height=height, placements=placements, finish_prompt=prompt,
                        negative_prompt=negative, steps=steps, cfg=cfg, seed=seed, finish_strength=finish_strength,
                        erase=erase, use_base=True)
+
+
+def _relayout(checklist: Checklist, keep: dict[str, list[tuple]], *, width: int, height: int, seed: int, prompt: str,
+              negative: str, steps: int, cfg: float, finish_strength: float,
+              layout_control: float | None) -> ComposePlan:
+    """The kept objects' boxes laid out again, each where it was and as large, on the background
+    the prompt asks for: drawn by the layout ControlNet where the model has one, else each object
+    generated alone on that background and moved into its box."""
+    placements = []
+    for rid, boxes in keep.items():
+        req = checklist.get(rid)
+        for b in boxes:
+            side = round(max(b[2] - b[0], b[3] - b[1]), 1)
+            if layout_control is not None:
+                placements.append(Placement(label=req.phrase, target=_centre(b), max_size=side))
+            else:
+                placements.append(Placement(label=req.phrase, target=_centre(b), prompt=object_prompt(req, checklist),
+                                            seed=seed + 101 * (len(placements) + 1), max_size=side))
+    return ComposePlan(width=width, height=height, placements=placements, finish_prompt=prompt,
+                       negative_prompt=negative, steps=steps, cfg=cfg, seed=seed, finish_strength=finish_strength,
+                       layout_control=layout_control)
 
 
 class RunPlanner:
@@ -184,4 +215,4 @@ class RunPlanner:
         return plan_layout(self.checklist, seed=seed, layout_control=self.layout_control, **self.kw)
 
     def edit(self, best, seed: int) -> ComposePlan | None:
-        return plan_edit(self.checklist, best.checks, seed=seed, **self.kw)
+        return plan_edit(self.checklist, best.checks, seed=seed, layout_control=self.layout_control, **self.kw)

@@ -163,6 +163,10 @@ def calibrate(options: LoopOptions, intent: str, scorer, reference_images: Calla
 def choose_repair(best: Candidate, can_compose: bool, history: list[RoundRecord]) -> str:
     """The next round's repair from what the best image failed (see the module docstring)."""
     kinds = {v.kind for v in best.failed}
+    if kinds - {"holistic"} == {"background"} and can_compose and best.passed > 0:
+        # the objects hold: lay the same boxes out again on the asked background (no fresh scene)
+        last = history[-1].repair if history else "initial"
+        return "edit" if last != "edit" else "prompt"
     if kinds & STRUCTURAL and can_compose:
         last = history[-1].repair if history else "initial"
         # edit the best image when something in it passes (and the last round was not already an
@@ -176,14 +180,16 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
              safety: SafetyChecker, scorer: ImageScorer, reviser: Reviser, threshold: dict,
              check_prompt: Callable[[str], None], checklist: Checklist | None = None, verifier: Verifier | None = None,
              planner=None, composer: Composer | None = None,
-             call: Call | None = None, first_checked: bool = False) -> LoopResult:
+             call: Call | None = None, first_checked: bool = False, start: Candidate | None = None) -> LoopResult:
     """Run the rounds. `base` carries steps, size, scheduler and the first seed; `check_prompt`
     raises SafetyBlocked for a blocked prompt (every revised prompt is checked too;
     `first_checked` says the caller has already checked the first one). `planner` (agent.layout
     functions bound to this run) and `composer` (plan, base image -> tools.compose.ComposeResult)
     enable the edit and layout repairs. `base` comes checked (tools.generate.check_request: its
     seed is drawn there, once). `call` (agent.events.Call) stops the run at its next step when
-    cancelled and receives the round events and the backend's steps."""
+    cancelled and receives the round events and the backend's steps. `start`: a picture to go on
+    from (a follow-up in a conversation: its image and recipe); it is checked against the checklist
+    first, and the first round repairs what it fails instead of drawing afresh."""
     call = call_of(call)
     emit, step_progress = call.emit, call.steps()
     if base.seed is None:
@@ -195,7 +201,17 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
     repair, loop_warnings = "initial", []
     can_compose = verifier is not None and planner is not None and composer is not None
     next_seed = seed
-    for r in range(1, options.rounds + 1):
+    if start is not None:
+        start.score = float(scorer.score([start.image], intent)[0])
+        start.checks = _check(verifier, start.image, checklist, start.score, threshold)
+        best, best_round = start, 0
+        if start.all_pass:
+            stop = "every requirement already holds in the current picture"
+        else:
+            repair = choose_repair(start, can_compose, [])
+            if repair == "prompt":  # nothing of the picture can be kept: draw afresh, and say so
+                loop_warnings.append("The current picture could not be repaired in place; drew a new one.")
+    for r in range(1, (0 if start is not None and start.all_pass else options.rounds) + 1):
         call.check("Run cancelled.")
         t0 = time.perf_counter()
         if r > 1 or not first_checked:

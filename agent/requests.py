@@ -58,7 +58,8 @@ def expand_for_generate(session, idea: str, *, style: str | None = None, negativ
 class RunOptions:
     """One critique-loop run's request beside the idea (Session.run, agent.critique.run): the loop's
     budget and target, the first prompt (expanded, `raw` words, or an edited `spec`), the
-    generation fields, the requirements, the reviser and the post-processing of the best image.
+    generation fields, the requirements (derived, given whole, and the user's corrections:
+    agent.requirements.edit_checklist), the reviser and the post-processing of the best image.
     Per-call control (the Call, the output folder, the chat id, a chat model) is passed beside it."""
 
     rounds: int = 3
@@ -69,7 +70,9 @@ class RunOptions:
     raw: bool = False                       # the idea's words are the prompt (no expansion)
     request_fields: dict = field(default_factory=dict)  # GenerateRequest fields (sampling_fields)
     spec: Any = None                        # a structured prompt (dict or PromptSpec) instead of expanding
-    checklist: Any = None                   # requirements (Checklist or its JSON) instead of deriving them
+    checklist: Any = None                   # requirements (Checklist, its JSON or a list) instead of deriving them
+    require: tuple[str, ...] = ()           # requirements in words added to the checklist (--require)
+    drop: tuple[str, ...] = ()              # requirement ids or numbers dropped from it (--drop)
     reviser: str = "auto"                   # rules | llm | auto
     post: Any = None                        # tools.postprocess.PostProcess for the best image
     extra: dict | None = None               # more entries for the best image's record

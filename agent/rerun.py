@@ -52,7 +52,15 @@ def rerun(session, png_path: str | Path, *, out_dir: str | Path | None = None,
         _check_same_model(session, record)
     return session.generate(req, idea=record.get("idea"), spec=record.get("spec"), out_dir=out_dir,
                             call=call, kind="rerun", inputs=inputs or None,
-                            extra={"rerun_of": str(png_path)}, post=post)
+                            extra={"rerun_of": str(png_path), **kept_checklist(record)}, post=post)
+
+
+def kept_checklist(record: dict) -> dict:
+    """{"checklist": ...} of a loop-made image (the one its run checked, as the user edited it), or of
+    a rerun of one, for the new image's record; {} for others. A rerun replays the pixels; it
+    never derives the requirements again."""
+    checklist = (record.get("loop") or {}).get("checklist") or record.get("checklist")
+    return {"checklist": checklist} if checklist else {}
 
 
 def _rerun_composed(session, record: dict, png_path, out_dir, same_model: bool,
@@ -70,7 +78,8 @@ def _rerun_composed(session, record: dict, png_path, out_dir, same_model: bool,
     with session.recorded("rerun", idea=record.get("idea"), spec=record.get("spec"), params=req.params()) as run_id:
         outcome = save_images(session, run_id, req, result, idea=record.get("idea"), spec=record.get("spec"),
                               out_dir=out_dir, inputs=None, params_update={"mode": "compose"},
-                              extra={"recipe": record["recipe"], "rerun_of": str(png_path)}, post=post)
+                              extra={"recipe": record["recipe"], "rerun_of": str(png_path),
+                                     **kept_checklist(record)}, post=post)
     session.gallery.finish_run(run_id, "done", result=outcome.to_json())
     return outcome
 

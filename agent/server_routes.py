@@ -152,9 +152,12 @@ def add_routes(app: FastAPI, svc: ImagentService) -> None:
         base_url = str(request.base_url)
 
         def prepare():
+            from agent.requirements import check_edits
+
             loop.LoopOptions(rounds=body.rounds, candidates=body.candidates, threshold=body.threshold,
                              threshold_mode=body.threshold_mode).check()
             session.check_prompt(body.idea)
+            check_edits(body.require, body.drop, body.checklist_json())  # a 400 now, not a failed job
 
         await run_in_threadpool(prepare)
         events: list[dict] = []
@@ -170,7 +173,8 @@ def add_routes(app: FastAPI, svc: ImagentService) -> None:
         def work(call):
             options = RunOptions(rounds=body.rounds, candidates=body.candidates, threshold=body.threshold,
                                  threshold_mode=body.threshold_mode, style=body.style, raw=body.raw,
-                                 request_fields=fields)
+                                 request_fields=fields, checklist=body.checklist_json(), require=tuple(body.require),
+                                 drop=tuple(body.drop))
             outcome = session.run(body.idea, options, call=streamed(call))
             metrics.images.labels(kind="run").inc()
             best = outcome.best

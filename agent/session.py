@@ -129,7 +129,7 @@ class Session:
         verdict = self.safety().check_prompt(text)
         if not verdict.allowed:
             raise SafetyBlocked(f"The prompt was blocked by the safety policy ({verdict.category}): "
-                                f"{verdict.reason}", verdict.category or "unsafe",
+                                f"{verdict.reason}.", verdict.category or "unsafe",
                                 "Rephrase the prompt. The safety level is off, standard or strict (--safety or "
                                 "IMAGENT_SAFETY); the word lists are in prompts/safety/.")
 
@@ -209,12 +209,13 @@ class Session:
         options = replace(options or RunOptions(), **fields)
         return critique.run(self, idea, options, call=call, out_dir=out_dir, chat_id=chat_id, chat_model=chat_model)
 
-    def checklist(self, idea: str, subject: str | None = None, *, chat_model=None):
-        """The requirements of an idea and what this session's verifier cannot check:
-        (Checklist, warnings); agent.critique.derive_checklist."""
+    def checklist(self, idea: str, subject: str | None = None, *, chat_model=None, given=None, require=(), drop=()):
+        """The requirements of an idea (or `given` whole), corrected by `require` and `drop`, and
+        what this session's verifier cannot check: (Checklist, warnings); agent.critique.derive_checklist."""
         from agent import critique
 
-        return critique.derive_checklist(self, idea, subject, chat_model=chat_model)
+        return critique.derive_checklist(self, idea, subject, chat_model=chat_model, given=given, require=require,
+                                         drop=drop)
 
     def rerun(self, png_path: str | Path, **options) -> GenerationOutcome:
         """Reproduce an image from its metadata: agent.rerun.rerun (out_dir, call, same_model)."""

@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tools import postprocess as pp
-from tools.limits import IDEA_CHARS, MAX_CONTROLS, MAX_LORAS, PATH_CHARS, PROMPT_CHARS, bounds
+from tools.limits import (IDEA_CHARS, MAX_CONTROLS, MAX_DROP, MAX_LORAS, MAX_REQUIRE, MAX_REQUIREMENTS, PATH_CHARS,
+                          PROMPT_CHARS, REQUIRE_CHARS, bounds)
+from tools.requirements import KINDS, RELATIONS
 from tools.upscale import DEFAULT_METHOD
 
 
@@ -120,6 +122,58 @@ class _Sampling(_Adapters):
                                               "model's own.")
 
 
+RequireText = Annotated[str, Field(min_length=1, max_length=REQUIRE_CHARS)]
+DropId = Annotated[str, Field(min_length=1, max_length=16)]
+
+
+class RequirementInput(_Input):
+    """One requirement of a checklist given whole, as a run's record has it (tools.requirements)."""
+
+    id: str = Field(..., min_length=1, max_length=16, description="Its id: o1, o2 (objects), r1 (relations), bg, "
+                                                                  "only (nothing else), holistic.")
+    kind: Literal[KINDS] = Field(  # type: ignore[valid-type]
+        ..., description="object, relation, background, exclusive (nothing else in the picture) or holistic "
+                         "(the whole image's score).")
+    text: str | None = Field(None, max_length=REQUIRE_CHARS, description="How it reads. Default: written from "
+                                                                          "the fields.")
+    noun: str | None = Field(None, max_length=60, description="object: the thing, singular, e.g. circle, cat.")
+    count: int | None = Field(None, ge=1, le=100, description="object: the exact count. Default: at least one.")
+    attributes: list[Annotated[str, Field(max_length=40)]] = Field([], max_length=8,
+                                                                   description="object: e.g. ['red'].")
+    relation: Literal[RELATIONS] | None = Field(  # type: ignore[valid-type]
+        None, description="relation: where `subject` is from `object`.")
+    subject: str | None = Field(None, max_length=16, description="relation: the id of an object listed before it.")
+    object: str | None = Field(None, max_length=16, description="relation: the id of an object listed before it.")
+    value: str | None = Field(None, max_length=40, description="background: its colour, e.g. black.")
+
+
+class _Checklist(_Input):
+    """The requirements a run checks on every image: derived from the idea, corrected in words
+    (`require`, `drop`) or given whole (`checklist`); agent.requirements checks them."""
+
+    require: list[RequireText] = Field(
+        [], max_length=MAX_REQUIRE,
+        description="Requirements to add to the checklist, in words the requirement parser reads, e.g. "
+                    "'a red circle left of a blue square', 'two green triangles', 'on a black background'.")
+    drop: list[DropId] = Field([], max_length=MAX_DROP,
+                               description="Requirements to remove from the checklist: their ids (o2, r1, bg, "
+                                           "only) or numbers as `expand` lists them; dropping an object drops its "
+                                           "relations too.")
+    checklist: list[RequirementInput] | None = Field(
+        None, max_length=MAX_REQUIREMENTS,
+        description="The whole checklist instead of deriving it from the idea (a run's record has one). "
+                    "require and drop apply to it. Default: derived.")
+
+    @field_validator("checklist", mode="before")
+    @classmethod
+    def _recorded(cls, value):  # a run's recorded checklist {"source", "requirements"} as it is
+        return value["requirements"] if isinstance(value, dict) and "requirements" in value else value
+
+    def checklist_json(self) -> list[dict] | None:
+        """The given checklist as requirement dicts (agent.requirements.checklist_from reads them)."""
+        return None if self.checklist is None else [r.model_dump(exclude_none=True) for r in self.checklist]
+
+
 class _Size(_Input):
     width: int | None = Field(None, **bounds("width"),
                               description="Image width in pixels, a multiple of 8. Default: the model's native size.")
@@ -160,7 +214,7 @@ class _ImageRef(_Input):
 
 
 # -- one model per tool -------------------------------------------------------------------------
-class RunInput(_Size, _Sampling, _Post):
+class RunInput(_Size, _Sampling, _Post, _Checklist):
     """Turn a rough idea into the best image the critique loop can make."""
 
     idea: Text = Field(..., min_length=1, max_length=IDEA_CHARS,
@@ -215,8 +269,8 @@ class UpscaleInput(_ImageRef):
                                description="Prompt for sd-x4 / hires-fix. Default: the image's recorded prompt.")
 
 
-class ExpandInput(_Input):
-    """Expand a rough idea into a structured prompt and show it, without generating anything."""
+class ExpandInput(_Checklist):
+    """Expand a rough idea into a structured prompt and show it, with its checklist, without generating anything."""
 
     idea: Text = Field(..., min_length=1, max_length=IDEA_CHARS, description="The rough idea, e.g. 'a cat coding at night'.")
     style: str | None = Field(None, max_length=64, description="Style preset name. Default: none.")
@@ -276,7 +330,8 @@ class ToolSpec:
 
 TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec("run", RunInput, "Turn a rough idea into an image with the critique loop: expand it, generate "
-             "candidates, check safety, score them with CLIP and revise the prompt until the best image fits "
+             "candidates, check safety, score them with CLIP, check every requirement of its checklist "
+             "(correct it with require/drop, or give it whole) and revise until the best image fits "
              "(or the rounds run out). Returns the best image, its seed, metadata and a table of rounds.",
              long_running=True, returns_images=True),
     ToolSpec("generate", GenerateInput, "Generate images from a prompt in one shot (no critique loop). Returns "
@@ -286,7 +341,8 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec("upscale", UpscaleInput, "Upscale an image by 2, 3 or 4 with Real-ESRGAN, Lanczos or a diffusion "
              "upscaler. Returns the enlarged image and its metadata.", long_running=True, returns_images=True),
     ToolSpec("expand", ExpandInput, "Expand a rough idea into a structured prompt (subject, style, lighting, "
-             "composition, quality, negatives) and its rendering for the model. Generates nothing."),
+             "composition, quality, negatives), its rendering for the model and the checklist a run checks "
+             "(with require/drop applied). Generates nothing."),
     ToolSpec("check_safety", CheckSafetyInput, "Check a prompt and/or an image against the safety policy. "
              "Returns allowed/blocked with the category and reason.", read_only=True),
     ToolSpec("score", ScoreInput, "Score how well an image matches a text with CLIP; says which formula.",
@@ -312,6 +368,7 @@ def help_of(model: type[BaseModel], name: str) -> str:
 # the parameters other front doors (the chat agent's tools) share with the catalogue, and the input
 # model that defines each: same meaning, type and range ("image" and "seed" differ there, so not shared)
 SHARED_FIELDS = {"idea": RunInput, "style": RunInput, "rounds": RunInput, "candidates": RunInput,
+                 "require": RunInput, "drop": RunInput,
                  "steps": GenerateInput, "strength": EditInput, "scale": UpscaleInput, "method": UpscaleInput}
 
 

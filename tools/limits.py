@@ -19,6 +19,10 @@ IDEA_WORDS = 300
 PATH_CHARS = 4096        # an image or mask path
 MAX_LORAS = 8
 MAX_CONTROLS = 4
+REQUIRE_CHARS = 400      # one requirement in words (--require, /require)
+MAX_REQUIRE = 8          # requirements added to one run's checklist
+MAX_DROP = 16            # requirements dropped from one run's checklist
+MAX_REQUIREMENTS = 32    # requirements in a checklist given whole
 SEED_LIMIT = 2**63       # seeds are 0 <= seed < SEED_LIMIT
 
 

@@ -19,7 +19,10 @@ cut by RELATION_MARGIN: a pair that passes only by a hair is "uncertain" and fai
 repairs it instead of reporting it met. Colours likewise: a box whose colour phrase ("orange
 triangle") scores under COLOUR_RATIO times the next colour's ("yellow triangle") is an uncertain
 read and does not count as a match (calibrated on the demo world's tuning prompts, prompt seed 1 of
-bench/loop_bench.py: it flags 6 of 655 right reads and the one wrong read).
+bench/loop_bench.py: it flags 6 of 655 right reads and the one wrong read). And counts: a box of
+the right kind that scores under the detector's threshold but over FAINT of it (two touching
+objects score low: the detector never saw them) makes an exact count that holds uncertain, and
+two matched boxes of one colour that touch (closer than TOUCH of the side) count as one match.
 """
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ RELATION_CUT = 0.5         # GenEval's cut on the normalised component
 RELATION_MARGIN = 0.1      # a relation passes when its component clears the cut by this much
 NEXT_TO = 0.6              # "next to": centres at most this share of the image side apart
 COLOUR_RATIO = 3.0         # a colour read is sure when its phrase score is this many times the runner-up's
+FAINT = 1 / 3              # a box scoring this share of the detector's threshold or more is a maybe-object
+TOUCH = 0.05               # same-colour boxes closer than this share of the side touch
 
 
 class Verifier(Protocol):
@@ -130,6 +135,7 @@ class DetectorVerifier:
                                                     "vocabulary"}, r.text)
                 continue
             verdicts[r.id], found[r.id] = self._object(r, det, colours, all_nouns)
+        self._part_touching(checklist, verdicts, found, side)
         for r in checklist.requirements:
             if r.kind == "relation":
                 verdicts[r.id] = self._relation(r, found, side)
@@ -166,6 +172,11 @@ class DetectorVerifier:
                 matched.append(box)
         n = len(matched)
         passed = (n == r.count) if r.count is not None else n >= 1
+        faint = self._faint(r, det, nouns, colour_attrs, [b for b, _ in boxes]) if passed and r.count else []
+        if faint:  # a maybe-object of this kind: the count holds only if it is nothing
+            passed = False
+            unsure += faint
+            seen += [(b, False) for b in faint]
         if passed:
             conf = min((b.score for b in matched), default=1.0)
         else:
@@ -176,6 +187,44 @@ class DetectorVerifier:
         if unsure and not passed:
             evidence["uncertain"] = True   # would pass but for colour reads too close to call
         return RequirementVerdict(r.id, r.kind, passed, conf, evidence, r.text), matched
+
+    def _part_touching(self, checklist: Checklist, verdicts: dict, found: dict[str, list[Box]], side: float) -> None:
+        """Two matched boxes of one colour that touch (under TOUCH of the side apart on both axes)
+        may be one object read twice or two read as one: the lower-scoring one is not a match, so
+        the count is uncertain and the repair moves it apart."""
+        boxes = sorted(((b, rid) for rid, bs in found.items() for b in bs), key=lambda x: -x[0].score)
+        kept: list[Box] = []
+        for box, rid in boxes:
+            if any(k.attribute == box.attribute and _gap(k, box) < TOUCH * side for k in kept):
+                found[rid] = [b for b in found[rid] if b is not box]
+                v, r = verdicts[rid], checklist.get(rid)
+                n = len(found[rid])
+                for entry in v.evidence["found"]:
+                    if entry["box"] == box.to_json()["box"] and entry.get("match"):
+                        entry.update(match=False, uncertain=True, touching=True)
+                        break
+                v.evidence.update(count=n, uncertain=True)
+                v.passed = (n == r.count) if r.count is not None else n >= 1
+            else:
+                kept.append(box)
+
+    def _faint(self, r: Requirement, det, nouns, colour_attrs, boxes: list[Box]) -> list[Box]:
+        """Boxes of r's noun (and colour) scoring between FAINT x the threshold and the threshold,
+        apart from the boxes already read."""
+        idx = [det.queries.index(n) for n in nouns]
+        out = []
+        for box, patch in self.detector.boxes_for(det, r.noun, FAINT * self.detector.threshold):
+            if box.score >= self.detector.threshold or any(_overlap(box, b) >= 0.3 for b in boxes + out):
+                continue
+            if det.probs[patch, det.queries.index(r.noun)] < det.probs[patch, idx].max():
+                continue
+            if colour_attrs:
+                probs = {c: float(det.probs[patch, det.queries.index(f"{c} {r.noun}")]) for c in self.colours()}
+                box.attribute = max(probs, key=probs.get)
+                if box.attribute not in colour_attrs:
+                    continue
+            out.append(box)
+        return out
 
     def _relation(self, r: Requirement, found: dict[str, list[Box]], side: float) -> RequirementVerdict:
         a, b = found.get(r.subject) or [], found.get(r.object) or []
@@ -219,6 +268,12 @@ class DetectorVerifier:
         return RequirementVerdict(r.id, r.kind, best == 0, min(1.0, 0.5 + 10 * (srt[0] - srt[1])),
                                   {"read": options[best], "cosine": {o: round(c, 4) for o, c in zip(options, cos)}},
                                   r.text)
+
+
+def _gap(a: Box, b: Box) -> float:
+    """How far apart two boxes are: the larger of the gaps on the two axes (negative: they overlap
+    on both, so they touch)."""
+    return max(max(a.x0, b.x0) - min(a.x1, b.x1), max(a.y0, b.y0) - min(a.y1, b.y1))
 
 
 def _overlap(a: Box, b: Box) -> float:

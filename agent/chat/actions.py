@@ -4,8 +4,8 @@ The chat agent's tools (agent_mode), the routed mode's choices (routing), the sl
 (slash: their parsing and their help) are views of `catalogue()`: `/edit ... strength=2`, an
 `edit_image` tool call with strength 2 and a routed edit all fail in `parse` with the same words
 as every other front door (tools.limits). A parameter the action catalogue defines (idea,
-style, steps, rounds, candidates, strength, scale, method) takes its description and limits from
-there (agent.tool_schemas.shared_field).
+style, steps, rounds, candidates, require, drop, strength, scale, method) takes its description
+and limits from there (agent.tool_schemas.shared_field).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class ChatAction:
 
 # the actions' names, in the order the agent's tools list them (known without building the models)
 NAMES = ("create_image", "refine_last", "edit_image", "upscale_image", "show_defaults", "set_defaults",
-         "list_images", "open_image", "explain_scores")
+         "list_images", "open_image", "explain_scores", "edit_checklist")
 
 
 @functools.cache
@@ -48,7 +48,7 @@ def catalogue() -> dict[str, ChatAction]:
 
 
 def _build() -> tuple[ChatAction, ...]:
-    from agent.tool_schemas import Text, grammar_safe, shared_field
+    from agent.tool_schemas import DropId, RequireText, Text, grammar_safe, shared_field
 
     class _ChatInput(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra=grammar_safe)
@@ -99,6 +99,10 @@ def _build() -> tuple[ChatAction, ...]:
         control: str | None = Field(None, max_length=400, description="ControlNet conditions for new "
                                                                       "images ('KIND:IMAGE[:SCALE] ...'), or 'off'.")
 
+    class EditChecklist(_ChatInput):
+        require: list[RequireText] = shared_field("require", [])
+        drop: list[DropId] = shared_field("drop", [])
+
     class NoInput(_ChatInput):
         pass
 
@@ -135,6 +139,9 @@ def _build() -> tuple[ChatAction, ...]:
                    lambda chat, a: chat.open_image(a.image)),
         ChatAction("explain_scores", NoInput, "Explain the scores of the last run, round by round.",
                    lambda chat, a: chat.explain_scores()),
+        ChatAction("edit_checklist", EditChecklist, "Correct the checklist the next run of the current idea "
+                   "checks: add requirements in words (require), remove them by id or number (drop); with "
+                   "neither, show it.", lambda chat, a: chat.edit_checklist(require=a.require, drop=a.drop)),
     )
 
 

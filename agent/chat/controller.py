@@ -251,6 +251,22 @@ class ChatController:
         self._save_state()
         return self.defaults_text()
 
+    def edit_checklist(self, require=(), drop=()) -> str:
+        """Correct the checklist the next run of the current idea checks (agent.requirements.edit_checklist:
+        `require` texts added, `drop` ids or numbers removed); nothing given: show it. Kept for
+        this idea's runs (refine, /run) until a new idea."""
+        if not self.state.idea:
+            raise InvalidInput("There is no idea yet whose checklist to change.",
+                               "Describe an image first (e.g. two red circles), then /require or /drop.")
+        subject = (self.state.spec or {}).get("subject")
+        checklist, notes = self.session.checklist(self.state.idea, subject, given=self.state.checklist,
+                                                  require=tuple(require or ()), drop=tuple(drop or ()))
+        if require or drop:
+            self._checkpoint("edit checklist")
+            self.state.checklist = checklist.to_json()
+            self._save_state()
+        return replies.checklist_text(self.state.idea, checklist.to_json(), notes)
+
     def defaults_text(self) -> str:
         d = self.state.defaults
         return replies.defaults_text(d, d.steps or self.session.model_defaults()["steps"])
@@ -275,6 +291,8 @@ class ChatController:
             self.state.spec = record["spec"]
         if record.get("idea"):
             self.state.idea = record["idea"]
+        kept = (record.get("loop") or {}).get("checklist") or record.get("checklist") or {}
+        self.state.checklist = kept if str(kept.get("source", "")).endswith("+edited") else None  # its idea's
         if image_id not in self.state.images:
             self.state.images.append(image_id)
         self._save_state()
@@ -327,16 +345,17 @@ class ChatController:
 
         idea = check_idea(idea)
         d = self.state.defaults
+        checklist = self.state.checklist if idea == self.state.idea else None  # /require, /drop: this idea's
         self.say("tool", f"run: {idea}" + (" (edited prompt)" if spec else "") +
-                 f" · {d.rounds} round(s) x {d.candidates}")
+                 (" (edited checklist)" if checklist else "") + f" · {d.rounds} round(s) x {d.candidates}")
         fields = d.request_fields(self.settings)
         if seed is not None:
             fields["seed"] = seed
         options = RunOptions(rounds=d.rounds, candidates=d.candidates, style=d.style, raw=d.raw,
-                             request_fields=fields, spec=spec)
+                             request_fields=fields, spec=spec, checklist=checklist)
         outcome = self.session.run(idea, options, call=self._call, chat_id=self.chat_id)
         best = outcome.best
-        self.state.idea = idea
+        self.state.idea, self.state.checklist = idea, checklist
         self.state.spec = outcome.spec
         self.state.run_id = outcome.run_id
         self.state.rounds = [_plain(r) for r in outcome.rounds]

@@ -73,6 +73,16 @@ def prompt_text(spec: dict | None) -> str:
     return "\n".join(f"- **{k}**: {', '.join(v) if isinstance(v, list) else v}" for k, v in spec.items() if v)
 
 
+def checklist_text(idea: str, checklist: dict, notes: list[str] = ()) -> str:
+    """The checklist the next run of `idea` checks (Checklist JSON), numbered with its ids (what /drop
+    takes), and what the last edit did beyond the obvious."""
+    lines = [f"Checklist for the next run of *{idea}* ({checklist.get('source', 'parser')}):", ""]
+    lines += [f"{i}. `{r['id']}` {r['kind']}: {r.get('text', '')}" for i, r in enumerate(checklist["requirements"], 1)]
+    lines += [""] + [f"_{n}_" for n in notes] if notes else []
+    return "\n".join(lines + ["", "/require WORDS adds one, /drop ID removes one, /run runs it, /undo takes "
+                                   "the change back."])
+
+
 def checklist_markdown(checks: list[dict]) -> str:
     """The requirement checklist of a run as a markdown list with pass/fail marks."""
     mark = {True: "✓", False: "✗", None: "?"}

@@ -40,6 +40,10 @@ def _help() -> dict[str, tuple[str, str]]:
         "defaults": ("", _action("show_defaults")),
         "refine": ("WORDS", _action("refine_last")),
         "run": ("", "Run the current structured prompt again (after editing it); /run WORDS: a new idea."),
+        "require": ("[WORDS]", "Add a requirement to the checklist the next run of this idea checks, e.g. "
+                               "/require a blue square left of a red circle; no words: show the checklist."),
+        "drop": ("[ID ...]", "Remove requirements from that checklist by id or number, e.g. /drop o2 "
+                             "(an object's relations go too); no id: show the checklist."),
         "edit": ("[#ID] WORDS [mask=PATH|rect=X,Y,W,H] [strength=S]", _action("edit_image")),
         "upscale": ("[#ID] [x2|x3|x4] [method=NAME]", _action("upscale_image")),
         "images": ("", _action("list_images")),
@@ -59,8 +63,8 @@ class _CommandHelp(Mapping):
     first use (from the actions' input models, which are not built at the chat UI's start)."""
 
     NAMES = ("help", "style", "seed", "steps", "size", "rounds", "candidates", "raw", "lora", "control",
-             "defaults", "refine", "run", "edit", "upscale", "images", "open", "scores", "prompt", "save",
-             "undo", "new", "mode", "quit")
+             "defaults", "refine", "run", "require", "drop", "edit", "upscale", "images", "open", "scores",
+             "prompt", "save", "undo", "new", "mode", "quit")
 
     @functools.cached_property
     def _built(self) -> dict:
@@ -153,6 +157,13 @@ class SlashCommands:
         if rest:
             return self.chat.create(rest)
         return self.chat.rerun_spec()
+
+    def _cmd_require(self, rest: str) -> str:
+        return run_action(self.chat, "edit_checklist", parse("edit_checklist", require=[rest] if rest else None))
+
+    def _cmd_drop(self, rest: str) -> str:
+        ids = rest.replace(",", " ").split()
+        return run_action(self.chat, "edit_checklist", parse("edit_checklist", drop=ids or None))
 
     def _cmd_edit(self, rest: str) -> str:
         words, opts = _options(rest, {"mask", "rect", "strength", "image"})

@@ -122,6 +122,7 @@ class ChatState:
     rounds: list[dict] = field(default_factory=list)
     threshold: float | None = None
     checks: list[dict] = field(default_factory=list)  # the last run's verdict per requirement
+    checklist: dict | None = None    # the user's corrected checklist for `idea` (/require, /drop); None: derived
     images: list[int] = field(default_factory=list)  # every image made in this chat, in order
 
     def to_dict(self) -> dict:

@@ -43,6 +43,16 @@ def flag_help(model, name: str) -> str:
     return help_of(model, name).replace("%", "%%")
 
 
+def add_checklist_options(p: argparse.ArgumentParser) -> None:
+    """--require TEXT and --drop ID (repeatable): the user's corrections of the checklist
+    (agent.requirements.edit_checklist), the run tool's `require` and `drop`."""
+    from agent.tool_schemas import RunInput
+
+    g = p.add_argument_group("checklist (`imagent expand IDEA` shows it, with its ids)")
+    g.add_argument("--require", action="append", default=[], metavar="TEXT", help=flag_help(RunInput, "require"))
+    g.add_argument("--drop", action="append", default=[], metavar="ID", help=flag_help(RunInput, "drop"))
+
+
 def add_generation_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation")
     g.add_argument("--negative", default="", help=flag_help(GenerateInput, "negative_prompt"))

@@ -6,7 +6,10 @@
   imagent expand "two red circles" --family sd --json       render for a model family, as JSON
 
 Also prints the checklist the critique loop verifies on every image (objects with counts and
-attributes, relations, background, nothing else, the holistic score).
+attributes, relations, background, nothing else, the holistic score), numbered, with the ids
+that `imagent run --drop` takes; --require and --drop preview a corrected one:
+
+  imagent expand "two red circles" --require "a blue square" --drop only
 
 The LLM is used when --llm or IMAGENT_LLM_MODEL names one (IMAGENT_LLM_BASE_URL points at any
 OpenAI-compatible server: llama.cpp, vLLM, Ollama). If it fails, the template expander is used
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from agent.commands.common import backend_chain, emit, note, settings_from, warn
+from agent.commands.common import add_checklist_options, backend_chain, emit, note, settings_from, warn
 from agent.render import FAMILIES
 
 
@@ -44,6 +47,7 @@ def add_arguments(p) -> None:
     p.add_argument("--model", help="the model the prompt is for (guesses the family; default: $IMAGENT_MODEL)")
     p.add_argument("--backend", type=backend_chain, metavar="NAME[,NAME...]",
                    help="the backend the prompt is for (diffusers or openai; of a chain, the first)")
+    add_checklist_options(p)
     p.add_argument("--json", action="store_true", help="print the expansion as one JSON object")
 
 
@@ -59,11 +63,11 @@ def run(args) -> int:
     from agent.commands.common import text_or_stdin
 
     args.idea = text_or_stdin(args.idea)
-    from agent.requirements import checklist_for
+    from agent.requirements import preview_checklist
 
     settings = settings_from(args)
     expansion = expansion_from(args, settings, args.idea)
-    checklist, more = checklist_for(args.idea, expansion.spec.subject)
+    checklist, more = preview_checklist(args.idea, expansion.spec.subject, require=args.require, drop=args.drop)
     warn(expansion.warnings + more)
     s = expansion.spec
     rows = [("idea", expansion.idea),
@@ -74,7 +78,7 @@ def run(args) -> int:
     lines = [f"{key + ':':<13}{value or '-'}" for key, value in rows]
     lines += ["", f"positive: {expansion.positive}", f"negative: {expansion.negative or '-'}", "",
               f"requirements ({checklist.source}; the critique loop checks each one):"]
-    lines += [f"  {r.id:<9}{r.kind:<11}{r.text}" for r in checklist.requirements]
+    lines += [f"  {i:>2}  {r.id:<9}{r.kind:<11}{r.text}" for i, r in enumerate(checklist.requirements, 1)]
     emit(args, {**expansion.model_dump(mode="json"), "checklist": checklist.to_json()}, lines)  # escaped: LLM text
     if expansion.rendered.family == "demo" and not args.json:
         note("imagent: the demo model reads only its caption grammar, so only the subject is sent; "

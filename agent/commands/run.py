@@ -7,6 +7,11 @@ every requirement holds or the rounds are spent. "met" means every requirement p
   imagent run "two red circles"
   imagent run "a cat coding at night" --style watercolor --rounds 4 --candidates 3
   imagent run "a blue square left of a red circle" --threshold 1.6 --threshold-mode absolute --json
+  imagent run "two red circles" --require "a blue square" --drop only
+
+--require TEXT adds requirements in the words the checklist parser reads; --drop ID removes one
+by the id or number `imagent expand IDEA` prints (an object takes its relations along). The
+edited checklist is what every image is checked against, and what the best image records.
 
 The threshold is the floor for the holistic CLIP score, relative by default: a fraction of a
 reference score (the score known-good images of the intent get, where the demo world can render
@@ -17,8 +22,9 @@ from __future__ import annotations
 
 import sys
 
-from agent.commands.common import (add_generation_options, flag_help, add_model_options, add_output_options, emit,
-                                   post_from, progress_bar, request_fields, say, session_from, warn)
+from agent.commands.common import (add_checklist_options, add_generation_options, flag_help, add_model_options,
+                                   add_output_options, emit, post_from, progress_bar, request_fields, say, session_from,
+                                   warn)
 from agent.outcomes import RoundRow
 from agent.requests import RunOptions
 from agent.tool_schemas import RunInput
@@ -39,6 +45,7 @@ def add_arguments(p) -> None:
     g.add_argument("--clip", help="CLIP model for scoring: folder or hub id (default: the demo CLIP)")
     g.add_argument("--detector", help="OWL-ViT / OWLv2 detector that checks each requirement: folder or hub id "
                                       "(default: the demo detector with the demo model; none otherwise)")
+    add_checklist_options(p)
     add_generation_options(p)
     add_model_options(p)
     add_output_options(p, post=True)
@@ -57,7 +64,8 @@ def run(args) -> int:
     with progress_bar(args) as call:
         options = RunOptions(rounds=args.rounds, candidates=args.candidates, threshold=args.threshold,
                              threshold_mode=args.threshold_mode, style=args.style, raw=args.raw,
-                             request_fields=fields, reviser=args.reviser, post=post)
+                             request_fields=fields, reviser=args.reviser, post=post,
+                             require=tuple(args.require), drop=tuple(args.drop))
         outcome = session.run(args.idea, options, out_dir=args.out, call=call)
     warn(outcome.warnings)
     if args.json:
@@ -101,8 +109,11 @@ def print_round_table(outcome, file=None) -> None:
 
 def _evidence(check: dict) -> str:
     e = check.get("evidence") or {}
+    if check.get("passed") is None and e.get("why"):
+        return e["why"]
     if check.get("kind") == "object":
-        reads = ", ".join(f"{b.get('attribute', '')} {b.get('noun', '')}".strip() for b in e.get("found", []))
+        reads = ", ".join(f"{b.get('attribute', '')} {b.get('noun', '')}".strip() + ("?" if b.get("uncertain") else "")
+                          for b in e.get("found", []))
         return f"found {e.get('count')} of {e.get('wanted')}" + (f" (read: {reads})" if reads else "")
     if check.get("kind") == "relation":
         if "missing" in e:

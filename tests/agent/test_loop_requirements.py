@@ -163,3 +163,37 @@ def test_layout_repair_setting_picks_latent_composition_or_refuses_a_missing_con
         layout_control(session("control"), NoControl())
     with pytest.raises(ConfigError, match="IMAGENT_LAYOUT_REPAIR|layout_repair"):
         session("sometimes")
+
+
+def _drawn(caption, objects, background="white"):
+    """A demo image of hand-placed objects: [(colour, shape, cx, cy, size)]."""
+    from tools.demo import world as W
+
+    lay = W.Layout(W.parse(caption), [W.Placed(c, s, x, y, size, i) for i, (c, s, x, y, size) in enumerate(objects)])
+    return W.draw(lay)
+
+
+def test_two_touching_same_colour_objects_are_two_or_a_failed_count(demo_session):
+    from agent.requirements import parse_checklist
+
+    verifier = demo_session.verifier()
+    # two red circles side by side, touching (centres one size apart)
+    touching = _drawn("two red circles", [("red", "circle", 22, 32, 16), ("red", "circle", 38, 32, 16)])
+    one = {v.id: v for v in verifier.verify(touching, parse_checklist("a red circle"))}
+    assert one["o1"].passed is False or one["only"].passed is False, "two touching circles read as one"
+    two = {v.id: v for v in verifier.verify(touching, parse_checklist("two red circles"))}
+    assert two["o1"].evidence["count"] == 2 or two["o1"].passed is False
+
+
+def test_a_diagonal_pair_is_not_met_and_the_relation_is_named(demo_session):
+    """The generator's favourite miss: one object high in the middle, one low at a side. The old
+    rule (a centre 2 px past the other on the named axis) said met; GenEval's says above."""
+    from agent.requirements import parse_checklist
+
+    verifier = demo_session.verifier()
+    prompt = "a purple triangle right of a blue triangle"
+    image = _drawn(prompt, [("purple", "triangle", 33, 17, 14), ("blue", "triangle", 20, 41, 14)])
+    v = {x.id: x for x in verifier.verify(image, parse_checklist(prompt))}
+    assert v["o1"].passed and v["o2"].passed, {k: x.evidence for k, x in v.items()}
+    assert v["r1"].passed is False and "mostly above" in v["r1"].evidence["why"]
+    assert v["r1"].evidence["y"] < -0.6 < 0.6 > v["r1"].evidence["x"]

@@ -25,6 +25,27 @@ def test_relation_slots_put_the_subject_on_the_right_side():
         assert all(((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2) ** 0.5 > 14 for i, p in enumerate(c) for q in c[i + 1:])
 
 
+def test_planned_relations_hold_by_genevals_rule_with_room_to_spare():
+    """The layout and edit plans put a relation's pair where GenEval's rule holds past the
+    verifier's margin, for boxes as large as the plan allows (layout ControlNet or per-object)."""
+    from tools.compose import LAYOUT_SIDE
+    from tools.verify import RELATION_MARGIN, relation_excess
+
+    def box(centre, side):
+        return Box(centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2, 1.0)
+
+    for rel in ("left of", "right of", "above", "below"):
+        cl = parse_checklist(f"a red circle {rel} a blue square")
+        for seed in range(20):
+            for control in (None, 1.0):
+                plan = plan_layout(cl, width=64, height=64, seed=seed, prompt="x", layout_control=control)
+                a, b = plan.placements
+                side = a.max_size if control is None else min(a.max_size, LAYOUT_SIDE * 64)
+                assert relation_excess(rel, box(a.target, side), box(b.target, side), 64) > RELATION_MARGIN + 0.15
+            sa, sb = relation_slots(rel, 64, 64, random.Random(seed))   # the edit plan's move
+            assert relation_excess(rel, box(sa, 20), box(sb, 20), 64) > RELATION_MARGIN + 0.15
+
+
 def test_layout_plan_places_every_instance_and_round_trips_as_json():
     cl = parse_checklist("a green triangle left of a yellow square on a black background")
     plan = plan_layout(cl, width=64, height=64, seed=3, prompt="x")

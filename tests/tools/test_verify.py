@@ -200,6 +200,23 @@ def test_a_colour_read_too_close_to_call_is_uncertain_and_not_a_match():
     assert verdicts(sure, "two orange triangles and two blue squares")["o1"].passed
 
 
+def test_same_colour_objects_that_touch_count_once_and_the_count_is_uncertain():
+    # two orange squares 2 px apart (under 0.05 x 64): one match, the count fails, the repair moves one
+    near = [("orange", "square", (22, 5, 36, 19)), ("orange", "square", (38, 17, 52, 31)),
+            ("blue", "circle", (19, 44, 32, 57)), ("blue", "circle", (48, 47, 61, 60))]
+    v = verdicts(near, "two blue circles and two orange squares")
+    assert v["o2"].passed is False and v["o2"].evidence["count"] == 1 and v["o2"].evidence["uncertain"]
+    assert sum(bool(b.get("touching")) for b in v["o2"].evidence["found"]) == 1
+    assert v["o1"].passed
+    # 8 px apart: two
+    apart = [near[0], ("orange", "square", (44, 17, 58, 31)), *near[2:]]
+    assert verdicts(apart, "two blue circles and two orange squares")["o2"].passed
+    # a red circle touching a red square: the same colour, so the lower-scoring read is in doubt
+    pair = [("red", "circle", (10, 20, 26, 36)), ("red", "square", (27, 20, 43, 36))]
+    v = verdicts(pair, "a red circle left of a red square")
+    assert not (v["o1"].passed and v["o2"].passed)
+
+
 def test_words_outside_a_closed_vocabulary_cannot_be_checked():
     v = DetectorVerifier(BoxDetector([]), FixedClip("white"))
     cl = parse_checklist("a cat coding at night")

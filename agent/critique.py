@@ -81,7 +81,8 @@ def run(session, idea: str, options: RunOptions | None = None, *, call: Call | N
                                options=options, backend=backend, safety=checker, scorer=scorer,
                                reviser=chosen, threshold=threshold_info, check_prompt=session.check_prompt,
                                checklist=checklist, verifier=verifier, planner=planner, composer=composer,
-                               call=call.with_sink(record_rounds), first_checked=True)
+                               call=call.with_sink(record_rounds), first_checked=True,
+                               start=_start(o.start, backend))
         best = _save_best(session, run_id, result, base, backend, idea, out_dir, checklist, chosen.name,
                           scorer.formula, verifier, post, o.extra)
     call.emit(Phase("done"))
@@ -95,6 +96,29 @@ def run(session, idea: str, options: RunOptions | None = None, *, call: Call | N
                          images=result.images)
     session.gallery.finish_run(run_id, "done", result=outcome.to_json())
     return outcome
+
+
+def _start(path, backend):
+    """The loop's starting candidate from a picture's file and record (None: draw afresh)."""
+    if path is None:
+        return None
+    from agent.loop import Candidate
+    from tools.images import load_image
+    from tools.metadata import read_metadata
+
+    image = load_image(path).convert("RGB")
+    record = read_metadata(path).get("record") or {}
+    params = record.get("params") or {}
+    if params.get("mode") == "compose" and record.get("recipe"):
+        recipe = record["recipe"]
+    elif params.get("mode", "txt2img") == "txt2img" and params and not record.get("post"):
+        recipe = {**params, "mode": "txt2img", "seed": record.get("seed"), "count": 1,
+                  "width": record.get("width"), "height": record.get("height")}
+    else:
+        recipe = None   # an edited or post-processed picture: what is made from it cannot be replayed
+    made = {"backend": record.get("backend", getattr(backend, "name", "")), "model": record.get("model", ""),
+            "fallback": []}
+    return Candidate(seed=int(record.get("seed") or 0), image=image, score=None, recipe=recipe, made_by=made)
 
 
 def drawn_edits(positive: str, idea: str, checklist, require, family: str) -> tuple[str, str]:

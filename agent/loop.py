@@ -171,8 +171,14 @@ def choose_repair(best: Candidate, can_compose: bool, history: list[RoundRecord]
         last = history[-1].repair if history else "initial"
         # edit the best image when something in it passes (and the last round was not already an
         # edit of it); otherwise lay the scene out afresh
-        return "edit" if last != "edit" and best.passed > 0 else "layout"
+        return "edit" if last != "edit" and (best.passed > 0 or _keeps_something(best)) else "layout"
     return "prompt"
+
+
+def _keeps_something(best: Candidate) -> bool:
+    """Whether an object of the best image matches what is asked (a count short of its number still
+    keeps the ones there: "make it three" adds two to the one circle, it does not draw three anew)."""
+    return any(b.get("match") for v in best.checks if v.kind == "object" for b in v.evidence.get("found", []))
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
@@ -202,6 +208,10 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
     can_compose = verifier is not None and planner is not None and composer is not None
     next_seed = seed
     if start is not None:
+        start.verdict = safety.check_image(start.image)
+        if not start.verdict.allowed:
+            raise SafetyBlocked("The current picture is blocked by the safety policy.",
+                                start.verdict.category or "unsafe", "Start from another picture.")
         start.score = float(scorer.score([start.image], intent)[0])
         start.checks = _check(verifier, start.image, checklist, start.score, threshold)
         best, best_round = start, 0

@@ -73,6 +73,7 @@ class RunOptions:
     checklist: Any = None                   # requirements (Checklist, its JSON or a list) instead of deriving them
     require: tuple[str, ...] = ()           # requirements in words added to the checklist (--require)
     drop: tuple[str, ...] = ()              # requirement ids or numbers dropped from it (--drop)
+    start: Any = None                       # a picture (path) to go on from: a follow-up repairs it, not a new one
     reviser: str = "auto"                   # rules | llm | auto
     post: Any = None                        # tools.postprocess.PostProcess for the best image
     extra: dict | None = None               # more entries for the best image's record

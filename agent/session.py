@@ -209,6 +209,33 @@ class Session:
         options = replace(options or RunOptions(), **fields)
         return critique.run(self, idea, options, call=call, out_dir=out_dir, chat_id=chat_id, chat_model=chat_model)
 
+    def follow_up(self, image, change, options: RunOptions | None = None, *, call: Call | None = None,
+                  out_dir: str | Path | None = None, chat_id: str | None = None, **fields):
+        """Change a picture by a follow-up: words ("add a blue square") or typed edits, repaired from
+        that picture (agent.followup.follow_up); `image` is a PNG path or a gallery image id. Returns a
+        FollowUpResult (the reading, the checklist's diff, the run or None when nothing was made)."""
+        from dataclasses import replace
+
+        from agent.followup import follow_up
+
+        path, image_id = self.image_path(image)
+        options = replace(options or RunOptions(), **fields)
+        return follow_up(self, path, change, options, call=call, out_dir=out_dir, chat_id=chat_id,
+                         from_image=image_id)
+
+    def image_path(self, image) -> tuple[str, int | None]:
+        """(path, gallery id) of an image given as a gallery id (12, "#12") or a path."""
+        text = str(image).strip()
+        if text.lstrip("#").isdigit():
+            row = self.gallery.image(int(text.lstrip("#")))
+            if row is None:
+                raise InvalidInput(f"There is no image {text} in the gallery.", "imagent gallery lists them.",
+                                   param="image")
+            return row["path"], int(text.lstrip("#"))
+        if not Path(text).expanduser().is_file():
+            raise InvalidInput(f"No image at {text}.", "Give a gallery image id or a PNG path.", param="image")
+        return str(Path(text).expanduser()), None
+
     def checklist(self, idea: str, subject: str | None = None, *, chat_model=None, given=None, require=(), drop=()):
         """The requirements of an idea (or `given` whole), corrected by `require` and `drop`, and
         what this session's verifier cannot check: (Checklist, warnings); agent.critique.derive_checklist."""

@@ -19,6 +19,7 @@ from typing import Callable
 
 from agent.chat import replies
 from agent.chat.agent_mode import ToolAgent
+from agent.chat.followups import FollowUps
 from agent.chat.modes import pick_mode
 from agent.chat.refine import apply_fields, rect_mask, refine_spec
 from agent.chat.routing import Router
@@ -51,6 +52,7 @@ class ChatController:
         self.slash = SlashCommands(self)   # slash commands
         self.router = Router(self)   # routed mode
         self.tool_agent = ToolAgent(self)   # agent mode
+        self.followups = FollowUps(self)    # a plain message after a picture changes it (offline mode)
         self.mode, self.mode_reason = pick_mode(self.settings, self._chat_model, self.offline)
         if chat_id:
             row = self.gallery.chat(chat_id)
@@ -120,7 +122,12 @@ class ChatController:
             return self._turn(text, lambda: self.tool_agent.turn(text))
         if self.mode in {"routed", "keywords"}:
             return self._turn(text, lambda: self.router.turn(text))
-        return self._turn(text, lambda: self.create(text))
+        return self._turn(text, lambda: self.followups.turn(text))
+
+    def is_demo(self) -> bool:
+        from agent.render import guess_family
+
+        return guess_family(self.settings.model, self.settings.backends[0]) == "demo"
 
     def run_edited(self, spec: dict) -> str:
         """Run an edited structured prompt (the side panel's editor), as one turn of the conversation."""
@@ -157,7 +164,17 @@ class ChatController:
         return self._run(idea, spec=None)
 
     def refine(self, words: str, *, changes: dict | None = None) -> str:
-        """Change the current structured prompt in words (or by explicit fields) and run again."""
+        """Change the current structured prompt in words (or by explicit fields) and run again. The
+        demo model reads no prompt words beyond its grammar: there the words are read as a
+        follow-up (a change of the picture), or refused when they would change nothing it draws."""
+        if self.is_demo() and not changes and self.state.image_path:
+            fu = self.followups.read(words)
+            if fu.changes and {c.kind for c in fu.changes} != {"words"}:
+                return self.followups.apply(words, fu.changes)
+            if fu.question or fu.new_idea:
+                return fu.question or (f"'{words}' reads as a new picture; say it as a message (or "
+                                       "'new: ...') to draw it.")
+            return self.followups.words(words)
         if self.state.spec is None:
             if self.state.idea:
                 self.state.spec = self.session.expand(self.state.idea, style=self.state.defaults.style,
@@ -340,19 +357,21 @@ class ChatController:
         return f"New conversation **{self.chat_id}** (defaults kept)."
 
     # -- running the loop ---------------------------------------------------------------------------
-    def _run(self, idea: str, *, spec: dict | None, seed: int | None = None) -> str:
+    def _run(self, idea: str, *, spec: dict | None, seed: int | None = None, checklist: dict | None = None,
+             start: str | None = None, extra: dict | None = None, hint: str | None = None) -> str:
         from agent.expand import check_idea
 
         idea = check_idea(idea)
         d = self.state.defaults
-        checklist = self.state.checklist if idea == self.state.idea else None  # /require, /drop: this idea's
+        if checklist is None:
+            checklist = self.state.checklist if idea == self.state.idea else None  # /require, /drop: this idea's
         self.say("tool", f"run: {idea}" + (" (edited prompt)" if spec else "") +
                  (" (edited checklist)" if checklist else "") + f" · {d.rounds} round(s) x {d.candidates}")
         fields = d.request_fields(self.settings)
         if seed is not None:
             fields["seed"] = seed
         options = RunOptions(rounds=d.rounds, candidates=d.candidates, style=d.style, raw=d.raw,
-                             request_fields=fields, spec=spec, checklist=checklist)
+                             request_fields=fields, spec=spec, checklist=checklist, start=start, extra=extra)
         outcome = self.session.run(idea, options, call=self._call, chat_id=self.chat_id)
         best = outcome.best
         self.state.idea, self.state.checklist = idea, checklist
@@ -364,7 +383,7 @@ class ChatController:
         self._set_current(best.image_id, best.path, best.seed)
         self._save_state()
         return replies.run_reply(best.image_id, best.seed, outcome.score, len(self.state.rounds), outcome.met,
-                                 self.state.checks)
+                                 self.state.checks, **({"hint": hint} if hint else {}))
 
     def _set_current(self, image_id: int, path, seed: int | None) -> None:
         self.state.image_id, self.state.image_path, self.state.seed = image_id, str(path), seed

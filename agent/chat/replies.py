@@ -58,12 +58,23 @@ def scores_text(rounds: list[dict], threshold: float | None, checks: list[dict])
     return text
 
 
-def run_reply(image_id: int, seed: int | None, score: float, rounds: int, met: bool, checks: list[dict]) -> str:
+def run_reply(image_id: int, seed: int | None, score: float, rounds: int, met: bool, checks: list[dict],
+              hint: str = "Refine it in words (\"warmer light\", /refine ...), or /scores for the table.") -> str:
     """What a run of the critique loop made, with its checklist when it had more than one requirement."""
     return (f"Made image **#{image_id}** (seed {seed}, score {score:.2f}, "
             f"{rounds} round(s), {'every requirement met' if met else 'not met'})."
-            + (("\n\n" + checklist_markdown(checks) + "\n\n") if len(checks) > 1 else " ") +
-            "Refine it in words (\"warmer light\", /refine ...), or /scores for the table.")
+            + (("\n\n" + checklist_markdown(checks) + "\n\n") if len(checks) > 1 else " ") + hint)
+
+
+FOLLOW_UP_HINT = ("Change it in words (\"add a blue square\", \"make it orange\", \"remove the circle\", "
+                  "\"on a black background\"), \"undo\", or \"new: ...\" for another picture; /scores for the table.")
+
+
+def diff_text(diff: list[str], repairs: list[str]) -> str:
+    """A follow-up's change of the checklist, before its picture, and how the picture was changed."""
+    how = ", ".join(dict.fromkeys(repairs)) or "nothing to repair"
+    return "Changed the checklist:\n\n" + "\n".join(f"    {d}" for d in diff) + \
+        f"\n\nRepaired from the current picture ({how})."
 
 
 def prompt_text(spec: dict | None) -> str:

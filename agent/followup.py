@@ -419,3 +419,53 @@ def follow_up(session, image_path, change, options=None, *, call=None, out_dir=N
     if not diff:
         return FollowUpResult(reading, [])
     return FollowUpResult(reading, diff, session.run(idea, options, call=call, out_dir=out_dir, chat_id=chat_id))
+
+
+# -- an LLM reads the follow-up (structured output: typed edits), the rules when it cannot ---------------
+LLM_FOLLOWUP = (
+    "You edit the checklist of the picture the user is looking at. Its objects, by id: {objects}; "
+    "background: {background}. Read the user's message as a list of edits: add (value: the new objects "
+    "in words, e.g. 'a blue square'), remove (target: an object id), recolour (target, value: the new "
+    "colour), recount (target, value: the new count), background (value: the colour), relate (target, "
+    "other: object ids, value: left of | right of | above | below), words (value: style or lighting "
+    "words), upscale, undo, or new (value: the words of a new picture). Answer JSON only, e.g. "
+    '{{"edits": [{{"kind": "recolour", "target": "o1", "value": "orange"}}]}}.')
+
+
+def llm_followup(message: str, checklist: Checklist, chat_model, method: str | None = None
+                 ) -> tuple[FollowUp | None, str]:
+    """The message read by an LLM as typed edits: (FollowUp, "") or (None, why it failed). Its edits
+    are checked like any typed edits (typed_changes); the caller falls back to read_followup."""
+    from pydantic import BaseModel, Field
+
+    from agent.llm import bind_structured, short_error, structured_call
+
+    class Edit(BaseModel):
+        kind: str = Field(..., max_length=20)
+        target: str = Field("", max_length=20)
+        other: str = Field("", max_length=20)
+        value: str = Field("", max_length=200)
+
+    class Edits(BaseModel):
+        """The user's message as edits of the current picture's checklist."""
+        edits: list[Edit] = Field(..., min_length=1, max_length=6)
+
+    objects = ", ".join(f"{o.id} = {o.text}" for o in checklist.objects()) or "none"
+    bg = next((r.value for r in checklist.requirements if r.kind == "background"), "not said")
+    system = LLM_FOLLOWUP.format(objects=objects, background=bg)
+    try:
+        out, problem, _ = structured_call(bind_structured(chat_model, Edits, method), Edits,
+                                          [("system", system), ("human", message)])
+        if out is None:
+            return None, problem
+        items = [e.model_dump() for e in out.edits]
+        new = next((e["value"] for e in items if e["kind"] == "new" and e["value"].strip()), None)
+        if new:
+            return FollowUp(new_idea=new.strip()), ""
+        plain = [Change(e["kind"], value=e["value"]) for e in items if e["kind"] in ("words", "upscale", "undo")]
+        return FollowUp(typed_changes([e for e in items if e["kind"] not in ("words", "upscale", "undo")], checklist)
+                        + plain), ""
+    except InvalidInput as exc:
+        return None, exc.message
+    except Exception as exc:  # junk, refusals, timeouts: the rules still read it
+        return None, f"{type(exc).__name__}: {short_error(exc)[:120]}"

@@ -35,7 +35,7 @@ class ChatAction:
 
 # the actions' names, in the order the agent's tools list them (known without building the models)
 NAMES = ("create_image", "refine_last", "edit_image", "upscale_image", "show_defaults", "set_defaults",
-         "list_images", "open_image", "explain_scores", "edit_checklist")
+         "list_images", "open_image", "explain_scores", "edit_checklist", "change_picture")
 
 
 @functools.cache
@@ -103,6 +103,11 @@ def _build() -> tuple[ChatAction, ...]:
         require: list[RequireText] = shared_field("require", [])
         drop: list[DropId] = shared_field("drop", [])
 
+    class ChangePicture(_ChatInput):
+        change: Text = Field(..., min_length=1, max_length=IDEA_CHARS,
+                             description="The change to the current picture in the user's words, e.g. 'add a "
+                                         "blue square', 'make the circle orange', 'remove the square'.")
+
     class NoInput(_ChatInput):
         pass
 
@@ -142,6 +147,10 @@ def _build() -> tuple[ChatAction, ...]:
         ChatAction("edit_checklist", EditChecklist, "Correct the checklist the next run of the current idea "
                    "checks: add requirements in words (require), remove them by id or number (drop); with "
                    "neither, show it.", lambda chat, a: chat.edit_checklist(require=a.require, drop=a.drop)),
+        ChatAction("change_picture", ChangePicture, "Change the current picture as the user asks (add, remove, "
+                   "recolour, recount or move an object, change the background): its checklist is edited and the "
+                   "picture repaired from itself, keeping the rest; the reply shows the checklist's diff.",
+                   lambda chat, a: chat.followups.turn(a.change)),
     )
 
 

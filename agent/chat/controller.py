@@ -124,6 +124,19 @@ class ChatController:
             return self._turn(text, lambda: self.router.turn(text))
         return self._turn(text, lambda: self.followups.turn(text))
 
+    def chat_model_for_followups(self):
+        """The chat model that reads follow-ups as typed edits (None: the rules do): the one passed in
+        or configured, unless the chat is offline."""
+        if self.mode not in ("routed", "keywords"):  # offline: rules; agent mode: the model chose the words
+            return None
+        if self._chat_model is not None or not self.settings.llm_model:
+            return self._chat_model
+        if getattr(self, "_followup_model", None) is None:
+            from agent.llm import build_chat_model
+
+            self._followup_model = build_chat_model(self.settings)
+        return self._followup_model
+
     def is_demo(self) -> bool:
         from agent.render import guess_family
 

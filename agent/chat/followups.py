@@ -9,7 +9,7 @@ a message that is neither gets one question back. No picture yet: the message is
 from __future__ import annotations
 
 from agent.chat import replies
-from agent.followup import Change, FollowUp, checklist_of_record, followup_run, read_followup
+from agent.followup import Change, FollowUp, checklist_of_record, followup_run, llm_followup, read_followup
 
 DEMO_DRAWS = ("The demo model draws coloured shapes only: their colours, shapes, counts, places and the "
               "background")
@@ -27,8 +27,18 @@ class FollowUps:
         return checklist_of_record(record, c.state.idea)
 
     def read(self, text: str) -> FollowUp:
+        """The message against the current checklist: by the chat's LLM where it has one (typed
+        edits), by the rules where it has none or its answer does not hold (with a notice)."""
         current = self.current_checklist()
-        return read_followup(text, current) if current is not None else FollowUp(new_idea=text)
+        if current is None:
+            return FollowUp(new_idea=text)
+        model = self.c.chat_model_for_followups()
+        if model is not None:
+            reading, problem = llm_followup(text, current, model)
+            if reading is not None:
+                return reading
+            self.c.say("notice", f"The LLM could not read the change ({problem}); read it by rules.")
+        return read_followup(text, current)
 
     def turn(self, text: str) -> str:
         c = self.c

@@ -13,8 +13,10 @@ from agent.chat.actions import NAMES, parse, run_action
 from agent.chat.agent_mode import cancellable
 from agent.errors import Cancelled, LLMError
 
-# every chat action but set_defaults and edit_checklist (slash commands' jobs), and a reply in words
-ROUTE_ACTIONS = tuple(name for name in NAMES if name not in {"set_defaults", "edit_checklist"}) + ("reply",)
+# every chat action but set_defaults, edit_checklist (slash commands' jobs) and change_picture (a refine of
+# the current picture reaches it on the demo model), and a reply in words
+ROUTE_ACTIONS = tuple(name for name in NAMES if name not in {"set_defaults", "edit_checklist", "change_picture"}) \
+    + ("reply",)
 
 
 def _route_choice():

@@ -104,3 +104,27 @@ def test_the_python_api_follows_up_on_a_picture_in_words_or_typed_edits(demo_ses
         demo_session.follow_up(first.best.path, [{"kind": "remove", "target": "o7"}])
     with pytest.raises(InvalidInput, match="Unknown change kind"):
         demo_session.follow_up(first.best.path, [{"kind": "explode", "target": "o1"}])
+
+
+def test_an_llm_reads_a_follow_up_as_typed_edits_and_junk_falls_back_to_the_rules():
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from agent.followup import llm_followup
+
+    cl = parse_checklist("a red circle and a blue square")
+
+    def model(*answers):
+        return GenericFakeChatModel(messages=iter([AIMessage(content=a) for a in answers]))
+
+    fu, problem = llm_followup("the round one should be orange", cl,
+                               model('{"edits": [{"kind": "recolour", "target": "o1", "value": "orange"}]}'),
+                               method="plain")
+    assert problem == "" and fu.changes == [Change("recolour", target="o1", value="orange")]
+    assert apply_changes(cl, fu.changes)[1] == ["red -> orange: the circle"]
+    fu, problem = llm_followup("draw me a new one: two green squares", cl,
+                               model('{"edits": [{"kind": "new", "value": "two green squares"}]}'), method="plain")
+    assert fu.new_idea == "two green squares"
+    for junk in ("no JSON here", '{"edits": [{"kind": "remove", "target": "o9"}]}', '{"edits": []}'):
+        fu, problem = llm_followup("remove it", cl, model(junk), method="plain")
+        assert fu is None and problem, junk

@@ -101,3 +101,20 @@ def test_refine_on_the_demo_model_is_routed_or_refused_never_met_unchanged(chat)
     reply = chat.handle("/refine add a blue square")
     assert "+ a blue square" in reply
     assert oracle.check(picture(chat), "a red circle and a blue square", "strict").correct
+
+
+def test_agent_mode_changes_the_picture_through_its_change_picture_tool(demo_session):
+    from fakes import scripted
+
+    model = scripted(("tool", "create_image", {"idea": "a red circle"}), "Made #1.",
+                     ("tool", "change_picture", {"change": "add a blue square"}), "Added a blue square.")
+    chat = ChatController(demo_session, chat_model=model)
+    assert chat.mode == "agent"
+    chat.handle("/seed 3")
+    chat.handle("draw a red circle")
+    first = chat.state.image_id
+    chat.handle("now put a blue square in it")
+    assert chat.state.image_id != first
+    assert oracle.check(picture(chat), "a red circle and a blue square", "strict").correct
+    record = read_metadata(chat.state.image_path)["record"]
+    assert record["followup"]["diff"] == ["+ a blue square"]

@@ -182,6 +182,8 @@ def _relate(text: str, checklist: Checklist) -> FollowUp | None:
 
 def _recount(text: str, checklist: Checklist) -> FollowUp | None:
     objs = checklist.objects()
+    text = re.sub(r"^(?:add|and|also|plus|with|draw|put in)\s+(?=(?:one|two|three|a|an)?\s?(?:more|another)\b)", "",
+                  text)
     m = re.match(r"^(?:add )?(one|two|three|a|an)? ?(?:more|another)(?: one)?(?: (.+))?$", text) or \
         re.match(r"^(?:add )?another(?: (.+))?$", text)
     if m:

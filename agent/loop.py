@@ -160,9 +160,15 @@ def calibrate(options: LoopOptions, intent: str, scorer, reference_images: Calla
 
 
 # -- repair policy ------------------------------------------------------------------------------------
-def choose_repair(best: Candidate, can_compose: bool, history: list[RoundRecord]) -> str:
-    """The next round's repair from what the best image failed (see the module docstring)."""
+def choose_repair(best: Candidate, can_compose: bool, history: list[RoundRecord], keep: bool = False) -> str:
+    """The next round's repair from what the best image failed (see the module docstring). `keep`
+    (a follow-up of a picture): edit it again after a failed edit, and lay it out afresh only after
+    two, so that what was not mentioned stays where it was as long as a repair can keep it."""
     kinds = {v.kind for v in best.failed}
+    if keep and can_compose and kinds - {"holistic"} and (best.passed > 0 or _keeps_something(best)):
+        edits = [h.repair for h in history[-2:]]
+        if edits != ["edit", "edit"]:
+            return "edit"
     if kinds - {"holistic"} == {"background"} and can_compose and best.passed > 0:
         # the objects hold: lay the same boxes out again on the asked background (no fresh scene)
         last = history[-1].repair if history else "initial"
@@ -218,7 +224,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
         if start.all_pass:
             stop = "every requirement already holds in the current picture"
         else:
-            repair = choose_repair(start, can_compose, [])
+            repair = choose_repair(start, can_compose, [], keep=True)
             if repair == "prompt":  # nothing of the picture can be kept: draw afresh, and say so
                 loop_warnings.append("The current picture could not be repaired in place; drew a new one.")
     for r in range(1, (0 if start is not None and start.all_pass else options.rounds) + 1):
@@ -299,7 +305,7 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
             stop = f"every requirement met in round {r}" if verifier is not None else f"threshold met in round {r}"
             break
         if r < options.rounds and best is not None:
-            repair = choose_repair(best, can_compose, rounds)
+            repair = choose_repair(best, can_compose, rounds, keep=start is not None)
             if repair == "prompt":
                 attempt = reviser.revise(attempt, rounds, intent, [v.text for v in best.failed
                                                                    if v.kind != "holistic"])

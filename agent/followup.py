@@ -233,10 +233,13 @@ def _recolour(text: str, checklist: Checklist) -> FollowUp | None:
 
 
 def _add(text: str, checklist: Checklist) -> FollowUp | None:
-    m = re.match(rf"^(?:please |can you |could you )?{_ADD}\s+(.+)$", text)
+    m = re.match(r"^(?:please |can you |could you )?(?:put|place|draw|add) (.+?) in(?: it| there| the picture)?"
+                 r"(?: as well| too)?$", text) or \
+        re.match(rf"^(?:please |can you |could you )?{_ADD}\s+(.+)$", text)
     if not m:
         return None
     what = re.sub(r"\bthe\b", "a", m.group(1))
+    what = re.sub(r"\s+(?:in|into) (?:it|there|the picture)$", "", what)
     what = re.sub(r"^(?:also |too )|(?: too| as well| also)$", "", what).strip()
     try:
         edited, _ = edit_checklist(checklist, require=[what])
@@ -310,8 +313,8 @@ def apply_changes(checklist: Checklist, changes: list[Change]) -> tuple[Checklis
             a, b = get(ch.target), get(ch.other)
             rel = Requirement(id="r1", kind="relation", text=f"{a.text} {ch.value} {b.text}", relation=ch.value,
                               subject=a.id, object=b.id)
-            tail = next((i for i, r in enumerate(reqs) if r.kind not in ("object",)), len(reqs))
-            reqs.insert(tail, rel)
+            last = max(i for i, r in enumerate(reqs) if r.kind == "object")
+            reqs.insert(last + 1, rel)   # after every object: a relation names objects listed before it
             diff += [f"- {r.text}" for r in old if r.text != rel.text] + \
                     ([f"+ {rel.text}"] if rel.text not in {r.text for r in old} else [])
     reqs = _retext(reqs)

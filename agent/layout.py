@@ -113,10 +113,10 @@ def _centre(b) -> tuple[float, float]:
 
 def plan_edit(checklist: Checklist, verdicts: list[RequirementVerdict], *, width: int, height: int, seed: int,
               prompt: str, negative: str = "", steps: int = 20, cfg: float = 5.0,
-              finish_strength: float = 0.3, layout_control: float | None = None) -> ComposePlan | None:
+              finish_strength: float = 0.3) -> ComposePlan | None:
     """A local repair of the image the verdicts were read from; None when nothing can be kept.
     A wrong object is erased and its replacement drawn where it was (a recolour stays in place);
-    when only the background fails, the same boxes are laid out again on the asked background."""
+    when only the background fails, it is recoloured around the objects (tools.compose.swap_background)."""
     rng = random.Random(seed)
     by_id = {v.id: v for v in verdicts}
     keep: dict[str, list[tuple]] = {}
@@ -134,9 +134,11 @@ def plan_edit(checklist: Checklist, verdicts: list[RequirementVerdict], *, width
         erase += good[n:] + bad
         freed.setdefault(r.noun, []).extend(_centre(b) for b in bad)
     failed = {v.kind for v in verdicts if v.passed is False} - {"holistic"}
-    if failed == {"background"}:
-        return _relayout(checklist, keep, width=width, height=height, seed=seed, prompt=prompt, negative=negative,
-                         steps=steps, cfg=cfg, finish_strength=finish_strength, layout_control=layout_control)
+    bg = next((r for r in checklist.requirements if r.kind == "background"), None)
+    if failed == {"background"} and bg is not None:  # the objects hold: recolour the background around them
+        return ComposePlan(width=width, height=height, placements=[], finish_prompt=prompt, negative_prompt=negative,
+                           steps=steps, cfg=cfg, seed=seed, finish_strength=finish_strength, use_base=True,
+                           background=bg.value)
     only = by_id.get("only")
     if only is not None and only.passed is False:
         kept = [b for bs in keep.values() for b in bs]
@@ -168,36 +170,16 @@ def plan_edit(checklist: Checklist, verdicts: list[RequirementVerdict], *, width
                                         default=1e9) + rng.random())
             nearest = min(((free[0] - o[0]) ** 2 + (free[1] - o[1]) ** 2) ** 0.5 for o in occupied) \
                 if occupied else 0.6 * min(width, height)
+            # not shrunk to the erased box's size: a shrink in latent space shifts the colour (orange to yellow)
+            side = _side_for(nearest, width, height)
             placements.append(Placement(label=r.phrase, target=free, prompt=object_prompt(r, checklist),
-                                        seed=seed + 101 * (len(placements) + 1),
-                                        max_size=_side_for(nearest, width, height)))
+                                        seed=seed + 101 * (len(placements) + 1), max_size=round(side, 1)))
             occupied.append(free)
     if not placements and not erase:
         return None
     return ComposePlan(width=width, height=height, placements=placements, finish_prompt=prompt,
                        negative_prompt=negative, steps=steps, cfg=cfg, seed=seed, finish_strength=finish_strength,
                        erase=erase, use_base=True)
-
-
-def _relayout(checklist: Checklist, keep: dict[str, list[tuple]], *, width: int, height: int, seed: int, prompt: str,
-              negative: str, steps: int, cfg: float, finish_strength: float,
-              layout_control: float | None) -> ComposePlan:
-    """The kept objects' boxes laid out again, each where it was and as large, on the background
-    the prompt asks for: drawn by the layout ControlNet where the model has one, else each object
-    generated alone on that background and moved into its box."""
-    placements = []
-    for rid, boxes in keep.items():
-        req = checklist.get(rid)
-        for b in boxes:
-            side = round(max(b[2] - b[0], b[3] - b[1]), 1)
-            if layout_control is not None:
-                placements.append(Placement(label=req.phrase, target=_centre(b), max_size=side))
-            else:
-                placements.append(Placement(label=req.phrase, target=_centre(b), prompt=object_prompt(req, checklist),
-                                            seed=seed + 101 * (len(placements) + 1), max_size=side))
-    return ComposePlan(width=width, height=height, placements=placements, finish_prompt=prompt,
-                       negative_prompt=negative, steps=steps, cfg=cfg, seed=seed, finish_strength=finish_strength,
-                       layout_control=layout_control)
 
 
 class RunPlanner:
@@ -215,4 +197,4 @@ class RunPlanner:
         return plan_layout(self.checklist, seed=seed, layout_control=self.layout_control, **self.kw)
 
     def edit(self, best, seed: int) -> ComposePlan | None:
-        return plan_edit(self.checklist, best.checks, seed=seed, layout_control=self.layout_control, **self.kw)
+        return plan_edit(self.checklist, best.checks, seed=seed, **self.kw)

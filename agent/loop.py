@@ -355,8 +355,9 @@ def _describe(repair: str, attempt: Attempt, best: Candidate | None) -> str:
         added = [p["label"] for p in placed if p.get("from") == "generated"]
         erased = len(best.recipe["plan"].get("erase", []))
         if repair == "edit":
+            recoloured = best.recipe["plan"].get("background")
             parts = ([f"moved {', '.join(moved)}"] if moved else []) + ([f"added {', '.join(added)}"] if added else []) \
-                + ([f"erased {erased}"] if erased else [])
+                + ([f"erased {erased}"] if erased else []) + ([f"background -> {recoloured}"] if recoloured else [])
             return "edit: " + ("; ".join(parts) or "kept the image")
         if any(p.get("from") == "control" for p in placed):
             return f"layout: {len(placed)} object(s) drawn in planned boxes by the layout ControlNet"

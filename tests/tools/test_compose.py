@@ -5,6 +5,7 @@ import json
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from agent.layout import plan_edit, plan_layout, relation_slots, slots
@@ -170,3 +171,27 @@ def test_the_controlnet_palette_is_read_from_beside_its_weights(tmp_path):
     (tmp_path / "imagent_controlnet.json").write_text("{not json")
     assert control_palette(str(tmp_path)) == {}
     assert control_palette("org/some-hub-id") == {}
+
+
+def test_a_plain_background_is_recoloured_around_its_objects():
+    from PIL import Image, ImageDraw
+
+    from tools.compose import swap_background
+
+    img = Image.new("RGB", (64, 64), (255, 255, 255))
+    ImageDraw.Draw(img).ellipse([10, 10, 30, 30], fill=(255, 140, 0))
+    out = np.asarray(swap_background(img, "black"))
+    assert out[2, 2].tolist() == [0, 0, 0] and out[60, 60].tolist() == [0, 0, 0], "the background is black"
+    assert out[20, 20].tolist() == [255, 140, 0], "the object is untouched"
+    assert np.asarray(swap_background(img, "gray"))[2, 2].tolist() == [128, 128, 128]
+    with pytest.raises(Exception, match="Unknown background colour"):
+        swap_background(img, "sparkly")
+
+
+def test_a_background_only_failure_plans_a_recolour_of_the_base():
+    cl = parse_checklist("a red circle on a black background")
+    verdicts = [_verdict("o1", "object", True, found=[{"box": [10, 10, 30, 30], "match": True}], count=1),
+                _verdict("bg", "background", False, read="white"), _verdict("only", "exclusive", True, extra=[])]
+    plan = plan_edit(cl, verdicts, width=64, height=64, seed=1, prompt="x")
+    assert plan.use_base and plan.background == "black" and plan.placements == [] and plan.erase == []
+    assert ComposePlan.from_json(json.loads(json.dumps(plan.to_json()))) == plan

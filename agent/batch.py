@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from agent.batch_lines import (FORMATS, MAX_GRID, Item, Line, LineParams, Sweep, detect_format,  # noqa: F401
                                image_name, item_key, parse_floats, parse_ints, plan, read_lines)
 from agent.batch_records import (MANIFEST, RECORDS, BatchOptions, RecordLog, _now, file_digest,  # noqa: F401
-                                 open_batch)
+                                 open_batch, read_manifest)
 from agent.capabilities import error_payload, range_error
 from agent.errors import Cancelled, ConfigError, InvalidInput, ModelNotFound
 from agent.requests import RunOptions, expand_for_generate, sampling_fields

@@ -100,9 +100,21 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def read_manifest(out: Path) -> dict | None:
+    """The batch.json in `out` (what a batch there was started with), or None when there is none
+    or it cannot be read. `imagent batch --resume` takes the options left out from it."""
+    try:
+        manifest = json.loads((Path(out) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def open_batch(input_path: Path, out: Path, *, fmt: str, sweep: Sweep, options: BatchOptions, resume: bool,
-               retry_errors: bool = False) -> tuple[RecordLog, dict[str, dict]]:
-    """Prepare the output folder; on resume check the manifest and load the finished records."""
+               retry_errors: bool = False, extra: dict | None = None) -> tuple[RecordLog, dict[str, dict]]:
+    """Prepare the output folder; on resume check the manifest and load the finished records.
+    `extra`: more entries for a new batch.json that a resume does not compare (the CLI's --limit
+    and model options, which `imagent batch --resume` reuses when they are left out)."""
     out.mkdir(parents=True, exist_ok=True)
     log = RecordLog(out / RECORDS)
     manifest = {"input": str(Path(input_path).resolve()), "sha256": file_digest(input_path), "format": fmt,
@@ -113,16 +125,15 @@ def open_batch(input_path: Path, out: Path, *, fmt: str, sweep: Sweep, options: 
         if not resume:
             raise InvalidInput(f"{out} already holds a batch ({log.path.name}).",
                                "Pass --resume to continue it, or --out NEWDIR to start another.")
-        try:
-            old = json.loads(mpath.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = {}
+        old = read_manifest(out) or {}
         diffs = [k for k in ("sha256", "format", "sweep", "options") if old.get(k) != manifest[k]]
         if diffs:
             what = {"sha256": "the input file changed", "format": "the format differs",
                     "sweep": "the sweep differs", "options": "the options differ"}
-            raise InvalidInput(f"Cannot resume the batch in {out}: {', '.join(what[d] for d in diffs)} "
-                               f"(see {mpath}).", "Resume with the same file and options, or use --out NEWDIR.")
+            said = [what[d] + _which(old.get(d), manifest[d]) for d in diffs]
+            raise InvalidInput(f"Cannot resume the batch in {out}: {', '.join(said)} (see {mpath}).",
+                               "Resume with the same file and options (options left out are the batch's own), "
+                               "or use --out NEWDIR.")
         done = log.load()
         if retry_errors:
             errors = [k for k, r in done.items() if r.get("status") != "ok"]
@@ -132,9 +143,17 @@ def open_batch(input_path: Path, out: Path, *, fmt: str, sweep: Sweep, options: 
                 log.rewrite(list(done.values()))
         return log, done
     tmp = mpath.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**manifest, "created": _now()}, indent=2))
+    tmp.write_text(json.dumps({**manifest, **(extra or {}), "created": _now()}, indent=2))
     os.replace(tmp, mpath)
     return log, {}
+
+
+def _which(recorded, given) -> str:
+    """' (seeds: [1, 2] in the batch, [3] now)' for the entries of a sweep or options that differ."""
+    if not isinstance(recorded, dict) or not isinstance(given, dict):
+        return ""
+    keys = [k for k in dict.fromkeys([*recorded, *given]) if recorded.get(k) != given.get(k)]
+    return " (" + "; ".join(f"{k}: {recorded.get(k)!r} in the batch, {given.get(k)!r} now" for k in keys) + ")"
 
 
 def _now() -> str:

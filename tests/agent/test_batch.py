@@ -289,3 +289,113 @@ def test_speed_options_apply_to_every_line_keep_the_image_and_allow_a_resume(tin
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "plain"), "--resume", "--attention", "sliced"]) == 0
     assert "Cannot resume" not in capsys.readouterr().err, "speed options are not part of what a resume compares"
+
+
+def _interrupt_after(monkeypatch, n: int) -> dict:
+    """Ctrl-C once `n` items of a CLI batch have run (as run_batch sees it: KeyboardInterrupt from an item);
+    set state["after"] = None to let the next batch run through."""
+    import agent.batch as batch
+
+    real, state = batch.process_item, {"after": n, "calls": 0}
+
+    def process(*a, **k):
+        state["calls"] += 1
+        if state["after"] is not None and state["calls"] > state["after"]:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(batch, "process_item", process)
+    return state
+
+
+def _fake_ray(monkeypatch) -> list:
+    """--ray without a Ray cluster: check_ray passes, run_ray_batch runs the items in this process."""
+    import agent.ray_batch as ray_batch
+    from agent.batch import run_batch
+    from agent.session import Session
+
+    calls = []
+
+    def run_ray_batch(settings, items, log, done, options, out, *, address=None, actors=None, on_record=None,
+                      on_start=None, exit_on=frozenset()):
+        calls.append(address)
+        return run_batch(Session(settings), items, log, done, options, out, on_record=on_record)
+    monkeypatch.setattr(ray_batch, "check_ray", lambda address: None)
+    monkeypatch.setattr(ray_batch, "run_ray_batch", run_ray_batch)
+    return calls
+
+
+@pytest.mark.parametrize("ray", [False, True], ids=["in_process", "ray"])
+def test_the_interrupted_batchs_hint_resumes_it_as_written(tiny_sd_path, tmp_path, capsys, monkeypatch, ray):
+    import shlex
+
+    from agent.cli import main
+
+    src = tmp_path / "ray4.txt"
+    src.write_text("two red circles\na blue square\na green triangle\n")
+    out = tmp_path / "out dir"
+    argv = ["batch", str(src), "--seeds", "3,5", "--cfg", "5", "--steps", "1", "--negative", "blurry, dark",
+            "--limit", "2", "--rounds", "4", "--model", str(tiny_sd_path), "--safety", "off", "--out", str(out),
+            "--no-progress"] + (["--ray"] if ray else [])
+    ray_calls = _fake_ray(monkeypatch) if ray else []
+    state = _interrupt_after(monkeypatch, 1)
+    assert main(argv) == 130
+    (hint,) = [line.split("continue with: ", 1)[1] for line in capsys.readouterr().err.splitlines()
+               if "continue with: " in line]
+    command = shlex.split(hint)
+    assert command[:2] == ["imagent", "batch"]
+    state["after"] = None
+    assert main(command[1:]) == 0, capsys.readouterr().err      # as written: no "the sweep differs"
+    assert ("--ray" in command) == ray
+    for flag in ("--seeds", "--cfg", "--steps", "--negative", "--limit", "--rounds", "--out"):
+        assert flag in command, flag                            # the options a resume compares, in the hint
+    recs = records(out / "records.jsonl")
+    assert sorted(r["key"] for r in recs) == sorted(f"L{n}/seed={s}/cfg=5/steps=1" for n in (1, 2) for s in (3, 5))
+    assert all(r["status"] == "ok" and r["negative_prompt"] == "blurry, dark" for r in recs)
+    assert len(ray_calls) == (2 if ray else 0)
+
+
+def test_resume_takes_the_options_left_out_from_the_batchs_record(tiny_sd_path, tmp_path, capsys, monkeypatch):
+    from agent.cli import main
+
+    src = tmp_path / "ideas.txt"
+    src.write_text("two red circles\na blue square\n")
+    out = tmp_path / "out"
+    state = _interrupt_after(monkeypatch, 1)
+    assert main(["batch", str(src), "--seeds", "2", "--steps", "1", "--model", str(tiny_sd_path), "--safety", "off",
+                 "--out", str(out), "--no-progress"]) == 130
+    state["after"] = None
+    capsys.readouterr()
+    assert main(["batch", str(src), "--resume", "--out", str(out), "--seeds", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the sweep differs" in err and "seeds" in err, "an option given that differs is still refused"
+    assert main(["batch", str(src), "--resume", "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    recs = records(out / "records.jsonl")
+    assert [r["key"] for r in recs] == ["L1/seed=2/steps=1", "L2/seed=2/steps=1"]
+    assert all(r["status"] == "ok" and r["seed"] == 2 and r["params"]["steps"] == 1 for r in recs)
+    assert recs[1]["params"]["width"] == recs[0]["params"]["width"] == 32, "the batch's own (tiny) model"
+
+
+@pytest.mark.parametrize("ray", [False, True], ids=["in_process", "ray"])
+def test_resume_with_nothing_left_stops_without_ray_or_a_model(tiny_sd_path, tmp_path, capsys, monkeypatch, ray):
+    from agent.cli import main
+    from agent.session import Session
+
+    src = tmp_path / "ideas.txt"
+    src.write_text("two red circles\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(src), "--seeds", "1,2", "--steps", "1", "--model", str(tiny_sd_path), "--safety",
+                 "off", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+
+    def no(*a, **k):
+        raise AssertionError("a finished batch's --resume loaded a model")
+    monkeypatch.setattr(Session, "_build_backend", no)
+    monkeypatch.setattr(Session, "scorer", no)
+    monkeypatch.setitem(sys.modules, "ray", None)     # import ray -> ImportError: Ray is not started either
+    argv = ["batch", str(src), "--resume", "--out", str(out), "--json", "--no-progress"] + (["--ray"] if ray else [])
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "nothing left" in captured.err
+    summary = json.loads(captured.out)
+    assert summary["total"] == summary["done_before"] == 2 and summary["ok"] == summary["failed"] == 0
+    assert len(records(out / "records.jsonl")) == 2

@@ -25,8 +25,8 @@ from agent.errors import ImagentError, InvalidInput
 from agent.events import Call
 from agent.requests import RunOptions, expand_for_generate, sampling_fields
 from agent.session import SavedImage, Session
-from agent.tool_schemas import (TOOL_BY_NAME, CheckSafetyInput, EditInput, ExpandInput, GenerateInput, GetImageInput,
-                                ListImagesInput, RunInput, ScoreInput, UpscaleInput)
+from agent.tool_schemas import (TOOL_BY_NAME, CheckSafetyInput, EditInput, ExpandInput, FollowUpInput, GenerateInput,
+                                GetImageInput, ListImagesInput, RunInput, ScoreInput, UpscaleInput)
 from tools.generate import GenerateRequest
 from tools.postprocess import PostProcess
 
@@ -104,6 +104,31 @@ def image_result(image_id: int, path: str | Path, record: dict) -> dict:
 
 def _saved(s: SavedImage) -> dict:
     return image_result(s.image_id, s.path, s.record)
+
+
+def gallery_id(image) -> int | None:
+    """The gallery id a follow-up's `image` names (12, "12", "#12"), or None for a path."""
+    if isinstance(image, int):
+        return image
+    text = str(image).strip()
+    return int(text.lstrip("#")) if text.lstrip("#").isdigit() else None
+
+
+def follow_up_options(settings, inp: FollowUpInput) -> RunOptions:
+    """The run a follow-up makes (FollowUpInput's rounds, candidates, seed), as `run` builds its own."""
+    return RunOptions(rounds=inp.rounds, candidates=inp.candidates,
+                      request_fields=sampling_fields(settings, seed=inp.seed))
+
+
+def preview_follow_up(session: Session, image, change, options: RunOptions | None = None):
+    """(FollowUpResult without a run, the idea its run would have or None): agent.followup.follow_up
+    read but not run, so a door can refuse a bad image or change at once (the same InvalidInput the
+    run would raise) and check the idea before queueing pixel work."""
+    from agent.followup import prepare_follow_up
+
+    path, image_id = session.image_path(image)
+    result, idea, _ = prepare_follow_up(path, change, options, from_image=image_id)
+    return result, idea
 
 
 _RANGE_ERRORS = {"less_than_equal", "greater_than_equal", "less_than", "greater_than"}
@@ -243,6 +268,15 @@ class Capabilities:
                              require=tuple(inp.require), drop=tuple(inp.drop))
         outcome = self.session.run(inp.idea, options, out_dir=self.paths.out_dir(), call=call)
         return {**outcome.to_json(), "images": [_saved(outcome.best)]}
+
+    def follow_up(self, inp: FollowUpInput, *, call: Call | None = None) -> dict:
+        change = inp.change_value()
+        image = inp.image if gallery_id(inp.image) is not None else str(self.paths.read_path(inp.image))
+        result = self.session.follow_up(image, change, follow_up_options(self.session.settings, inp), call=call,
+                                        out_dir=self.paths.out_dir())
+        # the FollowUpResult's JSON (changes, diff, question, new_idea, note, run: its checks and checklist)
+        # and the new picture as every tool here reports images
+        return {**result.to_json(), "images": [_saved(result.outcome.best)] if result.outcome is not None else []}
 
     def generate(self, inp: GenerateInput, *, call: Call | None = None) -> dict:
         fields, post = self._fields(inp), self._post(inp)

@@ -400,10 +400,10 @@ class FollowUpResult:
                 "run": self.outcome.to_json() if self.outcome is not None else None}
 
 
-def follow_up(session, image_path, change, options=None, *, call=None, out_dir=None, chat_id=None,
-              from_image=None) -> FollowUpResult:
-    """Change the picture at `image_path` (an imagent PNG) by `change`: words ("make it orange") or
-    typed edits (a list of Change or dicts), repaired from that picture by the critique loop."""
+def prepare_follow_up(image_path, change, options=None, *, from_image=None):
+    """A follow-up read and checked, not run: (FollowUpResult without a run, the idea its run takes or
+    None when nothing is to be made, its RunOptions). InvalidInput for a bad image or change, the
+    same as the run would raise, so a door can refuse at once."""
     from tools.metadata import read_metadata
 
     record = read_metadata(image_path).get("record") or {}
@@ -419,11 +419,21 @@ def follow_up(session, image_path, change, options=None, *, call=None, out_dir=N
         message = ""
     edits = [c for c in reading.changes if c.kind in EDIT_KINDS]
     if not edits or reading.question or reading.new_idea:
-        return FollowUpResult(reading, [])
+        return FollowUpResult(reading, []), None, None
     idea, options, diff = followup_run(current, edits, image_path, record.get("idea"), options, message, from_image)
     if not diff:
-        return FollowUpResult(reading, [])
-    return FollowUpResult(reading, diff, session.run(idea, options, call=call, out_dir=out_dir, chat_id=chat_id))
+        return FollowUpResult(reading, []), None, None
+    return FollowUpResult(reading, diff), idea, options
+
+
+def follow_up(session, image_path, change, options=None, *, call=None, out_dir=None, chat_id=None,
+              from_image=None) -> FollowUpResult:
+    """Change the picture at `image_path` (an imagent PNG) by `change`: words ("make it orange") or
+    typed edits (a list of Change or dicts), repaired from that picture by the critique loop."""
+    result, idea, options = prepare_follow_up(image_path, change, options, from_image=from_image)
+    if idea is not None:
+        result.outcome = session.run(idea, options, call=call, out_dir=out_dir, chat_id=chat_id)
+    return result
 
 
 # -- an LLM reads the follow-up (structured output: typed edits), the rules when it cannot ---------------

@@ -2,7 +2,7 @@
 
     from agent.api import open_session
     from agent.lc_tools import make_tools
-    tools = make_tools(open_session())          # run, generate, edit, upscale, expand, check_safety, ...
+    tools = make_tools(open_session())          # run, follow_up, generate, edit, upscale, expand, ...
     agent = langchain.agents.create_agent(chat_model, tools)
 
 Thin: each tool is a StructuredTool whose `args_schema` is the shared input model from
@@ -26,11 +26,13 @@ from agent.tool_schemas import TOOLS, ToolSpec
 
 
 def compact(result: dict) -> dict:
-    """The result without each image's full metadata (kept in the artifact)."""
+    """The result without each image's full metadata (kept in the artifact), a follow-up's run's too."""
     out = dict(result)
     if isinstance(out.get("images"), list):
         out["images"] = [{k: v for k, v in im.items() if k != "metadata"} for im in out["images"]]
     out.pop("record", None)
+    if isinstance(out.get("run"), dict):  # follow_up: the run it made
+        out["run"] = {k: v for k, v in out["run"].items() if k != "record"}
     return out
 
 

@@ -1,14 +1,14 @@
 """imagent as an MCP server (the official MCP python SDK; the only module that imports `mcp`).
 
-Tools (input schemas from agent.tool_schemas, shared with the LangChain tools): run, generate,
-edit, upscale, expand, check_safety, score, list_images, get_image; plus start_job, job_status,
+Tools (input schemas from agent.tool_schemas, shared with the LangChain tools): run, follow_up,
+generate, edit, upscale, expand, check_safety, score, list_images, get_image; plus start_job, job_status,
 cancel_job and list_jobs to run long work in the background and poll it.
 
 - Results: a text block with the result as JSON (seed, ids, paths, full metadata), the same as
   `structuredContent`, and for every image a PNG preview as image content (downscaled when the
   file is larger than the limits) plus a resource link `imagent://images/ID` whose
   `resources/read` returns the full PNG with its metadata.
-- Work: every call that runs a model (run, generate, edit, upscale, score, check_safety) goes
+- Work: every call that runs a model (run, follow_up, generate, edit, upscale, score, check_safety) goes
   through one JobQueue with one worker thread, so concurrent calls wait their turn. During a
   call the server sends progress notifications (when the client asked for them with a
   progress token). A client that cancels its request cancels the work.
@@ -55,11 +55,13 @@ URI_PREFIX = "imagent://images/"
 MAX_PREVIEW_SIDE = 1024          # image content larger than this (either side) is downscaled
 MAX_PREVIEW_BYTES = 1_000_000    # ... and so is a PNG over this many bytes
 MAX_RESOURCE_BYTES = 64 * 2**20  # resources/read refuses files over this (read the path instead)
-QUEUED = {"run", "generate", "edit", "upscale", "score", "check_safety"}  # run a model: one at a time
+QUEUED = {"run", "follow_up", "generate", "edit", "upscale", "score", "check_safety"}  # run a model: one at a time
 PROGRESS_INTERVAL = 0.25         # seconds between progress notifications at most
 
 INSTRUCTIONS = """imagent makes images from rough ideas. `run` is the main tool: it expands the idea,
 generates candidates, checks safety, scores them with CLIP and revises until the image fits.
+`follow_up` changes a picture it made (by image_id) in words ("add a blue square") or typed edits,
+and returns the checklist's diff, the new picture and its verdicts, or a question to ask.
 `generate` is one shot from an exact prompt; `edit`, `upscale`, `score` work on gallery images
 (by image_id) or on files in the server's input folder. Long calls report progress; start_job +
 job_status run them in the background. Results carry the seed and full metadata; images come as
@@ -74,7 +76,8 @@ class _Input(BaseModel):
 class StartJobInput(_Input):
     """Start a long call in the background; returns a job id at once."""
 
-    tool: Literal["run", "generate", "edit", "upscale"] = Field(..., description="Which tool to run as a job.")
+    tool: Literal["run", "follow_up", "generate", "edit", "upscale"] = Field(..., description="Which tool to run as "
+                                                                                              "a job.")
     arguments: dict = Field(default_factory=dict, description="The tool's arguments, exactly as for a direct call.")
 
 
@@ -98,8 +101,8 @@ class ListJobsInput(_Input):
 
 
 JOB_TOOLS = {
-    "start_job": (StartJobInput, "Start run, generate, edit or upscale in the background and return its job_id "
-                                 "at once; poll with job_status."),
+    "start_job": (StartJobInput, "Start run, follow_up, generate, edit or upscale in the background and return "
+                                 "its job_id at once; poll with job_status."),
     "job_status": (JobStatusInput, "A job's status (queued, running, done, failed, cancelled), progress, and "
                                    "when done its result with the images."),
     "cancel_job": (CancelJobInput, "Cancel a queued job, or stop a running job at its next step."),

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.capabilities import error_payload
 from agent.jobs import Job
-from agent.tool_schemas import RunInput
+from agent.tool_schemas import FollowUpInput, RunInput
 
 if TYPE_CHECKING:
     from agent.server_service import ImagentService
@@ -122,6 +122,12 @@ class EditBody(_OpenAIFields, _Extras):
 class RunBody(RunInput):
     size: str | None = Field(None, max_length=32)
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0)
+    model: str | None = Field(None, max_length=512)
+
+
+class FollowUpBody(FollowUpInput):
+    """POST /v1/followups: the follow_up tool's fields; `image` is a gallery id here (no file paths)."""
+
     model: str | None = Field(None, max_length=512)
 
 

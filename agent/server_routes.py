@@ -1,4 +1,4 @@
-"""The HTTP service's generation, edit, run, job and gallery-image endpoints, and reading the edit uploads.
+"""The HTTP service's generation, edit, run, follow-up, job and gallery-image endpoints, and reading the edit uploads.
 
 agent.server.make_app registers them with `add_routes`; agent.server re-exports the names here.
 """
@@ -19,8 +19,8 @@ from starlette.datastructures import UploadFile
 from agent.errors import InvalidInput
 from agent.jobs import Job
 from agent.requests import RunOptions
-from agent.server_models import (EditBody, GenerationBody, OpenAIError, RunBody, _images_response, _job_json,
-                                 _json_safe, _saved_json, from_validation, loop_event_json)
+from agent.server_models import (EditBody, FollowUpBody, GenerationBody, OpenAIError, RunBody, _images_response,
+                                 _job_json, _json_safe, _saved_json, from_validation, loop_event_json)
 from agent.server_service import ImagentService
 from tools.generate import GenerateRequest
 
@@ -161,14 +161,7 @@ def add_routes(app: FastAPI, svc: ImagentService) -> None:
 
         await run_in_threadpool(prepare)
         events: list[dict] = []
-
-        def streamed(call):  # the job's events go to its progress; its round events into the stream too
-            def sink(event):
-                call.emit(event)
-                wire = loop_event_json(event)
-                if wire is not None:
-                    events.append(wire)
-            return call.with_sink(sink)
+        streamed = _streaming(events)
 
         def work(call):
             options = RunOptions(rounds=body.rounds, candidates=body.candidates, threshold=body.threshold,
@@ -182,6 +175,43 @@ def add_routes(app: FastAPI, svc: ImagentService) -> None:
             return _json_safe({**outcome.to_json(), "image": image})
 
         job = svc.submit("run", body.model_dump(exclude_none=True), work)
+        svc._events[job.id] = events
+        return JSONResponse(_job_json(svc, job, base_url), status_code=202)
+
+    # -- follow-ups: a picture changed in words or by typed edits, as jobs like runs ----------------------
+    @app.post("/v1/followups", status_code=202)
+    async def followups(body: FollowUpBody, request: Request):
+        from agent.capabilities import follow_up_options, gallery_id, preview_follow_up
+
+        svc.check_model(body.model)
+        image = gallery_id(body.image)
+        if image is None:
+            raise OpenAIError(400, "Over HTTP, `image` is a gallery image id (e.g. 12 or '#12', the `image_id` of "
+                                   "a run's result); this server reads no file paths.", param="image",
+                              code="invalid_value")
+        change = body.change_value()
+        options = follow_up_options(session.settings, body)
+        base_url = str(request.base_url)
+
+        def prepare():  # a bad image or change is a 400 now, not a failed job; so is a blocked idea
+            _, idea = preview_follow_up(session, image, change, options)
+            if idea is not None:
+                session.check_prompt(idea)
+
+        await run_in_threadpool(prepare)
+        events: list[dict] = []
+        streamed = _streaming(events)
+
+        def work(call):
+            result = session.follow_up(image, change, options, call=streamed(call))
+            picture = None
+            if result.outcome is not None:
+                metrics.images.labels(kind="follow_up").inc()
+                best = result.outcome.best
+                picture = svc.image_json(best.image_id, best.path, best.record, base_url, "url")
+            return _json_safe({**result.to_json(), "image": picture})
+
+        job = svc.submit("follow_up", body.model_dump(exclude_none=True), work)
         svc._events[job.id] = events
         return JSONResponse(_job_json(svc, job, base_url), status_code=202)
 
@@ -257,6 +287,19 @@ def add_routes(app: FastAPI, svc: ImagentService) -> None:
         return _json_safe({"image_id": row["id"], "run_id": row["run_id"], "seed": row.get("seed"),
                            "width": row.get("width"), "height": row.get("height"), "score": row.get("score"),
                            "created": row.get("created"), "record": row.get("record")})
+
+
+def _streaming(events: list[dict]):
+    """`streamed(call)` for a loop job: its events go to the job's progress, and its round events
+    (agent.server_models.loop_event_json) into `events`, the job's SSE stream."""
+    def streamed(call):
+        def sink(event):
+            call.emit(event)
+            wire = loop_event_json(event)
+            if wire is not None:
+                events.append(wire)
+        return call.with_sink(sink)
+    return streamed
 
 
 # -- the edit uploads ------------------------------------------------------------------------------

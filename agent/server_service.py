@@ -24,6 +24,7 @@ log = logging.getLogger("imagent.serve")
 
 MAX_UPLOAD_BYTES = 20 * 2**20       # per uploaded file (image, mask)
 MODEL_ALIASES = {"imagent"}         # besides the session's model id and its folder name
+BACKGROUND = {"run", "follow_up"}   # job kinds answered at once (202) and polled: no response waits for them
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ class ImagentService:
             try:
                 return fn(call)
             except SafetyBlocked:
-                if kind == "run":  # a background job: no error response counts it
+                if kind in BACKGROUND:  # a background job: no error response counts it
                     self.metrics.safety_blocks.labels(stage="request").inc()
                 raise
 

@@ -5,7 +5,8 @@ same names, types, ranges and help and cannot drift apart. `agent.capabilities` 
 a Session; `agent.mcp_server` and `agent.lc_tools` only translate. `TOOLS` lists them in order.
 
 Images are referred to either by `image_id` (an id from `list_images` or a previous result) or by
-`image` (a file path; a server may confine paths to its input/output folders).
+`image` (a file path; a server may confine paths to its input/output folders). `follow_up` takes
+both in its one `image` field: a gallery id (12 or "#12") or a path.
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent.errors import InvalidInput
+from agent.followup import EDIT_KINDS
 from tools import postprocess as pp
-from tools.limits import (IDEA_CHARS, MAX_CONTROLS, MAX_DROP, MAX_LORAS, MAX_REQUIRE, MAX_REQUIREMENTS, PATH_CHARS,
-                          PROMPT_CHARS, REQUIRE_CHARS, bounds)
+from tools.limits import (IDEA_CHARS, MAX_CHANGES, MAX_CONTROLS, MAX_DROP, MAX_LORAS, MAX_REQUIRE, MAX_REQUIREMENTS,
+                          PATH_CHARS, PROMPT_CHARS, REQUIRE_CHARS, bounds)
 from tools.requirements import KINDS, RELATIONS
 from tools.upscale import DEFAULT_METHOD
 
@@ -234,6 +237,61 @@ class RunInput(_Size, _Sampling, _Post, _Checklist):
     raw: bool = Field(False, description="Use the idea exactly as written as the prompt (no expansion).")
 
 
+class ChangeInput(_Input):
+    """One typed edit of a picture's checklist (agent.followup.Change), by the ids its run's checklist lists."""
+
+    # a plain string, the kinds listed in the schema: a wrong kind gets agent.followup's own words on every door
+    kind: str = Field(..., min_length=1, max_length=16, json_schema_extra={"enum": list(EDIT_KINDS)},
+                      description="add (value: what to add, in words, e.g. 'a blue square'), remove (target), "
+                                  "recolour (target, value: the new colour), recount (target, value: the new "
+                                  "count), background (value: its colour, e.g. black), relate (target, other, "
+                                  "value: left of, right of, above or below).")
+    target: str = Field("", max_length=16, description="The object's id in the picture's checklist (o1, o2, ...): "
+                                                       "what remove, recolour and recount change; relate: the "
+                                                       "subject. Empty for add and background.")
+    other: str = Field("", max_length=16, description="relate: the id of the object the target is placed from.")
+    value: str = Field("", max_length=REQUIRE_CHARS,
+                       description="add: the objects in words; recolour: a colour; recount: a whole number; "
+                                   "background: a colour; relate: the relation. Empty for remove.")
+
+
+GalleryIdOrPath = Annotated[int, Field(ge=1)] | Annotated[str, Field(min_length=1, max_length=PATH_CHARS),
+                                                          _NoLongLimit()]
+
+
+class FollowUpInput(_Input):
+    """Change a picture imagent made by a follow-up, in words or as typed edits of its checklist."""
+
+    image: GalleryIdOrPath = Field(
+        ..., description="The picture to change: its gallery id (the image_id a run, list_images or a previous "
+                         "follow-up gave, e.g. 12 or '#12'), or the path of a PNG imagent made where this door "
+                         "takes paths (a server reads only its input and output folders; HTTP takes ids only).")
+    change: Text | None = Field(None, min_length=1, max_length=IDEA_CHARS,
+                               description="The change in words, e.g. 'add a blue square', 'make the circle "
+                                           "orange', 'remove the square', 'make it three', 'on a black "
+                                           "background', 'put the circle left of the square'; 'new: IDEA' starts "
+                                           "another picture. Give this or `changes`.")
+    changes: list[ChangeInput] | None = Field(None, max_length=MAX_CHANGES,
+                                              description="The change as typed edits of the picture's checklist, "
+                                                          "applied in order, e.g. [{'kind': 'recolour', 'target': "
+                                                          "'o1', 'value': 'orange'}]. Give this or `change`.")
+    rounds: int = Field(3, **bounds("rounds"), description="Most rounds of repair -> score -> revise from the "
+                                                           "picture (1 = no revision).")
+    candidates: int = Field(2, **bounds("candidates"), description="Images made per round; the best is kept.")
+    seed: int | None = Field(None, **bounds("seed"),
+                             description="Random seed for a reproducible result. Default: drawn at random and "
+                                         "reported in the result.")
+
+    def change_value(self) -> str | list[dict]:
+        """What agent.followup.follow_up takes: the words, or the typed edits as dicts; InvalidInput
+        (the same words on every door) unless exactly one of `change` and `changes` is given."""
+        if (self.change is None) == (not self.changes):
+            raise InvalidInput("Give exactly one of `change` (the change in words) or `changes` (typed edits).",
+                               "E.g. change='add a blue square', or changes=[{'kind': 'recolour', 'target': 'o1', "
+                               "'value': 'orange'}].", param="change")
+        return self.change if self.change is not None else [c.model_dump() for c in self.changes]
+
+
 class GenerateInput(_Size, _Sampling, _Post):
     """Generate images from a prompt (text-to-image), in one shot, without the critique loop."""
 
@@ -333,6 +391,14 @@ TOOLS: tuple[ToolSpec, ...] = (
              "candidates, check safety, score them with CLIP, check every requirement of its checklist "
              "(correct it with require/drop, or give it whole) and revise until the best image fits "
              "(or the rounds run out). Returns the best image, its seed, metadata and a table of rounds.",
+             long_running=True, returns_images=True),
+    ToolSpec("follow_up", FollowUpInput, "Change a picture imagent made, as a user's follow-up would: give its "
+             "image (a gallery id) and the change in words ('add a blue square', 'make the circle orange', 'remove "
+             "the square', 'on a black background') or as typed edits of its checklist (`changes`, by the object "
+             "ids its run's checklist lists). The checklist is edited and the critique loop repairs the picture "
+             "from itself. Returns how the change was read (changes), the checklist's diff ('+ a blue square', "
+             "'red -> orange: the circle'), the run (the best image, its checks: a verdict per requirement) and "
+             "the image; when nothing was made (run null), a question to ask the user or a new idea to run.",
              long_running=True, returns_images=True),
     ToolSpec("generate", GenerateInput, "Generate images from a prompt in one shot (no critique loop). Returns "
              "each image with its seed and full metadata.", long_running=True, returns_images=True),

@@ -23,6 +23,7 @@ REQUIRE_CHARS = 400      # one requirement in words (--require, /require)
 MAX_REQUIRE = 8          # requirements added to one run's checklist
 MAX_DROP = 16            # requirements dropped from one run's checklist
 MAX_REQUIREMENTS = 32    # requirements in a checklist given whole
+MAX_CHANGES = 8          # typed edits in one follow-up (a follow-up in words: IDEA_CHARS, as the chat's)
 SEED_LIMIT = 2**63       # seeds are 0 <= seed < SEED_LIMIT
 
 

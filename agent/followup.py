@@ -235,6 +235,7 @@ def _recolour(text: str, checklist: Checklist) -> FollowUp | None:
 def _add(text: str, checklist: Checklist) -> FollowUp | None:
     m = re.match(r"^(?:please |can you |could you )?(?:put|place|draw|add) (.+?) in(?: it| there| the picture)?"
                  r"(?: as well| too)?$", text) or \
+        re.match(r"^((?:a|an|one|two|three) .+?) (?:as well|too)$", text) or \
         re.match(rf"^(?:please |can you |could you )?{_ADD}\s+(.+)$", text)
     if not m:
         return None

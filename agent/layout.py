@@ -196,5 +196,13 @@ class RunPlanner:
     def layout(self, seed: int) -> ComposePlan:
         return plan_layout(self.checklist, seed=seed, layout_control=self.layout_control, **self.kw)
 
+    def touch_up(self, seed: int) -> ComposePlan:
+        """The best image kept whole and finished again with a fresh seed (its objects hold, its
+        overall score does not)."""
+        kw = self.kw
+        return ComposePlan(width=kw["width"], height=kw["height"], placements=[], finish_prompt=kw["prompt"],
+                           negative_prompt=kw["negative"], steps=kw["steps"], cfg=kw["cfg"], seed=seed,
+                           finish_strength=kw["finish_strength"], use_base=True)
+
     def edit(self, best, seed: int) -> ComposePlan | None:
         return plan_edit(self.checklist, best.checks, seed=seed, **self.kw)

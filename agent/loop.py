@@ -165,7 +165,7 @@ def choose_repair(best: Candidate, can_compose: bool, history: list[RoundRecord]
     (a follow-up of a picture): edit it again after a failed edit, and lay it out afresh only after
     two, so that what was not mentioned stays where it was as long as a repair can keep it."""
     kinds = {v.kind for v in best.failed}
-    if keep and can_compose and kinds - {"holistic"} and (best.passed > 0 or _keeps_something(best)):
+    if keep and can_compose and kinds and (best.passed > 0 or _keeps_something(best)):
         edits = [h.repair for h in history[-2:]]
         if edits != ["edit", "edit"]:
             return "edit"
@@ -235,7 +235,10 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
         emit(RoundStarted(r, options.rounds, attempt.positive, attempt.change, repair))
         recipe, plain, made_by = None, {}, None
         if repair in ("edit", "layout"):
-            plan = (planner.edit(best, next_seed) if repair == "edit" else None) or planner.layout(next_seed)
+            plan = planner.edit(best, next_seed) if repair == "edit" else None
+            if plan is None and repair == "edit" and start is not None:
+                plan = planner.touch_up(next_seed)  # a follow-up whose objects hold: finish it again, keep it
+            plan = plan or planner.layout(next_seed)
             repair = "edit" if plan.use_base else "layout"
             for pl in plan.placements:
                 if pl.prompt:

@@ -128,3 +128,9 @@ def test_an_llm_reads_a_follow_up_as_typed_edits_and_junk_falls_back_to_the_rule
     for junk in ("no JSON here", '{"edits": [{"kind": "remove", "target": "o9"}]}', '{"edits": []}'):
         fu, problem = llm_followup("remove it", cl, model(junk), method="plain")
         assert fu is None and problem, junk
+
+
+def test_an_addition_can_be_said_without_a_verb():
+    fu = read_followup("a yellow square as well", parse_checklist("a green circle"))
+    assert fu.changes == [Change("add", value="a yellow square")]
+    assert read_followup("two blue circles too", parse_checklist("a green circle")).changes[0].value == "two blue circles"

@@ -75,3 +75,13 @@ def session(settings, tiny_backend, tiny_scorer):
     from agent.session import Session
 
     return Session(settings, backend=tiny_backend, scorer=tiny_scorer)
+
+
+@pytest.fixture(scope="module")
+def demo_session(tmp_path_factory):
+    """A session on the shipped demo models (no safety models), in a home of its own, per test module."""
+    from agent.config import load_settings
+    from agent.session import Session
+
+    home = tmp_path_factory.mktemp("demo-home")
+    return Session(load_settings(env={"IMAGENT_HOME": str(home)}, model="demo", clip_model="demo", safety="off"))

@@ -8,27 +8,16 @@ import json
 import time
 
 import httpx
-import numpy as np
 import pytest
 
 from agent.cli import main
 from agent.errors import InvalidInput
 from agent.requirements import checklist_from, edit_checklist, parse_checklist
-from tools.images import load_image
 from tools.metadata import read_metadata
 
 IDEA = "a red circle left of a blue square"           # o1, o2, r1, only, holistic (demo grammar)
 DROP_WORDS = "drop 'o9': the checklist has no such requirement."
 REQUIRE_WORDS = "require 'the': nothing in it can be checked."
-
-
-@pytest.fixture(scope="module")
-def demo_session(tmp_path_factory):
-    from agent.config import load_settings
-    from agent.session import Session
-
-    home = tmp_path_factory.mktemp("demo-home")
-    return Session(load_settings(env={"IMAGENT_HOME": str(home)}, model="demo", clip_model="demo", safety="off"))
 
 
 def cli(capsys, *argv):

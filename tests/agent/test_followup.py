@@ -73,15 +73,6 @@ def test_a_count_above_one_drops_the_relation_between_single_objects():
     assert diff[0] == "count 1 -> 2: red circles" and "relation is between single objects" in diff[1]
 
 
-@pytest.fixture(scope="module")
-def demo_session(tmp_path_factory):
-    from agent.config import load_settings
-    from agent.session import Session
-
-    home = tmp_path_factory.mktemp("demo-home")
-    return Session(load_settings(env={"IMAGENT_HOME": str(home)}, model="demo", clip_model="demo", safety="off"))
-
-
 def test_the_python_api_follows_up_on_a_picture_in_words_or_typed_edits(demo_session, tmp_path):
     from agent.errors import InvalidInput
     from tools.demo import oracle

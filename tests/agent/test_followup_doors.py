@@ -23,15 +23,6 @@ NEITHER = "Give exactly one of `change` (the change in words) or `changes` (type
 
 
 @pytest.fixture(scope="module")
-def demo_session(tmp_path_factory):
-    from agent.config import load_settings
-    from agent.session import Session
-
-    home = tmp_path_factory.mktemp("demo-home")
-    return Session(load_settings(env={"IMAGENT_HOME": str(home)}, model="demo", clip_model="demo", safety="off"))
-
-
-@pytest.fixture(scope="module")
 def first(demo_session, tmp_path_factory):
     """The picture every door follows up on: a red circle (o1), in the gallery."""
     out = demo_session.run("a red circle", request_fields={"seed": 3}, out_dir=tmp_path_factory.mktemp("first"))

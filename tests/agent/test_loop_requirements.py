@@ -9,15 +9,6 @@ from tools.images import load_image
 from tools.metadata import read_metadata
 
 
-@pytest.fixture(scope="module")
-def demo_session(tmp_path_factory):
-    from agent.config import load_settings
-    from agent.session import Session
-
-    home = tmp_path_factory.mktemp("demo-home")
-    return Session(load_settings(env={"IMAGENT_HOME": str(home)}, model="demo", clip_model="demo", safety="off"))
-
-
 def test_a_wrong_relation_is_not_met_and_is_named(demo_session, tmp_path):
     from tools.demo import oracle
 

@@ -383,7 +383,9 @@ def followup_run(current: Checklist, changes: list[Change], image_path, idea: st
              "followup": {"from_image": from_image if from_image is not None else str(image_path),
                           "message": message, "changes": [c.to_json() for c in changes], "diff": diff}}
     options = replace(options or RunOptions(), checklist=edited.to_json(), start=str(image_path), extra=extra)
-    return caption_of(edited) or idea or message, options, diff
+    # the demo grammar says the edited checklist whole; elsewhere the idea goes on with the change's words
+    words = message or "; ".join(diff)
+    return caption_of(edited) or (f"{idea}, {words}" if idea else words), options, diff
 
 
 @dataclass

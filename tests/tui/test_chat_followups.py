@@ -109,3 +109,16 @@ def test_agent_mode_changes_the_picture_through_its_change_picture_tool(demo_ses
     assert oracle.check(picture(chat), "a red circle and a blue square", "strict").correct
     record = read_metadata(chat.state.image_path)["record"]
     assert record["followup"]["diff"] == ["+ a blue square"]
+
+
+def test_on_a_model_outside_the_demo_grammar_the_change_goes_into_the_idea(session):
+    chat = ChatController(session)
+    for command in ("/steps 1", "/rounds 1", "/candidates 1", "/seed 3"):
+        chat.handle(command)
+    chat.handle("a photo of a cat")
+    reply = chat.handle("add a dog")
+    assert "+ a dog" in reply
+    assert chat.state.idea == "a photo of a cat, add a dog", "the new run asks for the change, not the old idea"
+    record = read_metadata(chat.state.image_path)["record"]
+    assert [r["text"] for r in record["loop"]["checklist"]["requirements"] if r["kind"] == "object"] == \
+        ["a cat", "a dog"]

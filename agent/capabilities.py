@@ -121,10 +121,10 @@ def follow_up_options(settings, inp: FollowUpInput) -> RunOptions:
 
 
 def preview_follow_up(session: Session, image, change, options: RunOptions | None = None):
-    """(FollowUpResult without a run, the idea its run would have or None): agent.followup.follow_up
+    """(FollowUpResult without a run, the idea its run would have or None): agent.followup_run.follow_up
     read but not run, so a door can refuse a bad image or change at once (the same InvalidInput the
     run would raise) and check the idea before queueing pixel work."""
-    from agent.followup import prepare_follow_up
+    from agent.followup_run import prepare_follow_up
 
     path, image_id = session.image_path(image)
     result, idea, _ = prepare_follow_up(path, change, options, from_image=image_id)
@@ -315,7 +315,7 @@ class Capabilities:
 
     def expand(self, inp: ExpandInput) -> dict:
         exp = self.session.expand(inp.idea, style=inp.style, family=inp.family, negative=inp.negative)
-        from agent.requirements import preview_checklist
+        from agent.checklist_edits import preview_checklist
 
         checklist, warnings = preview_checklist(inp.idea, exp.spec.subject, given=inp.checklist_json(),
                                                 require=inp.require, drop=inp.drop)

@@ -187,10 +187,10 @@ def derive_checklist(session, idea: str, subject: str | None = None, *, chat_mod
                      require=(), drop=()):
     """The requirements of a run and what this session's verifier cannot check: (Checklist,
     warnings). Derived from the idea (agent.requirements.checklist_for), or `given` whole (a
-    Checklist, its JSON or a list of requirements: agent.requirements.checklist_from), then
-    corrected by the user's `require` texts and `drop` ids (agent.requirements.edit_checklist;
+    Checklist, its JSON or a list of requirements: agent.checklist_edits.checklist_from), then
+    corrected by the user's `require` texts and `drop` ids (agent.checklist_edits.edit_checklist;
     what the edit did beyond the obvious is in the warnings)."""
-    from agent.requirements import checklist_from, edit_checklist
+    from agent.checklist_edits import checklist_from, edit_checklist
 
     if given is not None:
         cl, warnings = checklist_from(given), []

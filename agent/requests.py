@@ -59,7 +59,7 @@ class RunOptions:
     """One critique-loop run's request beside the idea (Session.run, agent.critique.run): the loop's
     budget and target, the first prompt (expanded, `raw` words, or an edited `spec`), the
     generation fields, the requirements (derived, given whole, and the user's corrections:
-    agent.requirements.edit_checklist), the reviser and the post-processing of the best image.
+    agent.checklist_edits.edit_checklist), the reviser and the post-processing of the best image.
     Per-call control (the Call, the output folder, the chat id, a chat model) is passed beside it."""
 
     rounds: int = 3

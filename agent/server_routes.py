@@ -152,7 +152,7 @@ def add_routes(app: FastAPI, svc: ImagentService) -> None:
         base_url = str(request.base_url)
 
         def prepare():
-            from agent.requirements import check_edits
+            from agent.checklist_edits import check_edits
 
             loop.LoopOptions(rounds=body.rounds, candidates=body.candidates, threshold=body.threshold,
                              threshold_mode=body.threshold_mode).check()

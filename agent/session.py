@@ -212,11 +212,11 @@ class Session:
     def follow_up(self, image, change, options: RunOptions | None = None, *, call: Call | None = None,
                   out_dir: str | Path | None = None, chat_id: str | None = None, **fields):
         """Change a picture by a follow-up: words ("add a blue square") or typed edits, repaired from
-        that picture (agent.followup.follow_up); `image` is a PNG path or a gallery image id. Returns a
+        that picture (agent.followup_run.follow_up); `image` is a PNG path or a gallery image id. Returns a
         FollowUpResult (the reading, the checklist's diff, the run or None when nothing was made)."""
         from dataclasses import replace
 
-        from agent.followup import follow_up
+        from agent.followup_run import follow_up
 
         path, image_id = self.image_path(image)
         options = replace(options or RunOptions(), **fields)

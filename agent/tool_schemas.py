@@ -173,7 +173,7 @@ class _Checklist(_Input):
         return value["requirements"] if isinstance(value, dict) and "requirements" in value else value
 
     def checklist_json(self) -> list[dict] | None:
-        """The given checklist as requirement dicts (agent.requirements.checklist_from reads them)."""
+        """The given checklist as requirement dicts (agent.checklist_edits.checklist_from reads them)."""
         return None if self.checklist is None else [r.model_dump(exclude_none=True) for r in self.checklist]
 
 
@@ -283,7 +283,7 @@ class FollowUpInput(_Input):
                                          "reported in the result.")
 
     def change_value(self) -> str | list[dict]:
-        """What agent.followup.follow_up takes: the words, or the typed edits as dicts; InvalidInput
+        """What agent.followup_run.follow_up takes: the words, or the typed edits as dicts; InvalidInput
         (the same words on every door) unless exactly one of `change` and `changes` is given."""
         if (self.change is None) == (not self.changes):
             raise InvalidInput("Give exactly one of `change` (the change in words) or `changes` (typed edits).",

@@ -282,7 +282,7 @@ class ChatController:
         return self.defaults_text()
 
     def edit_checklist(self, require=(), drop=()) -> str:
-        """Correct the checklist the next run of the current idea checks (agent.requirements.edit_checklist:
+        """Correct the checklist the next run of the current idea checks (agent.checklist_edits.edit_checklist:
         `require` texts added, `drop` ids or numbers removed); nothing given: show it. Kept for
         this idea's runs (refine, /run) until a new idea."""
         if not self.state.idea:

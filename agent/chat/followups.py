@@ -9,7 +9,8 @@ a message that is neither gets one question back. No picture yet: the message is
 from __future__ import annotations
 
 from agent.chat import replies
-from agent.followup import Change, FollowUp, checklist_of_record, followup_run, llm_followup, read_followup
+from agent.followup import Change, FollowUp, checklist_of_record, read_followup
+from agent.followup_run import followup_run, llm_followup
 
 DEMO_DRAWS = ("The demo model draws coloured shapes only: their colours, shapes, counts, places and the "
               "background")

@@ -45,7 +45,7 @@ def flag_help(model, name: str) -> str:
 
 def add_checklist_options(p: argparse.ArgumentParser) -> None:
     """--require TEXT and --drop ID (repeatable): the user's corrections of the checklist
-    (agent.requirements.edit_checklist), the run tool's `require` and `drop`."""
+    (agent.checklist_edits.edit_checklist), the run tool's `require` and `drop`."""
     from agent.tool_schemas import RunInput
 
     g = p.add_argument_group("checklist (`imagent expand IDEA` shows it, with its ids)")

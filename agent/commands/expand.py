@@ -63,7 +63,7 @@ def run(args) -> int:
     from agent.commands.common import text_or_stdin
 
     args.idea = text_or_stdin(args.idea)
-    from agent.requirements import preview_checklist
+    from agent.checklist_edits import preview_checklist
 
     settings = settings_from(args)
     expansion = expansion_from(args, settings, args.idea)

@@ -1,5 +1,5 @@
 """The user corrects the checklist: --require TEXT and --drop ID on the CLI, `require`/`drop`/`checklist`
-on MCP and HTTP, /require and /drop in the chat; one function (agent.requirements.edit_checklist) for all.
+on MCP and HTTP, /require and /drop in the chat; one function (agent.checklist_edits.edit_checklist) for all.
 The edited checklist is the one checked, recorded in the PNG, and kept by rerun."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 from agent.cli import main
 from agent.errors import InvalidInput
-from agent.requirements import checklist_from, edit_checklist, parse_checklist
+from agent.checklist_edits import checklist_from, edit_checklist
+from agent.requirements import parse_checklist
 from tools.metadata import read_metadata
 
 IDEA = "a red circle left of a blue square"           # o1, o2, r1, only, holistic (demo grammar)

@@ -101,7 +101,7 @@ def test_an_llm_reads_a_follow_up_as_typed_edits_and_junk_falls_back_to_the_rule
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.messages import AIMessage
 
-    from agent.followup import llm_followup
+    from agent.followup_run import llm_followup
 
     cl = parse_checklist("a red circle and a blue square")
 

@@ -165,19 +165,17 @@ def choose_repair(best: Candidate, can_compose: bool, history: list[RoundRecord]
     (a follow-up of a picture): edit it again after a failed edit, and lay it out afresh only after
     two, so that what was not mentioned stays where it was as long as a repair can keep it."""
     kinds = {v.kind for v in best.failed}
-    if keep and can_compose and kinds and (best.passed > 0 or _keeps_something(best)):
-        edits = [h.repair for h in history[-2:]]
-        if edits != ["edit", "edit"]:
-            return "edit"
+    last = history[-1].repair if history else "initial"
+    kept = best.passed > 0 or _keeps_something(best)
+    if keep and can_compose and kinds and kept and [h.repair for h in history[-2:]] != ["edit", "edit"]:
+        return "edit"
     if kinds - {"holistic"} == {"background"} and can_compose and best.passed > 0:
-        # the objects hold: lay the same boxes out again on the asked background (no fresh scene)
-        last = history[-1].repair if history else "initial"
+        # the objects hold: recolour the background around them (no fresh scene)
         return "edit" if last != "edit" else "prompt"
     if kinds & STRUCTURAL and can_compose:
-        last = history[-1].repair if history else "initial"
         # edit the best image when something in it passes (and the last round was not already an
         # edit of it); otherwise lay the scene out afresh
-        return "edit" if last != "edit" and (best.passed > 0 or _keeps_something(best)) else "layout"
+        return "edit" if last != "edit" and kept else "layout"
     return "prompt"
 
 
@@ -227,7 +225,8 @@ def run_loop(*, intent: str, first: Attempt, base: GenerateRequest, options: Loo
             repair = choose_repair(start, can_compose, [], keep=True)
             if repair == "prompt":  # nothing of the picture can be kept: draw afresh, and say so
                 loop_warnings.append("The current picture could not be repaired in place; drew a new one.")
-    for r in range(1, (0 if start is not None and start.all_pass else options.rounds) + 1):
+    budget = 0 if start is not None and start.all_pass else options.rounds
+    for r in range(1, budget + 1):
         call.check("Run cancelled.")
         t0 = time.perf_counter()
         if r > 1 or not first_checked:

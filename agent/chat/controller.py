@@ -46,6 +46,7 @@ class ChatController:
         self.gallery = session.gallery
         self.listener = listener or (lambda event: None)
         self._chat_model = chat_model
+        self._followup_model = None   # built on first use from the settings (routed and keyword modes)
         self._undo: list[tuple[str, dict]] = []
         self._call = Call(sink=self.listener)   # the running turn's control (a fresh one per turn)
         self.offline = offline
@@ -131,7 +132,7 @@ class ChatController:
             return None
         if self._chat_model is not None or not self.settings.llm_model:
             return self._chat_model
-        if getattr(self, "_followup_model", None) is None:
+        if self._followup_model is None:
             from agent.llm import build_chat_model
 
             self._followup_model = build_chat_model(self.settings)
